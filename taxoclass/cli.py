@@ -1,0 +1,166 @@
+"""The `taxoclass` command.
+
+    taxoclass run [--preset NAME] [--config FILE] [key=value ...]   all stages, then evaluation
+    taxoclass stage N --run DIR [key=value ...]                      one stage on an existing run dir
+    taxoclass evaluate --predictions FILE --data PATH                metrics of a predictions file
+    taxoclass predict --run DIR --input FILE [--top-k K] [--path]    classify new texts
+    taxoclass validate PATH                                          check a dataset, print its counts
+    taxoclass config [--preset NAME] [key=value ...]                 print the resolved config
+
+Errors in the user's input print one line (file:line or config key) and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from taxoclass.errors import TaxoclassError
+
+EXIT_USAGE = 2
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", help="a preset name (debug, demo, amazon-531, dbpedia-298)")
+    p.add_argument("--config", help="a YAML config file (e.g. a search's best_config.yaml)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. seed=3 gnn_num_layers=2")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="taxoclass",
+        description="Hierarchical multi-label classification from class names alone (TaxoClass).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run every stage and evaluate; no argument runs the built-in demo",
+                       description="Run stages 1-4 and the evaluation; writes <output_dir>/<run_name>/.")
+    _add_config_args(p)
+
+    p = sub.add_parser("stage", help="run one stage (1-4, or 5 = evaluation) on an existing run dir",
+                       description="Run one stage on a run dir, reading the earlier stages' cached outputs.")
+    p.add_argument("number", type=int, choices=[1, 2, 3, 4, 5], help="1 similarity, 2 core mining, 3 classifier, 4 self-training, 5 evaluation")
+    p.add_argument("--run", required=True, help="the run directory (holds config.yaml)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+
+    p = sub.add_parser("evaluate", help="compute the metrics of a predictions file",
+                       description="Recompute every test metric from predictions/test.jsonl against a dataset's gold.")
+    p.add_argument("--predictions", required=True, help="a predictions JSON-lines file")
+    p.add_argument("--data", required=True, help="the dataset (folder, JSON-lines file or 'demo')")
+    p.add_argument("--variant", default="auto", help="dataset layout: auto, teleclass, generated, jsonl")
+    p.add_argument("--test-corpus", default=None, help="evaluate against this doc_id<TAB>text file's documents")
+    p.add_argument("--output", default=None, help="also write the metrics as JSON here")
+
+    p = sub.add_parser("predict", help="classify new texts with a trained run",
+                       description="Print the top-k classes with scores for each input text.")
+    p.add_argument("--run", required=True, help="a finished run directory")
+    p.add_argument("--input", required=True, help="texts, one per line, or JSON lines with a 'text'/'token' field")
+    p.add_argument("--top-k", type=int, default=3, help="classes per text (default 3)")
+    p.add_argument("--path", action="store_true", help="answer a root-to-node path (greedy top-down) instead of top-k")
+
+    p = sub.add_parser("validate", help="check a dataset and print its counts",
+                       description="Load every file of a dataset; report the first problem as file:line.")
+    p.add_argument("path", help="dataset folder, JSON-lines file or 'demo'")
+    p.add_argument("--variant", default="auto", help="dataset layout: auto, teleclass, generated, jsonl")
+
+    p = sub.add_parser("config", help="print the resolved config as YAML")
+    _add_config_args(p)
+    return parser
+
+
+def cmd_validate(args) -> int:
+    from taxoclass.data.validate import validate
+
+    print(validate(args.path, variant=args.variant))
+    print("ok")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from taxoclass.data.readers import load_dataset
+    from taxoclass.evaluate import evaluate_predictions_file, format_metrics
+    from taxoclass.rundir import write_json
+
+    ds = load_dataset(args.data, variant=args.variant, test_corpus=args.test_corpus)
+    metrics = evaluate_predictions_file(Path(args.predictions), ds)
+    print(format_metrics(metrics))
+    if args.output:
+        write_json(Path(args.output), metrics)
+    return 0
+
+
+def cmd_config(args) -> int:
+    import yaml
+
+    from taxoclass.config import build_config, to_dict
+
+    cfg = build_config(args.preset, args.config, args.overrides)
+    print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from taxoclass.config import build_config
+    from taxoclass.pipeline import run_pipeline
+
+    preset = args.preset
+    if preset is None and args.config is None and not any(o.startswith(("data=", "preset=")) for o in args.overrides):
+        preset = "demo"  # `taxoclass run` alone runs the built-in demo
+    cfg = build_config(preset, args.config, args.overrides)
+    summary = run_pipeline(cfg)
+    _print_summary(summary)
+    return 0
+
+
+def cmd_stage(args) -> int:
+    from taxoclass.pipeline import run_single_stage
+
+    summary = run_single_stage(Path(args.run), args.number, args.overrides)
+    if summary:
+        _print_summary(summary)
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from taxoclass.predict import predict_file
+
+    for row in predict_file(Path(args.run), Path(args.input), top_k=args.top_k, path=args.path):
+        print(json.dumps(row))
+    return 0
+
+
+def _print_summary(summary: dict) -> None:
+    keys = ["test/example_f1", "test/p_at_1", "test/p_at_3", "test/mrr", "zeroshot/example_f1", "zeroshot/path_example_f1"]
+    shown = {k: summary[k] for k in keys if k in summary}
+    if shown:
+        print("  ".join(f"{k}={v:.4f}" for k, v in shown.items()))
+    if "run_dir" in summary:
+        print(f"run dir: {summary['run_dir']}")
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "stage": cmd_stage,
+    "evaluate": cmd_evaluate,
+    "predict": cmd_predict,
+    "validate": cmd_validate,
+    "config": cmd_config,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except TaxoclassError as err:
+        print(f"taxoclass: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("taxoclass: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Taxonomy, dataset readers and validation."""

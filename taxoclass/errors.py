@@ -1,0 +1,30 @@
+"""User-facing errors: each prints as one line and makes the CLI exit with status 2.
+
+A `DataError` names the file and line; a `ConfigError` names the config key.
+The CLI catches `TaxoclassError` and prints `str(err)` with no traceback.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+class TaxoclassError(Exception):
+    """Base class for errors caused by the user's input, not by a bug."""
+
+
+class DataError(TaxoclassError):
+    def __init__(self, path, message: str, line: int | None = None):
+        self.path = os.fspath(path) if path is not None else None
+        self.line = line
+        self.message = message
+        where = self.path or "<input>"
+        if line is not None:
+            where = f"{where}:{line}"
+        super().__init__(f"{where}: {message}")
+
+
+class ConfigError(TaxoclassError):
+    def __init__(self, key: str, message: str):
+        self.key = key
+        super().__init__(f"config key '{key}': {message}" if key else message)

@@ -1,0 +1,34 @@
+"""Metrics of a predictions file against a dataset's test gold (`taxoclass evaluate`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from taxoclass.data.readers import Dataset
+from taxoclass.errors import DataError
+from taxoclass.metrics import evaluate_rankings, prefixed
+from taxoclass.rundir import read_predictions
+
+
+def evaluate_predictions_file(path: Path, ds: Dataset, prefix: str = "test") -> dict:
+    if ds.test is None or ds.test_labels is None:
+        raise DataError(ds.root, "the dataset has no test set with labels to evaluate against")
+    predictions = read_predictions(path, ds.taxonomy)
+    test_ids = set(ds.test.doc_ids)
+    for doc_id in predictions:
+        if doc_id not in test_ids:
+            raise DataError(path, f"prediction for document '{doc_id}', which is not in the test set {ds.test.source}")
+    missing = [d for d in ds.test.doc_ids if d not in predictions]
+    if missing:
+        raise DataError(path, f"no prediction for {len(missing)} test documents (first: '{missing[0]}')")
+    rankings = [predictions[d] for d in ds.test.doc_ids]
+    golds = [ds.test_labels[d] for d in ds.test.doc_ids]
+    return prefixed(evaluate_rankings(rankings, golds, ds.taxonomy.levels), prefix)
+
+
+def format_metrics(metrics: dict) -> str:
+    width = max(len(k) for k in metrics)
+    rows = []
+    for k, v in metrics.items():
+        rows.append(f"{k:<{width}}  {v:.4f}" if isinstance(v, float) else f"{k:<{width}}  {v}")
+    return "\n".join(rows)

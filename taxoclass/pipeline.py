@@ -1,0 +1,423 @@
+"""Runs the four stages and the evaluation in order, caching each stage's output.
+
+Features:
+- one entry point, `run_pipeline(cfg, sink)`, used by the CLI, Ray and Tune alike;
+  it imports neither Ray nor wandb: metrics go to `metrics.jsonl` and to `sink`;
+- each stage's output is cached in `<run_dir>/cache/` under a key made from its
+  inputs' content and the config that affects it, so changing a stage-3 setting
+  reuses stages 1 and 2; `force_stage=N` recomputes from stage N on;
+- `run_single_stage(run_dir, N)` runs one stage on an existing run dir;
+- evaluation writes `predictions/test.jsonl` and `summary.json` (the run dir
+  contract, `rundir.py`) with two zero-shot baselines from the stage-1 scores.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from taxoclass.config import Config, build_config, save_yaml
+from taxoclass.data.readers import Dataset, keyword_files, load_dataset, read_keywords
+from taxoclass.data.taxonomy import ROOT, Taxonomy
+from taxoclass.errors import DataError
+from taxoclass.metrics import evaluate_rankings, example_f1, prefixed
+from taxoclass.rundir import PREDICTIONS, atomic_write_text, write_json, write_predictions
+
+Sink = Callable[..., None]
+STAGE_NAMES = {1: "similarity", 2: "core mining", 3: "classifier", 4: "self-training", 5: "evaluation"}
+
+
+def log(msg: str) -> None:
+    print(f"taxoclass: {msg}", file=sys.stderr, flush=True)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# ---------------------------------------------------------------- inputs
+@dataclass
+class Docs:
+    ids: list[str]
+    texts: list[str]
+    gold: list[list[int]] | None  # class indices, when known
+
+
+@dataclass
+class Inputs:
+    dataset: Dataset
+    corpus: Docs
+    test: Docs | None
+    keywords: dict[int, list[str]] | None
+
+    @property
+    def taxonomy(self) -> Taxonomy:
+        return self.dataset.taxonomy
+
+
+def prepare_inputs(cfg: Config) -> Inputs:
+    ds = load_dataset(cfg.data, cfg.data_variant, cfg.test_corpus or None)
+    c = ds.corpus
+    gold = [ds.corpus_labels[d] for d in c.doc_ids] if ds.corpus_labels and all(d in ds.corpus_labels for d in c.doc_ids) else None
+    corpus = Docs(list(c.doc_ids), list(c.texts), gold)
+    test = None
+    if ds.test is not None:
+        test = Docs(list(ds.test.doc_ids), list(ds.test.texts), [ds.test_labels[d] for d in ds.test.doc_ids])
+    if cfg.max_docs:
+        corpus = Docs(corpus.ids[: cfg.max_docs], corpus.texts[: cfg.max_docs], corpus.gold[: cfg.max_docs] if corpus.gold else None)
+        if test is not None:
+            test = Docs(test.ids[: cfg.max_docs], test.texts[: cfg.max_docs], test.gold[: cfg.max_docs])
+    if cfg.transductive and test is not None and not ds.transductive:
+        # the unlabelled test texts join the training corpus (their labels are never used)
+        corpus = Docs(corpus.ids + [f"test:{d}" for d in test.ids], corpus.texts + test.texts,
+                      (corpus.gold + test.gold) if corpus.gold else None)
+    keywords = None
+    if cfg.similarity.class_text != "name":
+        path = ds.root / "train" / f"{cfg.similarity.class_text}.txt"
+        if path not in keyword_files(ds.root):
+            raise DataError(path, "file not found (needed by similarity.class_text)")
+        keywords = read_keywords(path, ds.taxonomy)
+    return Inputs(ds, corpus, test, keywords)
+
+
+def _same_docs(a: Docs, b: Docs | None) -> bool:
+    return b is not None and a.ids == b.ids and a.texts == b.texts
+
+
+# ---------------------------------------------------------------- cache keys
+def _digest(*parts) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(json.dumps(p, sort_keys=True, default=str).encode())
+        h.update(b"\x00")
+    return h.hexdigest()[:16]
+
+
+def stage_keys(cfg: Config, inputs: Inputs) -> dict[int, str]:
+    tax = inputs.taxonomy
+    content = _digest(tax.ids, tax.names, tax.edges, inputs.corpus.ids, inputs.corpus.texts,
+                      inputs.test.texts if inputs.test else None, inputs.keywords)
+    k1 = _digest("stage1", content, asdict(cfg.similarity), cfg.mining.root_width)
+    k2 = _digest("stage2", k1, asdict(cfg.mining))
+    k3 = _digest("stage3", k2, asdict(cfg.classifier), cfg.seed)
+    k4 = _digest("stage4", k3, asdict(cfg.self_training))
+    return {1: k1, 2: k2, 3: k3, 4: k4}
+
+
+# ---------------------------------------------------------------- metrics log
+class MetricsLog:
+    """Writes every logged dict to metrics.jsonl and forwards it to the sink."""
+
+    def __init__(self, path: Path, sink: Sink | None, append: bool):
+        self.path = path
+        self.sink = sink
+        self.stats: dict = {}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(path, "a" if append else "w", encoding="utf-8")
+
+    def __call__(self, metrics: dict, step: int | None = None) -> None:
+        self.stats.update(metrics)
+        row = {"step": step, "time": round(time.time(), 3), **metrics}
+        self._fh.write(json.dumps(row, default=float) + "\n")
+        self._fh.flush()
+        if self.sink is not None:
+            self.sink(metrics, step=step)
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+# ---------------------------------------------------------------- stages
+class Run:
+    """One pipeline invocation on one run dir."""
+
+    def __init__(self, cfg: Config, sink: Sink | None = None, append_metrics: bool = False):
+        from taxoclass.stages.text_encoder import resolve_device
+
+        self.cfg = cfg
+        seed_everything(cfg.seed)
+        self.device = resolve_device(cfg.device)
+        self.inputs = prepare_inputs(cfg)
+        if not cfg.run_name:
+            cfg.run_name = f"{self.inputs.dataset.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        self.dir = Path(cfg.output_dir) / cfg.run_name
+        self.cache = self.dir / "cache"
+        self.cache.mkdir(parents=True, exist_ok=True)
+        save_yaml(cfg, self.dir / "config.yaml")
+        self.keys = stage_keys(cfg, self.inputs)
+        self.log = MetricsLog(self.dir / "metrics.jsonl", sink, append_metrics)
+        self._bundle = None
+        self.timings: dict[str, float] = {}
+
+    # cache helpers: an output file plus a JSON of the stats it logged
+    def _path(self, stage: int, suffix: str) -> Path:
+        return self.cache / f"stage{stage}-{self.keys[stage]}{suffix}"
+
+    def _cached(self, stage: int, suffix: str, force: bool) -> bool:
+        return not force and self._path(stage, suffix).is_file() and self._path(stage, ".stats.json").is_file()
+
+    def _replay(self, stage: int) -> dict:
+        stats = json.loads(self._path(stage, ".stats.json").read_text())
+        self.log(stats)
+        log(f"stage {stage} ({STAGE_NAMES[stage]}): cached ({self._path(stage, '').name})")
+        return stats
+
+    def _save_stats(self, stage: int, stats: dict) -> None:
+        atomic_write_text(self._path(stage, ".stats.json"), json.dumps(stats, default=float))
+
+    # stage 1
+    def similarity(self, force: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        path = self._path(1, ".npz")
+        if self._cached(1, ".npz", force):
+            self._replay(1)
+        else:
+            from taxoclass.rundir import atomic_replace_with
+            from taxoclass.stages.similarity import run_similarity
+
+            t0 = time.time()
+            inp = self.inputs
+            same = _same_docs(inp.corpus, inp.test)
+            test_texts = None if (inp.test is None or same) else inp.test.texts
+            out = run_similarity(self.cfg, inp.taxonomy, inp.corpus.texts, test_texts, inp.keywords, self.device)
+            test = out.corpus if same else out.test
+            arrays = {"corpus": out.corpus} if test is None else {"corpus": out.corpus, "test": test}
+            def write(tmp):
+                with open(tmp, "wb") as fh:
+                    np.savez(fh, **arrays)
+
+            atomic_replace_with(path, write)
+            stats = out.stats()
+            self.timings["stage1"] = time.time() - t0
+            stats["stage1/seconds"] = self.timings["stage1"]
+            self.log(stats)
+            self._save_stats(1, stats)
+            log(f"stage 1 ({STAGE_NAMES[1]}): {len(inp.corpus.ids)} documents, {stats['stage1/pairs_per_doc']:.0f} pairs/doc, "
+                f"{self.timings['stage1']:.1f}s")
+        data = np.load(path)
+        return data["corpus"], (data["test"] if "test" in data else None)
+
+    # stage 2
+    def mining(self, force: bool, sim: np.ndarray | None = None):
+        from taxoclass.stages.core_mining import MiningOutput, mine_core_classes, mining_quality, mining_stats
+
+        path = self._path(2, ".json")
+        if self._cached(2, ".json", force):
+            self._replay(2)
+            return MiningOutput.from_json(json.loads(path.read_text()))
+        if sim is None:
+            sim, _ = self.similarity(force=False)
+        t0 = time.time()
+        out = mine_core_classes(sim, self.inputs.taxonomy, self.cfg.mining)
+        stats = mining_stats(out)
+        if self.inputs.corpus.gold is not None:
+            stats.update(mining_quality(out, self.inputs.corpus.gold, self.inputs.taxonomy))
+        stats["stage2/seconds"] = time.time() - t0
+        atomic_write_text(path, json.dumps(out.to_json()))
+        self.log(stats)
+        self._save_stats(2, stats)
+        log(f"stage 2 ({STAGE_NAMES[2]}): {stats['stage2/total_docs_with_core']} of {len(out.cores)} documents have a core class, "
+            f"{stats['stage2/num_core_classes']} core classes")
+        return out
+
+    # model
+    def bundle(self):
+        if self._bundle is None:
+            from taxoclass.stages.model_io import build_model
+
+            self._bundle = build_model(self.cfg, self.inputs.taxonomy, self.device)
+        return self._bundle
+
+    # stage 3
+    def classifier(self, force: bool, mining=None) -> None:
+        from taxoclass.stages.classifier import build_labels, label_stats, train_classifier
+        from taxoclass.stages.model_io import load_state, save_checkpoint
+
+        path = self._path(3, ".pt")
+        if self._cached(3, ".pt", force):
+            self._replay(3)
+            load_state(self.bundle(), path)
+            return
+        mining = mining or self.mining(force=False)
+        keep = [i for i, c in enumerate(mining.cores) if c]
+        if not keep:
+            raise DataError(self.dir, "stage 2 found no core class for any document: nothing to train on "
+                            "(lower mining.floor or check the similarity template)")
+        t0 = time.time()
+        bundle = self.bundle()
+        targets, mask = build_labels([mining.cores[i] for i in keep], self.inputs.taxonomy, self.cfg.classifier.label_scope)
+        self.log(label_stats(targets, mask))
+        docs = bundle.docs([self.inputs.corpus.texts[i] for i in keep], desc="stage 3: embedding documents")
+        stats = train_classifier(bundle.model, docs, targets, mask, self.cfg.classifier, self.device, self.cfg.seed, self.log,
+                                 self.cfg.tracking.log_interval)
+        stats.update(label_stats(targets, mask))
+        stats["stage3/seconds"] = time.time() - t0
+        save_checkpoint(bundle, self.inputs.taxonomy, path)
+        self._save_stats(3, stats)
+        log(f"stage 3 ({STAGE_NAMES[3]}): best epoch {stats['stage3/best_epoch']}, val loss {stats['stage3/best_val_loss']:.4f}, "
+            f"{stats['stage3/seconds']:.1f}s")
+
+    # stage 4
+    def self_training(self, force: bool) -> None:
+        from taxoclass.stages.model_io import load_state, save_checkpoint
+        from taxoclass.stages.self_training import self_train
+
+        path = self._path(4, ".pt")
+        if self._cached(4, ".pt", force):
+            self._replay(4)
+            load_state(self.bundle(), path)
+            return
+        if not self._path(3, ".pt").is_file():
+            raise DataError(self.dir, "stage 3 output missing: run stage 3 first")
+        bundle = self.bundle()
+        load_state(bundle, self._path(3, ".pt"))
+        t0 = time.time()
+        docs = bundle.docs(self.inputs.corpus.texts, desc="stage 4: embedding documents")
+        st = self.cfg.self_training
+        stats = self_train(bundle.model, docs, st, self.device, self.cfg.seed, self.log, self.cfg.classifier.amp,
+                           self.cfg.evaluation.batch_size)
+        stats["stage4/seconds"] = time.time() - t0
+        save_checkpoint(bundle, self.inputs.taxonomy, path)
+        self._save_stats(4, {k: v for k, v in stats.items()})
+        log(f"stage 4 ({STAGE_NAMES[4]}): {stats['stage4/batches']} batches, stopped by {stats['stage4/stopped_by']}, "
+            f"{stats['stage4/seconds']:.1f}s")
+
+    def final_model_path(self) -> Path:
+        if self.cfg.self_training.enabled and self._path(4, ".pt").is_file():
+            return self._path(4, ".pt")
+        return self._path(3, ".pt")
+
+    # evaluation
+    def evaluate(self, test_sim: np.ndarray | None) -> dict:
+        from taxoclass.stages.classifier import predict_probs
+        from taxoclass.stages.model_io import rank
+
+        inp = self.inputs
+        summary: dict = {}
+        _link(self.final_model_path(), self.dir / "model.pt")
+        if inp.test is None:
+            log("no test set: predictions and test metrics skipped")
+            return summary
+        bundle = self.bundle()
+        docs = bundle.docs(inp.test.texts, desc="evaluation: embedding test documents")
+        probs = predict_probs(bundle.model, docs, self.device, self.cfg.evaluation.batch_size, self.cfg.classifier.amp)
+        ranked, scores = rank(probs, self.cfg.evaluation.save_top_k)
+        write_predictions(self.dir / PREDICTIONS, inp.test.ids, ranked, scores, inp.taxonomy)
+        levels = inp.taxonomy.levels
+        summary.update(prefixed(evaluate_rankings(ranked.tolist(), inp.test.gold, levels), "test"))
+        if test_sim is not None:
+            summary.update(zero_shot_metrics(test_sim, inp.test.gold, inp.taxonomy))
+        self.log(summary)
+        return summary
+
+    def close(self) -> None:
+        self.log.close()
+
+
+def zero_shot_metrics(sim: np.ndarray, golds: list[list[int]], taxonomy: Taxonomy) -> dict:
+    """Flat (top-3 of the scored classes) and path (greedy top-down) baselines from stage-1 scores."""
+    from taxoclass.stages.model_io import rank
+
+    filled = np.where(np.isnan(sim), -np.inf, sim)
+    ranked, _ = rank(filled, 0)
+    out = prefixed(evaluate_rankings(ranked.tolist(), golds, taxonomy.levels), "zeroshot")
+    paths = [greedy_path(row, taxonomy) for row in filled]
+    out["zeroshot/path_example_f1"] = float(np.mean([example_f1(p, set(g), k=len(p)) for p, g in zip(paths, golds)]))
+    return out
+
+
+def greedy_path(scores: np.ndarray, taxonomy: Taxonomy) -> list[int]:
+    """At each level the most similar child, from ROOT down to a leaf."""
+    path, node = [], ROOT
+    while taxonomy.children(node):
+        node = max(taxonomy.children(node), key=lambda c: (scores[c], -c))
+        path.append(node)
+    return path
+
+
+def _link(src: Path, dst: Path) -> None:
+    """dst becomes the same file as src (a hard link where possible)."""
+    import os
+    import shutil
+
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+# ---------------------------------------------------------------- entry points
+def run_pipeline(cfg: Config, sink: Sink | None = None) -> dict:
+    """All stages, then the evaluation. Returns the summary (also in summary.json)."""
+    t0 = time.time()
+    run = Run(cfg, sink)
+    try:
+        log(f"run dir {run.dir} on {run.device}; {run.inputs.dataset.describe()}")
+        force = cfg.force_stage
+        sim, test_sim = run.similarity(force=1 >= force > 0)
+        mining = run.mining(force=2 >= force > 0, sim=sim)
+        run.classifier(force=3 >= force > 0, mining=mining)
+        if cfg.self_training.enabled:
+            run.self_training(force=4 >= force > 0)
+        summary = dict(run.log.stats)
+        summary.update(run.evaluate(test_sim))
+        summary["total_seconds"] = time.time() - t0
+        summary["run_dir"] = str(run.dir)
+        write_json(run.dir / "summary.json", summary)
+        return summary
+    finally:
+        run.close()
+
+
+def run_single_stage(run_dir: Path, number: int, overrides: list[str] | None = None) -> dict | None:
+    """`taxoclass stage N --run DIR`: stage N only, earlier stages from the cache."""
+    config_path = Path(run_dir) / "config.yaml"
+    if not config_path.is_file():
+        raise DataError(config_path, "not a run dir (no config.yaml)")
+    # the run dir's config is authoritative: no environment overrides here
+    cfg = build_config(config_file=str(config_path), overrides=overrides or [], environ={})
+    cfg.output_dir, cfg.run_name = str(Path(run_dir).parent), Path(run_dir).name
+    run = Run(cfg, append_metrics=True)
+    try:
+        if number == 1:
+            run.similarity(force=True)
+        elif number == 2:
+            _require(run, 1, ".npz")
+            run.mining(force=True)
+        elif number == 3:
+            _require(run, 2, ".json")
+            run.classifier(force=True)
+        elif number == 4:
+            _require(run, 3, ".pt")
+            run.self_training(force=True)
+        else:
+            _require(run, 3, ".pt")
+            _, test_sim = run.similarity(force=False)
+            if cfg.self_training.enabled and run._path(4, ".pt").is_file():
+                run.self_training(force=False)
+            else:
+                run.classifier(force=False)
+            summary = {**run.log.stats, **run.evaluate(test_sim), "run_dir": str(run.dir)}
+            write_json(run.dir / "summary.json", summary)
+            return summary
+        return None
+    finally:
+        run.close()
+
+
+def _require(run: Run, stage: int, suffix: str) -> None:
+    if not run._path(stage, suffix).is_file():
+        raise DataError(run.dir, f"stage {stage} output missing for this config: run `taxoclass stage {stage} --run {run.dir}` first")

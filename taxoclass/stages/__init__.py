@@ -1,0 +1,1 @@
+"""The four TaxoClass stages; plain PyTorch, no Ray, no wandb."""

@@ -1,0 +1,208 @@
+"""Stage 1: document-class similarity (METHOD.md, stage 1).
+
+Features:
+- one scorer interface (`score_pairs`) with two backends:
+  - `BiEncoderScorer` (default): cosine between the document and the hypothesis
+    made from the class name; N + C encoder passes, class hypotheses encoded once,
+    documents once, in length-sorted batches with a progress bar;
+  - `NLIScorer`: any Hugging Face sequence-classification NLI model; the
+    entailment index is read from `id2label`; `softmax3` (3-way entailment
+    probability) or `entail_vs_contra` (the zero-shot pipeline's normalisation);
+- top-down pruning for the cross-encoder: only the classes the stage-2 search
+  visits, plus their parents and siblings (for the confidence), are scored;
+  `similarity.pruning=false` scores all pairs. The bi-encoder always fills the
+  whole matrix: its cost is N + C passes whatever the number of pairs;
+- output: a float32 matrix (documents x classes), NaN where a pair was not scored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from taxoclass.config import Config
+from taxoclass.data.taxonomy import Taxonomy
+from taxoclass.stages.search import candidate_search, confidence_neighbours
+from taxoclass.stages.text_encoder import encode_texts, length_sorted_batches, load_encoder
+
+SEARCH_CHUNK = 64  # documents whose searches advance together (one scoring call per round)
+
+
+def class_texts(taxonomy: Taxonomy, mode: str, keywords: dict[int, list[str]] | None, max_keywords: int = 5) -> list[str]:
+    """The text each class contributes to its hypothesis: its readable name, optionally with keywords."""
+    names = taxonomy.readable_names
+    if mode == "name" or not keywords:
+        return names
+    return [f"{n} ({', '.join(keywords[i][:max_keywords])})" if keywords.get(i) else n for i, n in enumerate(names)]
+
+
+def hypotheses(template: str, texts: list[str]) -> list[str]:
+    return [template.format(t) for t in texts]
+
+
+class BiEncoderScorer:
+    """Cosine similarity of mean-pooled, normalised sentence embeddings."""
+
+    full_matrix = True
+
+    def __init__(self, model_name: str, max_length: int, batch_size: int, device, lowercase: bool = True):
+        self.model, self.tokenizer = load_encoder(model_name, key="similarity.model")
+        self.model.to(device)
+        self.max_length, self.batch_size, self.device, self.lowercase = max_length, batch_size, device, lowercase
+        self.encoder_passes = 0
+
+    def _encode(self, texts, desc=None) -> np.ndarray:
+        texts = [t.lower() for t in texts] if self.lowercase else list(texts)
+        self.encoder_passes += len(texts)
+        return encode_texts(self.model, self.tokenizer, texts, max_length=self.max_length, batch_size=self.batch_size,
+                            pooling="mean", device=self.device, normalize=True, desc=desc)
+
+    def set_classes(self, hypothesis_texts: list[str]) -> None:
+        self.class_emb = self._encode(hypothesis_texts)
+
+    def score_all(self, docs: list[str], desc: str | None = "stage 1: encoding documents") -> np.ndarray:
+        return self._encode(docs, desc=desc) @ self.class_emb.T
+
+
+class NLIScorer:
+    """P(document entails hypothesis) from a sequence-classification NLI model."""
+
+    full_matrix = False
+
+    def __init__(self, model_name: str, max_length: int, batch_size: int, device, normalization: str = "softmax3",
+                 lowercase: bool = True):
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        from taxoclass.errors import ConfigError
+        from taxoclass.stages.text_encoder import resolve_model_path
+
+        path = resolve_model_path(model_name)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(path)
+            self.model = AutoModelForSequenceClassification.from_pretrained(path).to(device).eval()
+        except OSError as err:
+            raise ConfigError("similarity.model", f"cannot load NLI model {model_name!r}: {str(err).splitlines()[0]}") from None
+        self.entail, self.contra = nli_label_indices(self.model.config.id2label)
+        self.max_length, self.batch_size, self.device = max_length, batch_size, device
+        self.normalization, self.lowercase = normalization, lowercase
+        self.encoder_passes = 0
+
+    def set_classes(self, hypothesis_texts: list[str]) -> None:
+        self.hypotheses = hypothesis_texts
+
+    @torch.no_grad()
+    def score_pairs(self, docs: list[str], pairs: list[tuple[int, int]]) -> np.ndarray:
+        """Entailment probability for each (doc index, class index) pair."""
+        out = np.zeros(len(pairs), dtype=np.float32)
+        if not pairs:
+            return out
+        premises = [docs[d].lower() if self.lowercase else docs[d] for d, _ in pairs]
+        for idx in length_sorted_batches([len(p) for p in premises], self.batch_size):
+            enc = self.tokenizer([premises[i] for i in idx], [self.hypotheses[pairs[i][1]] for i in idx], padding=True,
+                                 truncation="only_first", max_length=self.max_length, return_tensors="pt").to(self.device)
+            logits = self.model(**enc).logits.float()
+            out[idx] = entailment_probability(logits, self.entail, self.contra, self.normalization).cpu().numpy()
+        self.encoder_passes += len(pairs)
+        return out
+
+    def score_all(self, docs: list[str], desc: str | None = "stage 1: all pairs") -> np.ndarray:
+        c = len(self.hypotheses)
+        pairs = [(d, j) for d in range(len(docs)) for j in range(c)]
+        return self.score_pairs(docs, pairs).reshape(len(docs), c)
+
+
+def nli_label_indices(id2label: dict) -> tuple[int, int]:
+    """(entailment, contradiction) indices from a model's `id2label`."""
+    labels = {int(i): str(name).lower() for i, name in id2label.items()}
+    entail = [i for i, n in labels.items() if n.startswith("entail")]
+    contra = [i for i, n in labels.items() if n.startswith("contradict")]
+    if len(entail) != 1 or len(contra) != 1:
+        from taxoclass.errors import ConfigError
+
+        raise ConfigError("similarity.model", f"not an NLI model: id2label {dict(labels)} has no single entailment/contradiction label")
+    return entail[0], contra[0]
+
+
+def entailment_probability(logits: torch.Tensor, entail: int, contra: int, normalization: str) -> torch.Tensor:
+    if normalization == "softmax3":
+        return logits.softmax(-1)[:, entail]
+    pair = torch.stack([logits[:, contra], logits[:, entail]], dim=-1)
+    return pair.softmax(-1)[:, 1]
+
+
+def make_scorer(cfg: Config, device):
+    s = cfg.similarity
+    if s.backend == "nli":
+        return NLIScorer(s.model, s.max_length, s.batch_size, device, s.nli_normalization, s.lowercase)
+    return BiEncoderScorer(s.model, s.max_length, s.batch_size, device, s.lowercase)
+
+
+def score_pruned(scorer: NLIScorer, docs: list[str], taxonomy: Taxonomy, root_width: int, progress: bool = True) -> np.ndarray:
+    """Score only what the top-down search of each document asks for, plus Par/Sib of its candidates.
+
+    Searches of SEARCH_CHUNK documents advance in lockstep so that each round is one batched scoring call.
+    """
+    from tqdm.auto import tqdm
+
+    sim = np.full((len(docs), len(taxonomy)), np.nan, dtype=np.float32)
+    bar = tqdm(total=len(docs), desc="stage 1: pruned scoring", unit="doc", disable=not progress, leave=False)
+    for start in range(0, len(docs), SEARCH_CHUNK):
+        chunk = list(range(start, min(start + SEARCH_CHUNK, len(docs))))
+        gens = {d: candidate_search(taxonomy, root_width) for d in chunk}
+        requests = {d: next(g) for d, g in gens.items()}
+        candidates = {}
+        while requests:
+            _score_into(scorer, docs, sim, [(d, c) for d, req in requests.items() for c in req if np.isnan(sim[d, c])])
+            nxt = {}
+            for d, req in requests.items():
+                try:
+                    nxt[d] = gens[d].send({c: float(sim[d, c]) for c in req})
+                except StopIteration as stop:
+                    candidates[d] = stop.value[0]
+            requests = nxt
+        neighbours = [(d, n) for d in chunk for c in candidates[d] for n in confidence_neighbours(taxonomy, c)]
+        _score_into(scorer, docs, sim, sorted({(d, n) for d, n in neighbours if np.isnan(sim[d, n])}))
+        bar.update(len(chunk))
+    bar.close()
+    return sim
+
+
+def _score_into(scorer, docs, sim, pairs) -> None:
+    if pairs:
+        sim[tuple(np.array(pairs).T)] = scorer.score_pairs(docs, pairs)
+
+
+@dataclass
+class SimilarityOutput:
+    corpus: np.ndarray
+    test: np.ndarray | None
+    encoder_passes: int
+
+    def stats(self) -> dict:
+        values = self.corpus[~np.isnan(self.corpus)]
+        scored_per_doc = float((~np.isnan(self.corpus)).sum(1).mean())
+        return {
+            "stage1/similarity_min": float(values.min()),
+            "stage1/similarity_max": float(values.max()),
+            "stage1/similarity_mean": float(values.mean()),
+            "stage1/similarity_std": float(values.std()),
+            "stage1/pairs_per_doc": scored_per_doc,
+            "stage1/encoder_passes": int(self.encoder_passes),
+        }
+
+
+def score_documents(scorer, docs: list[str], taxonomy: Taxonomy, cfg: Config, desc: str) -> np.ndarray:
+    if scorer.full_matrix or not cfg.similarity.pruning:
+        return scorer.score_all(docs, desc=desc).astype(np.float32)
+    return score_pruned(scorer, docs, taxonomy, cfg.mining.root_width)
+
+
+def run_similarity(cfg: Config, taxonomy: Taxonomy, corpus_texts: list[str], test_texts: list[str] | None,
+                   keywords: dict[int, list[str]] | None, device, scorer=None) -> SimilarityOutput:
+    scorer = scorer or make_scorer(cfg, device)
+    scorer.set_classes(hypotheses(cfg.similarity.template, class_texts(taxonomy, cfg.similarity.class_text, keywords)))
+    corpus = score_documents(scorer, corpus_texts, taxonomy, cfg, "stage 1: corpus")
+    test = score_documents(scorer, test_texts, taxonomy, cfg, "stage 1: test set") if test_texts is not None else None
+    return SimilarityOutput(corpus, test, scorer.encoder_passes)

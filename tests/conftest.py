@@ -1,0 +1,59 @@
+"""Shared fixtures: tiny datasets written to tmp dirs, the shared benchmark data, a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+needs_shared = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"shared benchmark data not found at {SHARED_DATA}")
+
+# A tiny DAG: two top-level classes, 'c' has two parents (a and b), 'e' sits under 'c'.
+#   a(0) -> c(2), a -> d(3); b(1) -> c; c -> e(4)
+TINY_LABELS = "0\ta\n1\tb\n2\tc\n3\td\n4\te_class\n"
+TINY_EDGES = "0\t2\n0\t3\n1\t2\n2\t4\n"
+
+
+def write_dataset(root: Path, labels=TINY_LABELS, edges=TINY_EDGES, corpus=None, test=None, test_labels=None,
+                  train_labels=None) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    files = {
+        "labels.txt": labels,
+        "label_hierarchy.txt": edges,
+        "train/corpus.txt": corpus if corpus is not None else "d1\tfirst document\nd2\tsecond document\n",
+        "test/corpus.txt": test,
+        "test/doc2labels.txt": test_labels,
+        "train/doc2labels.txt": train_labels,
+    }
+    for name, content in files.items():
+        if content is None:
+            continue
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
+    return root
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path) -> Path:
+    return write_dataset(
+        tmp_path / "tiny",
+        test="t1\tgreat thing\nt2\tbad thing\n",
+        test_labels="t1\t0,2,4\nt2\t1\n",
+    )
+
+
+def run_cli(*args, cwd=None, env=None) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "taxoclass.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env=full_env, timeout=600)

@@ -1,0 +1,63 @@
+import json
+
+import pytest
+from conftest import run_cli
+
+from taxoclass.data.readers import load_dataset
+from taxoclass.errors import DataError
+from taxoclass.evaluate import evaluate_predictions_file
+from taxoclass.metrics import evaluate_rankings
+
+
+def _write(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_evaluate_recomputes_metrics(tiny_dataset, tmp_path):
+    # t1 gold {0,2,4}: ranked 2,1,0 -> top-3 holds 2 gold; t2 gold {1}: ranked 1 first
+    preds = _write(tmp_path / "p.jsonl", [
+        {"doc_id": "t1", "ranked": [2, 1, 0, 3, 4], "scores": [0.9, 0.8, 0.7, 0.2, 0.1]},
+        {"doc_id": "t2", "ranked": [1, 0, 2, 3, 4], "scores": [0.9, 0.5, 0.4, 0.3, 0.2]},
+    ])
+    ds = load_dataset(tiny_dataset)
+    m = evaluate_predictions_file(preds, ds)
+    assert m["test/example_f1"] == pytest.approx((2 * 2 / 6 + 2 * 1 / 4) / 2)
+    assert m["test/p_at_1"] == pytest.approx(1.0)
+    assert m == {f"test/{k}": v for k, v in evaluate_rankings([[2, 1, 0, 3, 4], [1, 0, 2, 3, 4]], [[0, 2, 4], [1]],
+                                                                ds.taxonomy.levels).items()}
+    out = tmp_path / "m.json"
+    res = run_cli("evaluate", "--predictions", preds, "--data", tiny_dataset, "--output", out)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(out.read_text())["test/example_f1"] == pytest.approx(m["test/example_f1"])
+    assert "test/example_f1" in res.stdout
+
+
+@pytest.mark.parametrize(
+    "rows, message",
+    [
+        ([{"doc_id": "t1", "ranked": [0]}], "no prediction for 1 test documents (first: 't2')"),
+        ([{"doc_id": "t1", "ranked": [0]}, {"doc_id": "t2", "ranked": [99]}], "p.jsonl:2: unknown class id '99'"),
+        ([{"doc_id": "t1", "ranked": [0]}, {"doc_id": "zz", "ranked": [1]}], "prediction for document 'zz', which is not in the test set"),
+        ([{"doc_id": "t1", "ranked": [0, 1], "scores": [0.5]}], "p.jsonl:1: 'scores' must be a list as long as 'ranked'"),
+        ([{"doc_id": "t1", "ranked": [0, 0]}], "p.jsonl:1: a class appears twice"),
+    ],
+)
+def test_evaluate_errors(tiny_dataset, tmp_path, rows, message):
+    preds = _write(tmp_path / "p.jsonl", rows)
+    with pytest.raises(DataError) as err:
+        evaluate_predictions_file(preds, load_dataset(tiny_dataset))
+    assert message in str(err.value)
+
+
+def test_evaluate_cli_malformed_line(tiny_dataset, tmp_path):
+    preds = tmp_path / "p.jsonl"
+    preds.write_text('{"doc_id": "t1", "ranked": [0]}\n{"doc_id": "t2", "ranked": [1]\n')
+    res = run_cli("evaluate", "--predictions", preds, "--data", tiny_dataset)
+    assert res.returncode == 2 and "p.jsonl:2: malformed JSON line" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_every_subcommand_has_help():
+    for cmd in ["run", "stage", "evaluate", "predict", "validate", "config"]:
+        res = run_cli(cmd, "--help")
+        assert res.returncode == 0 and "usage: taxoclass" in res.stdout, cmd
