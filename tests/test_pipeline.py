@@ -1,0 +1,123 @@
+"""End to end on the debug preset: determinism, the run dir contract, caching, predict, single stages."""
+
+import json
+
+import pytest
+from conftest import run_cli
+
+from taxoclass.config import build_config
+from taxoclass.data.readers import load_dataset
+from taxoclass.evaluate import evaluate_predictions_file
+from taxoclass.pipeline import run_pipeline
+
+REQUIRED_SUMMARY = ["test/example_f1", "test/p_at_1", "test/p_at_3", "test/mrr", "test/accuracy", "test/precision", "test/recall",
+                    "test/f1_score", "test/top3_accuracy", "test/top5_accuracy", "test/top10_accuracy", "test/level_0_accuracy",
+                    "test/level_1_accuracy", "test/level_2_accuracy", "zeroshot/example_f1", "zeroshot/path_example_f1",
+                    "stage1/similarity_mean", "stage2/num_core_classes", "stage3/best_val_loss", "stage4/confidence_ratio"]
+
+
+def debug_config(tmp_path, name, *extra):
+    return build_config("debug", overrides=[f"output_dir={tmp_path}", f"run_name={name}", *extra], environ={})
+
+
+def _metrics(summary):
+    return {k: v for k, v in summary.items() if k.startswith(("test/", "zeroshot/", "stage")) and not k.endswith("seconds")}
+
+
+@pytest.fixture(scope="module")
+def debug_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    summary = run_pipeline(debug_config(out, "a"))
+    return out, summary
+
+
+def test_run_dir_contract(debug_run):
+    out, summary = debug_run
+    run = out / "a"
+    for f in ["config.yaml", "summary.json", "metrics.jsonl", "predictions/test.jsonl", "model.pt"]:
+        assert (run / f).is_file(), f
+    on_disk = json.loads((run / "summary.json").read_text())
+    for key in REQUIRED_SUMMARY:
+        assert key in on_disk, key
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert any("stage3/train_loss" in r and r["step"] for r in rows)
+    assert any("stage4/iteration" in r for r in rows)
+    preds = [json.loads(line) for line in (run / "predictions/test.jsonl").read_text().splitlines()]
+    assert len(preds) == 60
+    for p in preds:
+        assert len(p["ranked"]) >= 10 and len(p["scores"]) == len(p["ranked"])
+        assert p["scores"] == sorted(p["scores"], reverse=True)
+    # `taxoclass evaluate` recomputes exactly what the summary says
+    ds = load_dataset("demo")
+    ds.test.doc_ids = ds.test.doc_ids[:60]
+    recomputed = evaluate_predictions_file(run / "predictions/test.jsonl", ds)
+    for k, v in recomputed.items():
+        assert on_disk[k] == pytest.approx(v), k
+
+
+def test_same_seed_same_metrics(debug_run, tmp_path):
+    _, first = debug_run
+    again = run_pipeline(debug_config(tmp_path, "b"))
+    assert _metrics(again) == pytest.approx(_metrics(first))
+
+
+def test_stage3_change_reuses_stages_1_and_2(debug_run, capfd):
+    out, first = debug_run
+    capfd.readouterr()
+    changed = run_pipeline(debug_config(out, "a", "classifier.gnn_hidden_dim=32"))
+    err = capfd.readouterr().err
+    assert "stage 1 (similarity): cached" in err and "stage 2 (core mining): cached" in err
+    assert "stage 3 (classifier): cached" not in err
+    assert changed["stage2/num_core_classes"] == first["stage2/num_core_classes"]
+    run_pipeline(debug_config(out, "a", "force_stage=2", "self_training.enabled=false"))
+    err = capfd.readouterr().err
+    assert "stage 1 (similarity): cached" in err and "stage 2 (core mining): cached" not in err
+
+
+def test_predict_and_errors(debug_run, tmp_path):
+    out, _ = debug_run
+    texts = tmp_path / "texts.txt"
+    texts.write_text("These headphones block the noise on my commute.\n{\"id\": \"x\", \"text\": \"A tent for two.\"}\n")
+    res = run_cli("predict", "--run", out / "a", "--input", texts, "--top-k", "4")
+    assert res.returncode == 0, res.stderr
+    rows = [json.loads(line) for line in res.stdout.splitlines()]
+    assert [r["doc_id"] for r in rows] == ["0", "x"] and all(len(r["classes"]) == 4 for r in rows)
+    res = run_cli("predict", "--run", out / "a", "--input", texts, "--path")
+    path = json.loads(res.stdout.splitlines()[0])["path"]
+    assert len(path) == 3  # a root-to-leaf path on a 3-level taxonomy
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n")
+    res = run_cli("predict", "--run", out / "a", "--input", empty)
+    assert res.returncode == 2 and "empty.txt: no texts to classify" in res.stderr and "Traceback" not in res.stderr
+    res = run_cli("predict", "--run", tmp_path / "nope", "--input", texts)
+    assert res.returncode == 2 and "run dir not found" in res.stderr
+
+
+def test_single_stage_on_a_run_dir(debug_run):
+    out, _ = debug_run
+    res = run_cli("stage", "2", "--run", out / "a", "mining.floor=0.1")
+    assert res.returncode == 0, res.stderr
+    assert "stage 2 (core mining)" in res.stderr and "cached" not in res.stderr.split("stage 2")[1].splitlines()[0]
+    res = run_cli("stage", "4", "--run", out / "a", "mining.floor=0.3")
+    assert res.returncode == 2 and "stage 3 output missing" in res.stderr
+
+
+def test_nli_backend_end_to_end(tmp_path):
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from taxoclass.stages.text_encoder import resolve_model_path
+
+    path = tmp_path / "nli"
+    tok = AutoTokenizer.from_pretrained(resolve_model_path("bundled"))
+    torch.manual_seed(0)
+    BertForSequenceClassification(BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                             intermediate_size=64, num_labels=3, initializer_range=0.5,
+                                             id2label={0: "entailment", 1: "neutral", 2: "contradiction"},
+                                             label2id={"entailment": 0, "neutral": 1, "contradiction": 2})).save_pretrained(path)
+    tok.save_pretrained(path)
+    cfg = debug_config(tmp_path, "nli", "similarity.backend=nli", f"similarity.model={path}", "max_docs=20", "mining.floor=0.0",
+                       "self_training.enabled=false")
+    summary = run_pipeline(cfg)
+    assert summary["stage1/pairs_per_doc"] < 41  # pruned: fewer than all classes
+    assert 0 <= summary["test/example_f1"] <= 1
