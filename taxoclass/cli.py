@@ -6,6 +6,7 @@
     taxoclass predict --run DIR --input FILE [--top-k K] [--path]    classify new texts
     taxoclass validate PATH                                          check a dataset, print its counts
     taxoclass config [--preset NAME] [key=value ...]                 print the resolved config
+    taxoclass report RUN_DIR [RUN_DIR ...]                           PNG plots and a Markdown summary
 
 Errors in the user's input print one line (file:line or config key) and exit with status 2.
 """
@@ -67,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("config", help="print the resolved config as YAML")
     _add_config_args(p)
+
+    p = sub.add_parser("report", help="PNG plots and a Markdown summary of run dirs (no wandb needed)",
+                       description="Plot stage-3 losses, learning rate, stage-4 confidence and per-level accuracy of one or more runs.")
+    p.add_argument("runs", nargs="+", help="run directories")
+    p.add_argument("--out", default=None, help="output folder (default: the first run's report/)")
     return parser
 
 
@@ -104,14 +110,43 @@ def cmd_config(args) -> int:
 def cmd_run(args) -> int:
     from taxoclass.config import build_config
     from taxoclass.pipeline import run_pipeline
+    from taxoclass.tracking import make_tracker
 
     preset = args.preset
-    if preset is None and args.config is None and not any(o.startswith(("data=", "preset=")) for o in args.overrides):
+    if preset is None and args.config is None and not any(o.startswith(("data=", "preset=", "resume=")) for o in args.overrides):
         preset = "demo"  # `taxoclass run` alone runs the built-in demo
     cfg = build_config(preset, args.config, args.overrides)
-    summary = run_pipeline(cfg)
+    resume_id = None
+    if cfg.resume:
+        run_dir, resume_id = find_run(cfg.resume, cfg.output_dir)
+        # the run dir's own config is authoritative; command-line overrides still apply
+        cfg = build_config(config_file=str(run_dir / "config.yaml"), overrides=[o for o in args.overrides if not o.startswith("resume=")])
+        cfg.output_dir, cfg.run_name = str(run_dir.parent), run_dir.name
+    tracker = make_tracker(cfg, resume_id)
+    try:
+        summary = run_pipeline(cfg, sink=tracker)
+    finally:
+        tracker.close()
     _print_summary(summary)
     return 0
+
+
+def find_run(value: str, output_dir: str) -> tuple[Path, str | None]:
+    """`resume=` takes a run dir or a wandb run id (looked up in <output_dir>/*/tracking.json)."""
+    from taxoclass.errors import ConfigError
+
+    candidate = Path(value)
+    if not (candidate / "config.yaml").is_file():
+        candidate = None
+        for state in Path(output_dir).glob("*/tracking.json"):
+            if json.loads(state.read_text()).get("wandb_run_id") == value:
+                candidate = state.parent
+                break
+    if candidate is None:
+        raise ConfigError("resume", f"{value!r} is neither a run dir nor a wandb run id of a run under {output_dir}/")
+    state = candidate / "tracking.json"
+    run_id = json.loads(state.read_text()).get("wandb_run_id") if state.is_file() else None
+    return candidate, run_id
 
 
 def cmd_stage(args) -> int:
@@ -131,6 +166,14 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from taxoclass.report import write_report
+
+    out = write_report([Path(r) for r in args.runs], Path(args.out) if args.out else None)
+    print(f"report written to {out}")
+    return 0
+
+
 def _print_summary(summary: dict) -> None:
     keys = ["test/example_f1", "test/p_at_1", "test/p_at_3", "test/mrr", "zeroshot/example_f1", "zeroshot/path_example_f1"]
     shown = {k: summary[k] for k in keys if k in summary}
@@ -147,6 +190,7 @@ COMMANDS = {
     "predict": cmd_predict,
     "validate": cmd_validate,
     "config": cmd_config,
+    "report": cmd_report,
 }
 
 

@@ -60,6 +60,7 @@ class ClassifierConfig:
     max_length: int = 256
     gnn_num_layers: int = 3
     gnn_hidden_dim: int = 512
+    head_init: str = "zeroshot"  # zeroshot (start at the bi-encoder's scores) | random (paper as printed)
     label_scope: str = "paper"  # paper (parents/children) | all (ancestors/descendants)
     batch_size: int = 64
     epochs: int = 5
@@ -91,6 +92,7 @@ class SelfTrainingConfig:
 @dataclass
 class EvaluationConfig:
     save_top_k: int = 100  # classes per document in predictions/test.jsonl (metrics use the same list)
+    decoding: str = "path"  # path (best root-to-leaf path first) | flat (classes by score)
     batch_size: int = 128
 
 
@@ -122,6 +124,7 @@ class Config:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     runtime: str = "local"  # local | ray
     force_stage: int = 0  # recompute from this stage on (0 = use caches)
+    resume: str = ""  # a run dir or wandb run id: continue that run, skipping finished stages
     max_docs: int = 0  # keep only the first N corpus documents (0 = all); for smoke runs
     similarity: SimilarityConfig = field(default_factory=SimilarityConfig)
     mining: MiningConfig = field(default_factory=MiningConfig)
@@ -154,6 +157,8 @@ CHOICES = {
     "classifier.pooling": ("mean", "cls"),
     "classifier.label_scope": ("paper", "all"),
     "classifier.amp": ("off", "bf16", "fp16"),
+    "classifier.head_init": ("zeroshot", "random"),
+    "evaluation.decoding": ("path", "flat"),
     "tracking.mode": ("", "online", "offline", "disabled"),
 }
 

@@ -104,10 +104,15 @@ def _digest(*parts) -> str:
     return h.hexdigest()[:16]
 
 
-def stage_keys(cfg: Config, inputs: Inputs) -> dict[int, str]:
+def content_digest(inputs: Inputs) -> str:
+    """A checksum of everything read from the dataset: taxonomy, corpus, test texts and gold, keywords."""
     tax = inputs.taxonomy
-    content = _digest(tax.ids, tax.names, tax.edges, inputs.corpus.ids, inputs.corpus.texts,
-                      inputs.test.texts if inputs.test else None, inputs.keywords)
+    test = (inputs.test.ids, inputs.test.texts, inputs.test.gold) if inputs.test else None
+    return _digest(tax.ids, tax.names, tax.edges, inputs.corpus.ids, inputs.corpus.texts, test, inputs.keywords)
+
+
+def stage_keys(cfg: Config, inputs: Inputs) -> dict[int, str]:
+    content = content_digest(inputs)
     k1 = _digest("stage1", content, asdict(cfg.similarity), cfg.mining.root_width)
     k2 = _digest("stage2", k1, asdict(cfg.mining))
     k3 = _digest("stage3", k2, asdict(cfg.classifier), cfg.seed)
@@ -156,9 +161,17 @@ class Run:
         self.cache.mkdir(parents=True, exist_ok=True)
         save_yaml(cfg, self.dir / "config.yaml")
         self.keys = stage_keys(cfg, self.inputs)
+        self.sink = sink
         self.log = MetricsLog(self.dir / "metrics.jsonl", sink, append_metrics)
         self._bundle = None
         self.timings: dict[str, float] = {}
+        self.hook("on_start", self.dir, cfg, {"dataset": self.inputs.dataset.name, "dataset_checksum": content_digest(self.inputs)})
+
+    def hook(self, name: str, *args) -> None:
+        """Optional sink callbacks (tables, artifacts): the tracking layer implements them, the engine does not care."""
+        fn = getattr(self.sink, name, None)
+        if fn is not None:
+            fn(*args)
 
     # cache helpers: an output file plus a JSON of the stats it logged
     def _path(self, stage: int, suffix: str) -> Path:
@@ -202,6 +215,7 @@ class Run:
             stats["stage1/seconds"] = self.timings["stage1"]
             self.log(stats)
             self._save_stats(1, stats)
+            self.hook("on_artifact", "similarity", "stage-output", path, {"key": self.keys[1]})
             log(f"stage 1 ({STAGE_NAMES[1]}): {len(inp.corpus.ids)} documents, {stats['stage1/pairs_per_doc']:.0f} pairs/doc, "
                 f"{self.timings['stage1']:.1f}s")
         data = np.load(path)
@@ -226,6 +240,7 @@ class Run:
         atomic_write_text(path, json.dumps(out.to_json()))
         self.log(stats)
         self._save_stats(2, stats)
+        self.hook("on_artifact", "core-classes", "stage-output", path, {"key": self.keys[2]})
         log(f"stage 2 ({STAGE_NAMES[2]}): {stats['stage2/total_docs_with_core']} of {len(out.cores)} documents have a core class, "
             f"{stats['stage2/num_core_classes']} core classes")
         return out
@@ -235,7 +250,7 @@ class Run:
         if self._bundle is None:
             from taxoclass.stages.model_io import build_model
 
-            self._bundle = build_model(self.cfg, self.inputs.taxonomy, self.device)
+            self._bundle = build_model(self.cfg, self.inputs.taxonomy, self.device, self.inputs.keywords)
         return self._bundle
 
     # stage 3
@@ -258,6 +273,7 @@ class Run:
         targets, mask = build_labels([mining.cores[i] for i in keep], self.inputs.taxonomy, self.cfg.classifier.label_scope)
         self.log(label_stats(targets, mask))
         docs = bundle.docs([self.inputs.corpus.texts[i] for i in keep], desc="stage 3: embedding documents")
+        self.hook("on_model", bundle.model)
         stats = train_classifier(bundle.model, docs, targets, mask, self.cfg.classifier, self.device, self.cfg.seed, self.log,
                                  self.cfg.tracking.log_interval)
         stats.update(label_stats(targets, mask))
@@ -300,7 +316,7 @@ class Run:
     # evaluation
     def evaluate(self, test_sim: np.ndarray | None) -> dict:
         from taxoclass.stages.classifier import predict_probs
-        from taxoclass.stages.model_io import rank
+        from taxoclass.stages.model_io import decode
 
         inp = self.inputs
         summary: dict = {}
@@ -311,13 +327,16 @@ class Run:
         bundle = self.bundle()
         docs = bundle.docs(inp.test.texts, desc="evaluation: embedding test documents")
         probs = predict_probs(bundle.model, docs, self.device, self.cfg.evaluation.batch_size, self.cfg.classifier.amp)
-        ranked, scores = rank(probs, self.cfg.evaluation.save_top_k)
+        ranked, scores = decode(probs, inp.taxonomy, self.cfg.evaluation.decoding, self.cfg.evaluation.save_top_k)
         write_predictions(self.dir / PREDICTIONS, inp.test.ids, ranked, scores, inp.taxonomy)
         levels = inp.taxonomy.levels
         summary.update(prefixed(evaluate_rankings(ranked.tolist(), inp.test.gold, levels), "test"))
         if test_sim is not None:
             summary.update(zero_shot_metrics(test_sim, inp.test.gold, inp.taxonomy))
         self.log(summary)
+        self.hook("on_evaluation", {"taxonomy": inp.taxonomy, "doc_ids": inp.test.ids, "texts": inp.test.texts,
+                                    "ranked": ranked.tolist(), "golds": inp.test.gold})
+        self.hook("on_artifact", "model", "model", self.dir / "model.pt", {"stage": 4 if self._path(4, ".pt").is_file() else 3})
         return summary
 
     def close(self) -> None:
@@ -326,13 +345,16 @@ class Run:
 
 def zero_shot_metrics(sim: np.ndarray, golds: list[list[int]], taxonomy: Taxonomy) -> dict:
     """Flat (top-3 of the scored classes) and path (greedy top-down) baselines from stage-1 scores."""
-    from taxoclass.stages.model_io import rank
+    from taxoclass.stages.model_io import best_paths, rank
 
     filled = np.where(np.isnan(sim), -np.inf, sim)
     ranked, _ = rank(filled, 0)
     out = prefixed(evaluate_rankings(ranked.tolist(), golds, taxonomy.levels), "zeroshot")
     paths = [greedy_path(row, taxonomy) for row in filled]
     out["zeroshot/path_example_f1"] = float(np.mean([example_f1(p, set(g), k=len(p)) for p, g in zip(paths, golds)]))
+    # the decoder the pipeline uses, on the zero-shot scores: what training adds beyond decoding
+    best = best_paths(np.where(np.isnan(sim), -1.0, sim), taxonomy)
+    out["zeroshot/bestpath_example_f1"] = float(np.mean([example_f1(p, set(g), k=len(p)) for p, g in zip(best, golds)]))
     return out
 
 
@@ -377,6 +399,7 @@ def run_pipeline(cfg: Config, sink: Sink | None = None) -> dict:
         summary["total_seconds"] = time.time() - t0
         summary["run_dir"] = str(run.dir)
         write_json(run.dir / "summary.json", summary)
+        run.hook("on_finish", summary)
         return summary
     finally:
         run.close()

@@ -58,6 +58,6 @@ def test_evaluate_cli_malformed_line(tiny_dataset, tmp_path):
 
 
 def test_every_subcommand_has_help():
-    for cmd in ["run", "stage", "evaluate", "predict", "validate", "config"]:
+    for cmd in ["run", "stage", "evaluate", "predict", "validate", "config", "report"]:
         res = run_cli(cmd, "--help")
         assert res.returncode == 0 and "usage: taxoclass" in res.stdout, cmd

@@ -7,6 +7,8 @@ Features:
   nodes; node features start as the encoded class names and are learnt;
 - matching p_ij = sigmoid(c_j^T B D_i + b) with a learnable B (and one scalar bias b,
   which lets the model set how rare a positive is; the paper's sigmoid(exp(.)) is not used);
+- `classifier.head_init`: `zeroshot` (default) starts the model at the stage-1 bi-encoder
+  scores (see TaxoClassifier), `random` is the paper's model with random weights;
 - labels: positive = cores and their parents, ignored = their children, negative = the
   rest (`classifier.label_scope=all`: ancestors / descendants);
 - BCE summed per document over positive and negative classes, ignored classes masked;
@@ -91,21 +93,43 @@ def ego_graph(taxonomy: Taxonomy):
     return torch.tensor(node_class), edge_index, torch.tensor(node_batch)
 
 
+# head_init=zeroshot: logits start as ZEROSHOT_SCALE * (cos - ZEROSHOT_OFFSET), i.e. the stage-1 bi-encoder
+ZEROSHOT_SCALE = 10.0
+ZEROSHOT_OFFSET = 0.3
+
+
 class TaxoClassifier(nn.Module):
+    """Document encoder + GCN class encoder + bilinear matching.
+
+    head_init='random' is the paper's model as printed: class vector = ego-network sum
+    of the GCN outputs, B random. head_init='zeroshot' (default, an initialisation the
+    paper leaves open) starts the model at the zero-shot bi-encoder: class features are
+    the encoded hypotheses, the class vector is that feature plus a zero-initialised
+    projection of the ego-network GCN sum, documents are L2-normalised and B = scale * I.
+    Training then moves away from the zero-shot scores only where the core classes say so.
+    """
+
     def __init__(self, encoder: nn.Module | None, class_init: torch.Tensor, taxonomy: Taxonomy, *, pooling: str = "mean",
-                 gnn_num_layers: int = 3, gnn_hidden_dim: int = 512):
+                 gnn_num_layers: int = 3, gnn_hidden_dim: int = 512, head_init: str = "zeroshot"):
         from torch_geometric.nn import GCNConv
 
         super().__init__()
         self.encoder = encoder  # None when documents arrive as precomputed embeddings (frozen encoder)
         self.pooling = pooling
+        self.zeroshot_init = head_init == "zeroshot"
         dim = class_init.shape[1]
         self.class_features = nn.Parameter(class_init.clone().float())
         dims = [dim] + [gnn_hidden_dim] * gnn_num_layers
         self.gnn = nn.ModuleList(GCNConv(dims[i], dims[i + 1]) for i in range(gnn_num_layers))
-        self.bilinear = nn.Parameter(torch.empty(dims[-1], dim))
-        nn.init.xavier_uniform_(self.bilinear)
-        self.bias = nn.Parameter(torch.zeros(()))
+        if self.zeroshot_init:
+            self.gnn_out = nn.Linear(dims[-1], dim, bias=False)
+            nn.init.zeros_(self.gnn_out.weight)
+            self.bilinear = nn.Parameter(torch.eye(dim) * ZEROSHOT_SCALE)
+            self.bias = nn.Parameter(torch.tensor(-ZEROSHOT_SCALE * ZEROSHOT_OFFSET))
+        else:
+            self.bilinear = nn.Parameter(torch.empty(dims[-1], dim))
+            nn.init.xavier_uniform_(self.bilinear)
+            self.bias = nn.Parameter(torch.zeros(()))
         node_class, edge_index, node_batch = ego_graph(taxonomy)
         self.register_buffer("node_class", node_class, persistent=False)
         self.register_buffer("ego_edge_index", edge_index, persistent=False)
@@ -118,7 +142,10 @@ class TaxoClassifier(nn.Module):
         x = self.class_features[self.node_class]
         for conv in self.gnn:
             x = F.relu(conv(x, self.ego_edge_index))
-        return global_add_pool(x, self.node_batch, size=self.num_classes)
+        ego_sum = global_add_pool(x, self.node_batch, size=self.num_classes)
+        if self.zeroshot_init:
+            return self.class_features + self.gnn_out(ego_sum)
+        return ego_sum
 
     def encode(self, input_ids, attention_mask) -> torch.Tensor:
         from taxoclass.stages.text_encoder import pool
@@ -129,6 +156,8 @@ class TaxoClassifier(nn.Module):
     def forward(self, input_ids=None, attention_mask=None, doc_embeddings=None) -> torch.Tensor:
         """Logits, documents x classes."""
         docs = doc_embeddings if doc_embeddings is not None else self.encode(input_ids, attention_mask)
+        if self.zeroshot_init:
+            docs = F.normalize(docs.float(), dim=-1)
         classes = self.class_vectors()
         return (docs.float() @ self.bilinear.t()) @ classes.t().float() + self.bias
 
@@ -181,15 +210,16 @@ def shuffled_batches(n: int, batch_size: int, rng: random.Random) -> list[list[i
 
 
 # ---------------------------------------------------------------- training
-def amp_context(amp: str, device: torch.device):
+def amp_context(amp: str, device: torch.device | str):
+    device = torch.device(device)
     if amp == "off":
         return torch.autocast(device_type=device.type, enabled=False)
     dtype = torch.bfloat16 if amp == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def check_amp(amp: str, device: torch.device) -> None:
-    if amp == "fp16" and device.type != "cuda":
+def check_amp(amp: str, device: torch.device | str) -> None:
+    if amp == "fp16" and torch.device(device).type != "cuda":
         raise ConfigError("classifier.amp", "fp16 needs a CUDA device; use bf16 or off on the CPU")
 
 
