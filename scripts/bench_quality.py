@@ -25,7 +25,7 @@ from taxoclass.pipeline import run_pipeline  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data"
 SETS = {
-    "relaclass": ("demo", f"data={SHARED / 'relaclass-amazon-1000'}"),
+    "relaclass": (None, f"data={SHARED / 'relaclass-amazon-1000'}"),
     "amazon-531": ("amazon-531", f"data={SHARED / 'amazon-531'}"),
     "dbpedia-298": ("dbpedia-298", f"data={SHARED / 'dbpedia-298'}"),
 }
