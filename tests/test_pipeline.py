@@ -44,9 +44,13 @@ def test_run_dir_contract(debug_run):
     assert any("stage4/iteration" in r for r in rows)
     preds = [json.loads(line) for line in (run / "predictions/test.jsonl").read_text().splitlines()]
     assert len(preds) == 60
+    tax = load_dataset("demo").taxonomy
     for p in preds:
         assert len(p["ranked"]) >= 10 and len(p["scores"]) == len(p["ranked"])
-        assert p["scores"] == sorted(p["scores"], reverse=True)
+        # path decoding: a root-to-leaf path first, then the other classes by score
+        path = [tax.index[str(c)] for c in p["ranked"][:3]]
+        assert path in tax.paths(path[-1])
+        assert p["scores"][3:] == sorted(p["scores"][3:], reverse=True)
     # `taxoclass evaluate` recomputes exactly what the summary says
     ds = load_dataset("demo")
     ds.test.doc_ids = ds.test.doc_ids[:60]
@@ -58,7 +62,9 @@ def test_run_dir_contract(debug_run):
 def test_same_seed_same_metrics(debug_run, tmp_path):
     _, first = debug_run
     again = run_pipeline(debug_config(tmp_path, "b"))
-    assert _metrics(again) == pytest.approx(_metrics(first))
+    # equal up to float reduction order in CPU kernels (seen: 3e-6 relative on the stage-4 loss)
+    assert _metrics(again) == pytest.approx(_metrics(first), rel=1e-4)
+    assert again["test/example_f1"] == first["test/example_f1"]
 
 
 def test_stage3_change_reuses_stages_1_and_2(debug_run, capfd):

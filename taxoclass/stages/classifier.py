@@ -203,12 +203,6 @@ def tokenize(tokenizer, texts: list[str], max_length: int) -> DocBatches:
     return DocBatches(input_ids=enc["input_ids"], pad_id=tokenizer.pad_token_id or 0)
 
 
-def shuffled_batches(n: int, batch_size: int, rng: random.Random) -> list[list[int]]:
-    order = list(range(n))
-    rng.shuffle(order)
-    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
-
-
 # ---------------------------------------------------------------- training
 def amp_context(amp: str, device: torch.device | str):
     device = torch.device(device)
@@ -272,34 +266,57 @@ def split_train_val(n: int, val_fraction: float, seed: int) -> tuple[list[int], 
     return sorted(order[n_val:]), sorted(order[:n_val])
 
 
+def _unwrap(model: nn.Module) -> nn.Module:
+    return getattr(model, "module", model)  # DDP keeps the model in .module
+
+
 def train_classifier(model: TaxoClassifier, docs: DocBatches, targets: np.ndarray, mask: np.ndarray,
-                     cfg: ClassifierConfig, device, seed: int, sink: Sink, log_interval: int = 10) -> dict:
-    """Train on the pseudo-labelled documents; returns stats. The model ends with its best-epoch weights."""
+                     cfg: ClassifierConfig, device, seed: int, sink: Sink, log_interval: int = 10, env=None) -> dict:
+    """Train on the pseudo-labelled documents; returns stats. The model ends with its best-epoch weights.
+
+    `env` (default: one process) decides the batches of this rank, reduces the losses across
+    ranks and checkpoints each epoch; a restored checkpoint resumes after its epoch.
+    """
     from tqdm.auto import tqdm
 
+    from taxoclass.stages.training_env import LocalEnv
+
+    env = env or LocalEnv()
     check_amp(cfg.amp, device)
     model.to(device)
     targets_t, mask_t = torch.from_numpy(targets), torch.from_numpy(mask)
     train_idx, val_idx = split_train_val(len(docs), cfg.val_fraction, seed)
     stats = {"stage3/train_samples": len(train_idx), "stage3/val_samples": len(val_idx)}
-    sink(stats)
-    rng = random.Random(seed)
-    steps_per_epoch = math.ceil(len(train_idx) / cfg.batch_size)
+    log = sink if env.rank == 0 else (lambda *a, **k: None)
+    log(stats)
+    steps_per_epoch = math.ceil(len(train_idx) / (cfg.batch_size * env.world_size))
     total = steps_per_epoch * cfg.epochs
     opt = torch.optim.AdamW(model.param_groups(cfg.learning_rate, cfg.head_learning_rate, cfg.weight_decay))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_linear(total, cfg.warmup_ratio))
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp == "fp16")
-    best_loss, best_epoch, best_state, stale, step = math.inf, -1, None, 0, 0
-    val_docs = _subset(docs, val_idx)
-    for epoch in range(cfg.epochs):
-        model.train()
-        if model.encoder is not None and cfg.freeze_encoder:
-            model.encoder.eval()
+    ddp = env.prepare_model(model)
+    best_loss, best_epoch, best_state, stale, step, start_epoch = math.inf, -1, None, 0, 0, 0
+    state = env.restore()
+    if state is not None:  # resume after the last finished epoch
+        _unwrap(ddp).load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        best_loss, best_epoch, best_state, stale, step = (state[k] for k in ("best_loss", "best_epoch", "best_state", "stale", "step"))
+        start_epoch = state["epoch"] + 1
+    val_docs = _subset(docs, val_idx[env.rank :: env.world_size])
+    val_rows = val_idx[env.rank :: env.world_size]
+    for epoch in range(start_epoch, cfg.epochs):
+        if state is not None and stale >= cfg.early_stopping_patience:
+            break
+        ddp.train()
+        if _unwrap(ddp).encoder is not None and cfg.freeze_encoder:
+            _unwrap(ddp).encoder.eval()
         running, count = 0.0, 0
-        batches = [[train_idx[i] for i in b] for b in shuffled_batches(len(train_idx), cfg.batch_size, rng)]
-        for b in tqdm(batches, desc=f"stage 3: epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False):
+        batches = env.batches(train_idx, cfg.batch_size, seed, epoch)
+        for b in tqdm(batches, desc=f"stage 3: epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False, disable=env.rank != 0):
             with amp_context(cfg.amp, device):
-                logits = model(**docs.batch(b, device))
+                logits = ddp(**docs.batch(b, device))
             loss = masked_bce(logits, targets_t[b].to(device), mask_t[b].to(device))
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -310,25 +327,33 @@ def train_classifier(model: TaxoClassifier, docs: DocBatches, targets: np.ndarra
             running += loss.item() * len(b)
             count += len(b)
             if step % log_interval == 0 or step == total:
-                sink({"stage3/train_loss": loss.item(), "stage3/learning_rate": opt.param_groups[0]["lr"],
-                      "stage3/epoch": step / steps_per_epoch},
-                     step=step)
-        train_loss = running / max(count, 1)
+                log({"stage3/train_loss": loss.item(), "stage3/learning_rate": opt.param_groups[0]["lr"],
+                     "stage3/epoch": step / steps_per_epoch}, step=step)
+        train_sum, train_n = env.all_reduce_sum([running, count])
+        train_loss = train_sum / max(train_n, 1)
         if val_idx:
-            val_loss = eval_loss(model, val_docs, targets_t[val_idx], mask_t[val_idx], device, cfg.batch_size, cfg.amp)
+            part = eval_loss(_unwrap(ddp), val_docs, targets_t[val_rows], mask_t[val_rows], device, cfg.batch_size, cfg.amp) if val_rows else 0.0
+            val_sum, val_n = env.all_reduce_sum([part * len(val_rows), len(val_rows)])
+            val_loss = val_sum / max(val_n, 1)
         else:  # too few pseudo-labelled documents for a split: select on the training loss
             val_loss = train_loss
         if val_loss < best_loss:
             best_loss, best_epoch, stale = val_loss, epoch, 0
-            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in _unwrap(ddp).state_dict().items()})
         else:
             stale += 1
-        sink({"stage3/epoch_train_loss": train_loss, "stage3/epoch_val_loss": val_loss, "stage3/best_val_loss": best_loss,
-              "stage3/best_epoch": best_epoch, "stage3/epoch": epoch + 1}, step=step)
+        epoch_metrics = {"stage3/epoch_train_loss": train_loss, "stage3/epoch_val_loss": val_loss, "stage3/best_val_loss": best_loss,
+                         "stage3/best_epoch": best_epoch, "stage3/epoch": epoch + 1}
+        log(epoch_metrics, step=step)
+        if env.checkpoints:
+            env.checkpoint(epoch_metrics, {
+                "model": _unwrap(ddp).state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "scaler": scaler.state_dict(), "best_loss": best_loss, "best_epoch": best_epoch, "best_state": best_state,
+                "stale": stale, "step": step, "epoch": epoch})
         if stale >= cfg.early_stopping_patience:
             break
     if best_state is not None:
-        model.load_state_dict(best_state)
+        _unwrap(ddp).load_state_dict(best_state)
     stats.update({"stage3/best_val_loss": best_loss, "stage3/best_epoch": best_epoch, "stage3/steps": step})
     return stats
 

@@ -15,14 +15,12 @@ Features:
 
 from __future__ import annotations
 
-import random
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from taxoclass.config import SelfTrainingConfig
-from taxoclass.stages.classifier import DocBatches, amp_context, check_amp, predict_probs, shuffled_batches
+from taxoclass.stages.classifier import DocBatches, amp_context, check_amp, predict_probs
 
 EPS = 1e-8
 
@@ -61,31 +59,63 @@ def update_stats(p: np.ndarray, q: np.ndarray, threshold: float) -> dict:
     }
 
 
+def predict_all(model, docs: DocBatches, device, batch_size: int, amp: str, env) -> np.ndarray:
+    """Predictions for every document; each rank computes its share and all ranks get the whole."""
+    owned = env.owned(len(docs))
+    part = predict_probs(model, _rows(docs, owned), device, batch_size, amp) if owned else np.zeros((0, model.num_classes), np.float32)
+    return env.gather_rows(part, owned, len(docs))
+
+
+def _rows(docs: DocBatches, idx: list[int]) -> DocBatches:
+    if docs.embeddings is not None:
+        return DocBatches(embeddings=docs.embeddings[idx])
+    return DocBatches(input_ids=[docs.input_ids[i] for i in idx], pad_id=docs.pad_id)
+
+
 def self_train(model, docs: DocBatches, cfg: SelfTrainingConfig, device, seed: int, sink, amp: str = "off",
-               eval_batch_size: int = 128) -> dict:
-    """Self-train `model` in place on every corpus document; returns the final stats."""
+               eval_batch_size: int = 128, env=None) -> dict:
+    """Self-train `model` in place on every corpus document; returns the final stats.
+
+    With a data-parallel `env`, every rank holds the same targets (predictions are gathered),
+    trains on its share of each batch, and a checkpoint is taken at each target update.
+    """
+    from taxoclass.stages.classifier import _unwrap
+    from taxoclass.stages.training_env import LocalEnv
+
+    env = env or LocalEnv()
     check_amp(amp, device)
     model.to(device)
-    rng = random.Random(seed)
+    log = sink if env.rank == 0 else (lambda *a, **k: None)
     opt = torch.optim.AdamW(model.param_groups(cfg.learning_rate, cfg.head_learning_rate, 0.0))
     scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16")
-    p = predict_probs(model, docs, device, eval_batch_size, amp)
+    ddp = env.prepare_model(model)
+    iteration, done, passes = 0, 0, 0
+    state = env.restore()
+    if state is not None:  # resume at the last target update
+        _unwrap(ddp).load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        iteration, done, passes, prev_top3 = state["iteration"], state["done"], state["passes"], state["prev_top3"]
+    p = predict_all(_unwrap(ddp), docs, device, eval_batch_size, amp, env)
     q = target_distribution(p)
-    prev_top3 = top3_sets(p)
-    batches_per_epoch = max(1, -(-len(docs) // cfg.batch_size))
-    iteration, done, losses = 0, 0, []
+    if state is None:
+        prev_top3 = top3_sets(p)
+    batches_per_epoch = max(1, -(-len(docs) // (cfg.batch_size * env.world_size)))
+    losses = []
     pool = _training_pool(p, cfg)
-    stats = {**update_stats(p, q, cfg.self_train_threshold), "stage4/iteration": 0, "stage4/epoch": 0.0}
-    sink(stats, step=None)
-    stopped_by = "budget"
+    stats = {**update_stats(p, q, cfg.self_train_threshold), "stage4/iteration": iteration, "stage4/epoch": done / batches_per_epoch}
+    if state is None:
+        log(stats, step=None)
+    stopped_by = state.get("stopped_by", "budget") if state else "budget"
     queue: list[list[int]] = []
-    while done < cfg.max_batches:
+    while done < cfg.max_batches and stopped_by != "tolerance":
         if not queue:
-            queue = [[pool[i] for i in b] for b in shuffled_batches(len(pool), cfg.batch_size, rng)]
+            queue = env.batches(pool, cfg.batch_size, seed, passes)
+            passes += 1
         b = queue.pop(0)
-        model.train()
+        ddp.train()
         with amp_context(amp, device):
-            logits = model(**docs.batch(b, device))
+            logits = ddp(**docs.batch(b, device))
         loss = soft_bce(logits, torch.from_numpy(q[b]).to(device))
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
@@ -94,22 +124,26 @@ def self_train(model, docs: DocBatches, cfg: SelfTrainingConfig, device, seed: i
         losses.append(loss.item())
         done += 1
         if done % cfg.update_interval == 0 or done == cfg.max_batches:
-            p = predict_probs(model, docs, device, eval_batch_size, amp)
+            p = predict_all(_unwrap(ddp), docs, device, eval_batch_size, amp, env)
             q = target_distribution(p)
             top3 = top3_sets(p)
             changed = float((top3 != prev_top3).any(1).mean())
             prev_top3 = top3
             iteration += 1
+            loss_sum, loss_n = env.all_reduce_sum([float(np.sum(losses)), len(losses)])
             stats = {**update_stats(p, q, cfg.self_train_threshold), "stage4/iteration": iteration,
-                     "stage4/self_train_loss": float(np.mean(losses)), "stage4/epoch": done / batches_per_epoch,
+                     "stage4/self_train_loss": loss_sum / max(loss_n, 1), "stage4/epoch": done / batches_per_epoch,
                      "stage4/top3_changed": changed}
-            sink(stats, step=None)
+            log(stats, step=None)
             losses = []
             pool, queue = _training_pool(p, cfg), []
             if changed <= cfg.stop_tolerance:
                 stopped_by = "tolerance"
-                break
-    model.eval()
+            if env.checkpoints:
+                env.checkpoint(stats, {"model": _unwrap(ddp).state_dict(), "optimizer": opt.state_dict(),
+                                       "scaler": scaler.state_dict(), "iteration": iteration, "done": done,
+                                       "passes": passes, "prev_top3": prev_top3, "stopped_by": stopped_by})
+    _unwrap(ddp).eval()
     stats.update({"stage4/batches": done, "stage4/stopped_by": stopped_by})
     return stats
 
