@@ -109,6 +109,7 @@ def cmd_config(args) -> int:
 
 def cmd_run(args) -> int:
     from taxoclass.config import build_config
+    from taxoclass.distributed.runtime import make_runtime
     from taxoclass.pipeline import run_pipeline
     from taxoclass.tracking import make_tracker
 
@@ -122,11 +123,14 @@ def cmd_run(args) -> int:
         # the run dir's own config is authoritative; command-line overrides still apply
         cfg = build_config(config_file=str(run_dir / "config.yaml"), overrides=[o for o in args.overrides if not o.startswith("resume=")])
         cfg.output_dir, cfg.run_name = str(run_dir.parent), run_dir.name
+    runtime = make_runtime(cfg)  # None for runtime=local: Ray is never imported then
     tracker = make_tracker(cfg, resume_id)
     try:
-        summary = run_pipeline(cfg, sink=tracker)
+        summary = run_pipeline(cfg, sink=tracker, runtime=runtime)
     finally:
         tracker.close()
+        if runtime is not None:
+            runtime.stop()
     _print_summary(summary)
     return 0
 

@@ -97,6 +97,21 @@ class EvaluationConfig:
 
 
 @dataclass
+class RayConfig:
+    """runtime=ray: where and how wide the Ray parts run."""
+
+    address: str = ""  # '' = start a local Ray instance; 'auto' or ray://host:port = join a cluster
+    num_cpus: int = 0  # logical CPUs of a local instance (0 = Ray's default)
+    stage1_actors: int = 0  # scorer actors in the stage-1 pool (0 = one per GPU, or 1 without GPUs)
+    stage1_batch_size: int = 256  # documents per Ray Data batch
+    shard_size: int = 1024  # documents per Parquet shard (the unit of stage-1 resume)
+    num_workers: int = 2  # Ray Train workers for stages 3-4
+    use_gpu: bool = False  # one GPU per stage-1 actor and per Train worker
+    max_failures: int = 2  # Ray Train retries from the latest checkpoint
+    storage_path: str = ""  # checkpoints (default <run_dir>/ray); a shared path on a cluster
+
+
+@dataclass
 class TrackingConfig:
     """Experiment tracking; the seed's upper-case names are aliases."""
 
@@ -131,6 +146,7 @@ class Config:
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     self_training: SelfTrainingConfig = field(default_factory=SelfTrainingConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 

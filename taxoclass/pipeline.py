@@ -147,10 +147,11 @@ class MetricsLog:
 class Run:
     """One pipeline invocation on one run dir."""
 
-    def __init__(self, cfg: Config, sink: Sink | None = None, append_metrics: bool = False):
+    def __init__(self, cfg: Config, sink: Sink | None = None, append_metrics: bool = False, runtime=None):
         from taxoclass.stages.text_encoder import resolve_device
 
         self.cfg = cfg
+        self.runtime = runtime  # None: the engine runs here (runtime=local)
         seed_everything(cfg.seed)
         self.device = resolve_device(cfg.device)
         self.inputs = prepare_inputs(cfg)
@@ -202,7 +203,10 @@ class Run:
             inp = self.inputs
             same = _same_docs(inp.corpus, inp.test)
             test_texts = None if (inp.test is None or same) else inp.test.texts
-            out = run_similarity(self.cfg, inp.taxonomy, inp.corpus.texts, test_texts, inp.keywords, self.device)
+            if self.runtime is None:
+                out = run_similarity(self.cfg, inp.taxonomy, inp.corpus.texts, test_texts, inp.keywords, self.device)
+            else:
+                out = self._similarity_on_runtime(inp.corpus.texts, test_texts)
             test = out.corpus if same else out.test
             arrays = {"corpus": out.corpus} if test is None else {"corpus": out.corpus, "test": test}
             def write(tmp):
@@ -210,7 +214,7 @@ class Run:
                     np.savez(fh, **arrays)
 
             atomic_replace_with(path, write)
-            stats = out.stats()
+            stats = {**out.stats(), **out.extra}
             self.timings["stage1"] = time.time() - t0
             stats["stage1/seconds"] = self.timings["stage1"]
             self.log(stats)
@@ -220,6 +224,23 @@ class Run:
                 f"{self.timings['stage1']:.1f}s")
         data = np.load(path)
         return data["corpus"], (data["test"] if "test" in data else None)
+
+    def _similarity_on_runtime(self, corpus_texts, test_texts):
+        from taxoclass.stages.similarity import SimilarityOutput, class_texts, hypotheses
+
+        inp, cfg = self.inputs, self.cfg
+        hyps = hypotheses(cfg.similarity.template, class_texts(inp.taxonomy, cfg.similarity.class_text, inp.keywords))
+        folder = self.cache / f"stage1-{self.keys[1]}-shards"
+        corpus, extra = self.runtime.similarity(cfg, inp.taxonomy, corpus_texts, hyps, folder / "corpus")
+        test = None
+        if test_texts is not None:
+            test, _ = self.runtime.similarity(cfg, inp.taxonomy, test_texts, hyps, folder / "test")
+        n_docs = len(corpus_texts) + (len(test_texts) if test_texts is not None else 0)
+        if cfg.similarity.backend == "biencoder":  # each actor encodes the hypotheses once
+            passes = n_docs + len(hyps) * extra["stage1/actors"]
+        else:
+            passes = int((~np.isnan(corpus)).sum() + (0 if test is None else (~np.isnan(test)).sum()))
+        return SimilarityOutput(corpus, test, passes, extra)
 
     # stage 2
     def mining(self, force: bool, sim: np.ndarray | None = None):
@@ -272,12 +293,17 @@ class Run:
         bundle = self.bundle()
         targets, mask = build_labels([mining.cores[i] for i in keep], self.inputs.taxonomy, self.cfg.classifier.label_scope)
         self.log(label_stats(targets, mask))
-        docs = bundle.docs([self.inputs.corpus.texts[i] for i in keep], desc="stage 3: embedding documents")
+        texts = [self.inputs.corpus.texts[i] for i in keep]
         self.hook("on_model", bundle.model)
-        stats = train_classifier(bundle.model, docs, targets, mask, self.cfg.classifier, self.device, self.cfg.seed, self.log,
-                                 self.cfg.tracking.log_interval)
+        if self.runtime is None:
+            docs = bundle.docs(texts, desc="stage 3: embedding documents")
+            stats = train_classifier(bundle.model, docs, targets, mask, self.cfg.classifier, self.device, self.cfg.seed, self.log,
+                                     self.cfg.tracking.log_interval)
+        else:
+            stats = self._train_on_runtime(3, texts, targets=targets, mask=mask)
         stats.update(label_stats(targets, mask))
         stats["stage3/seconds"] = time.time() - t0
+        self.log(stats)
         save_checkpoint(bundle, self.inputs.taxonomy, path)
         self._save_stats(3, stats)
         log(f"stage 3 ({STAGE_NAMES[3]}): best epoch {stats['stage3/best_epoch']}, val loss {stats['stage3/best_val_loss']:.4f}, "
@@ -298,15 +324,30 @@ class Run:
         bundle = self.bundle()
         load_state(bundle, self._path(3, ".pt"))
         t0 = time.time()
-        docs = bundle.docs(self.inputs.corpus.texts, desc="stage 4: embedding documents")
         st = self.cfg.self_training
-        stats = self_train(bundle.model, docs, st, self.device, self.cfg.seed, self.log, self.cfg.classifier.amp,
-                           self.cfg.evaluation.batch_size)
+        if self.runtime is None:
+            docs = bundle.docs(self.inputs.corpus.texts, desc="stage 4: embedding documents")
+            stats = self_train(bundle.model, docs, st, self.device, self.cfg.seed, self.log, self.cfg.classifier.amp,
+                               self.cfg.evaluation.batch_size)
+        else:
+            init = bundle.model.head_state_dict() if self.cfg.classifier.freeze_encoder else bundle.model.state_dict()
+            stats = self._train_on_runtime(4, self.inputs.corpus.texts, init_state={k: v.cpu() for k, v in init.items()})
         stats["stage4/seconds"] = time.time() - t0
+        self.log(stats)
         save_checkpoint(bundle, self.inputs.taxonomy, path)
-        self._save_stats(4, {k: v for k, v in stats.items()})
+        self._save_stats(4, stats)
         log(f"stage 4 ({STAGE_NAMES[4]}): {stats['stage4/batches']} batches, stopped by {stats['stage4/stopped_by']}, "
             f"{stats['stage4/seconds']:.1f}s")
+
+    def _train_on_runtime(self, stage: int, texts: list[str], **kw) -> dict:
+        """Stage 3 or 4 on the runtime's workers; their rank-0 log lines are replayed here, in order."""
+        storage = Path(self.cfg.ray.storage_path) if self.cfg.ray.storage_path else self.dir / "ray"
+        stats, logs, state = self.runtime.train(stage, self.cfg, self.inputs.taxonomy, self.inputs.keywords, texts, storage,
+                                                f"stage{stage}-{self.keys[stage]}", **kw)
+        for metrics, step in logs:
+            self.log(metrics, step=step)
+        self.bundle().model.load_state_dict(state, strict=not self.cfg.classifier.freeze_encoder)
+        return stats
 
     def final_model_path(self) -> Path:
         if self.cfg.self_training.enabled and self._path(4, ".pt").is_file():
@@ -382,10 +423,13 @@ def _link(src: Path, dst: Path) -> None:
 
 
 # ---------------------------------------------------------------- entry points
-def run_pipeline(cfg: Config, sink: Sink | None = None) -> dict:
-    """All stages, then the evaluation. Returns the summary (also in summary.json)."""
+def run_pipeline(cfg: Config, sink: Sink | None = None, runtime=None) -> dict:
+    """All stages, then the evaluation. Returns the summary (also in summary.json).
+
+    `runtime` (see distributed/runtime.py) runs stage 1 and stages 3-4 elsewhere; None runs them here.
+    """
     t0 = time.time()
-    run = Run(cfg, sink)
+    run = Run(cfg, sink, runtime=runtime)
     try:
         log(f"run dir {run.dir} on {run.device}; {run.inputs.dataset.describe()}")
         force = cfg.force_stage

@@ -304,6 +304,7 @@ def train_classifier(model: TaxoClassifier, docs: DocBatches, targets: np.ndarra
         scaler.load_state_dict(state["scaler"])
         best_loss, best_epoch, best_state, stale, step = (state[k] for k in ("best_loss", "best_epoch", "best_state", "stale", "step"))
         start_epoch = state["epoch"] + 1
+        stats["stage3/resumed_from_epoch"] = start_epoch
     val_docs = _subset(docs, val_idx[env.rank :: env.world_size])
     val_rows = val_idx[env.rank :: env.world_size]
     for epoch in range(start_epoch, cfg.epochs):

@@ -96,6 +96,7 @@ def self_train(model, docs: DocBatches, cfg: SelfTrainingConfig, device, seed: i
         opt.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
         iteration, done, passes, prev_top3 = state["iteration"], state["done"], state["passes"], state["prev_top3"]
+        resumed_at = iteration
     p = predict_all(_unwrap(ddp), docs, device, eval_batch_size, amp, env)
     q = target_distribution(p)
     if state is None:
@@ -145,6 +146,8 @@ def self_train(model, docs: DocBatches, cfg: SelfTrainingConfig, device, seed: i
                                        "passes": passes, "prev_top3": prev_top3, "stopped_by": stopped_by})
     _unwrap(ddp).eval()
     stats.update({"stage4/batches": done, "stage4/stopped_by": stopped_by})
+    if state is not None:
+        stats["stage4/resumed_from_iteration"] = resumed_at
     return stats
 
 

@@ -17,7 +17,7 @@ Features:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -179,6 +179,7 @@ class SimilarityOutput:
     corpus: np.ndarray
     test: np.ndarray | None
     encoder_passes: int
+    extra: dict = field(default_factory=dict)  # runtime counters (shards, actors)
 
     def stats(self) -> dict:
         values = self.corpus[~np.isnan(self.corpus)]
@@ -193,10 +194,11 @@ class SimilarityOutput:
         }
 
 
-def score_documents(scorer, docs: list[str], taxonomy: Taxonomy, cfg: Config, desc: str) -> np.ndarray:
+def score_documents(scorer, docs: list[str], taxonomy: Taxonomy, cfg: Config, desc: str | None) -> np.ndarray:
+    """Stage 1 for one list of documents (the unit a Ray Data actor runs too)."""
     if scorer.full_matrix or not cfg.similarity.pruning:
         return scorer.score_all(docs, desc=desc).astype(np.float32)
-    return score_pruned(scorer, docs, taxonomy, cfg.mining.root_width)
+    return score_pruned(scorer, docs, taxonomy, cfg.mining.root_width, progress=desc is not None)
 
 
 def run_similarity(cfg: Config, taxonomy: Taxonomy, corpus_texts: list[str], test_texts: list[str] | None,

@@ -1,0 +1,121 @@
+"""Stage 1 on Ray Data: documents sharded over a pool of scorer actors.
+
+Features:
+- documents become a Ray dataset of rows {id, shard, text}; `map_batches` runs
+  `SimilarityActor` (the engine's scorer, built once per actor) in an
+  `ActorPoolStrategy(size=ray.stage1_actors)`, one GPU per actor when `ray.use_gpu`;
+- output order is not trusted: rows carry their ids and are joined back by id;
+- each shard of `ray.shard_size` documents is written as one Parquet file, atomically,
+  as soon as all its rows are back; a stage 1 killed with kill -9 resumes and scores
+  only the shards that are missing;
+- the driver holds at most the shards in flight, not the corpus' scores (`load_shards`
+  reads them back when stage 2 needs them).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from taxoclass.config import Config, from_dict, to_dict
+from taxoclass.data.taxonomy import Taxonomy
+
+
+class SimilarityActor:
+    """One scorer per actor; called on numpy batches {id, shard, text}."""
+
+    def __init__(self, cfg: dict, hypothesis_texts: list[str], taxonomy: dict, use_gpu: bool):
+        import torch
+
+        from taxoclass.stages.similarity import make_scorer
+
+        self.cfg = from_dict(cfg, "stage-1 actor")
+        self.taxonomy = Taxonomy(ids=taxonomy["ids"], names=taxonomy["names"], edges=[tuple(e) for e in taxonomy["edges"]])
+        device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
+        self.scorer = make_scorer(self.cfg, device)
+        self.scorer.set_classes(hypothesis_texts)
+
+    def __call__(self, batch: dict) -> dict:
+        from taxoclass.stages.similarity import score_documents
+
+        sims = score_documents(self.scorer, [str(t) for t in batch["text"]], self.taxonomy, self.cfg, desc=None)
+        return {"id": batch["id"], "shard": batch["shard"], "sims": sims.astype(np.float32)}
+
+
+def shard_path(folder: Path, shard: int) -> Path:
+    return folder / f"shard-{shard:05d}.parquet"
+
+
+def write_shard(path: Path, ids: np.ndarray, sims: np.ndarray) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from taxoclass.rundir import atomic_replace_with
+
+    order = np.argsort(ids)
+    flat = pa.array(sims[order].reshape(-1), type=pa.float32())
+    table = pa.table({"id": pa.array(ids[order], type=pa.int64()), "sims": pa.FixedSizeListArray.from_arrays(flat, sims.shape[1])})
+    atomic_replace_with(path, lambda tmp: pq.write_table(table, tmp))
+
+
+def load_shards(folder: Path, num_docs: int, num_classes: int) -> np.ndarray:
+    import pyarrow.parquet as pq
+
+    out = np.full((num_docs, num_classes), np.nan, dtype=np.float32)
+    seen = 0
+    for path in sorted(folder.glob("shard-*.parquet")):
+        table = pq.read_table(path)
+        ids = table.column("id").to_numpy()
+        out[ids] = table.column("sims").combine_chunks().flatten().to_numpy().reshape(len(ids), num_classes)
+        seen += len(ids)
+    if seen != num_docs:
+        raise RuntimeError(f"{folder}: {seen} scored documents in the shards, expected {num_docs}")
+    return out
+
+
+def missing_shards(folder: Path, num_docs: int, shard_size: int) -> list[int]:
+    return [s for s in range(math.ceil(num_docs / shard_size)) if not shard_path(folder, s).is_file()]
+
+
+def score_with_ray_data(cfg: Config, taxonomy: Taxonomy, texts: list[str], hypothesis_texts: list[str], folder: Path,
+                        progress: bool = True) -> dict:
+    """Score `texts` into Parquet shards under `folder`; returns counts (shards scored, reused, actors)."""
+    import ray  # Ray-specific lines start here
+    from ray.data import ActorPoolStrategy
+
+    r = cfg.ray
+    folder.mkdir(parents=True, exist_ok=True)
+    todo = missing_shards(folder, len(texts), r.shard_size)
+    total_shards = math.ceil(len(texts) / r.shard_size)
+    gpus = int(ray.cluster_resources().get("GPU", 0)) if r.use_gpu else 0
+    actors = r.stage1_actors or max(1, gpus)
+    if todo:
+        rows = [{"id": i, "shard": s, "text": texts[i]} for s in todo for i in range(s * r.shard_size, min(len(texts), (s + 1) * r.shard_size))]
+        expected = {s: min(len(texts), (s + 1) * r.shard_size) - s * r.shard_size for s in todo}
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = progress
+        ds = ray.data.from_items(rows).map_batches(
+            SimilarityActor,
+            fn_constructor_kwargs={"cfg": to_dict(cfg), "hypothesis_texts": hypothesis_texts,
+                                   "taxonomy": {"ids": taxonomy.ids, "names": taxonomy.names, "edges": taxonomy.edges},
+                                   "use_gpu": bool(gpus)},
+            batch_size=r.stage1_batch_size,
+            batch_format="numpy",
+            compute=ActorPoolStrategy(size=actors),
+            num_gpus=1 if gpus else 0,
+            num_cpus=0 if gpus else 1,
+        )
+        pending: dict[int, tuple[list, list]] = {}
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            for i, s, row in zip(batch["id"], batch["shard"], batch["sims"]):
+                ids, sims = pending.setdefault(int(s), ([], []))
+                ids.append(int(i))
+                sims.append(row)
+                if len(ids) == expected[int(s)]:  # the shard is whole: write it and let it go
+                    write_shard(shard_path(folder, int(s)), np.array(ids), np.stack(sims))
+                    del pending[int(s)]
+        if pending:
+            raise RuntimeError(f"stage 1 on Ray Data returned incomplete shards: {sorted(pending)}")
+    return {"stage1/shards_scored": len(todo), "stage1/shards_reused": total_shards - len(todo), "stage1/actors": actors}

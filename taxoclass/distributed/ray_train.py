@@ -1,0 +1,162 @@
+"""Stages 3 and 4 on Ray Train V2: the engine's training loops, data-parallel.
+
+Features:
+- `TorchTrainer(ScalingConfig(num_workers, use_gpu))` runs `train_loop_per_worker`, which
+  builds the engine's model and calls the engine's `train_classifier` / `self_train` with a
+  `RayTrainEnv`: `prepare_model` (DDP; gloo on CPU), `prepare_data_loader` (a
+  DistributedSampler over document indices), losses all-reduced, predictions all-gathered;
+- AMP through the engine (`torch.autocast` bf16, fp16 with `torch.amp.GradScaler`, whose
+  state is in the checkpoint);
+- a checkpoint at each epoch (stage 3) and each target update (stage 4), every rank
+  reporting equally often; `FailureConfig(max_failures)`; a run killed with kill -9 and
+  started again with the same run dir resumes from its latest checkpoint (Ray Train V2
+  restores the checkpoint manager from `storage_path/name`);
+- logging from rank 0 only: its log lines travel in the checkpoints and the driver replays
+  them into the pipeline's sink (metrics.jsonl, wandb): one run, not one per worker.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from taxoclass.config import Config, from_dict, to_dict
+from taxoclass.data.taxonomy import Taxonomy
+
+STATE_FILE = "state.pt"
+
+
+class RayTrainEnv:
+    """The TrainEnv of one Ray Train worker (see stages/training_env.py)."""
+
+    checkpoints = True
+
+    def __init__(self):
+        import ray.train
+
+        ctx = ray.train.get_context()
+        self.rank, self.world_size = ctx.get_world_rank(), ctx.get_world_size()
+        self.logs: list = []
+        self._restored = None
+        self._looked = False
+
+    def sink(self, metrics: dict, step: int | None = None) -> None:
+        self.logs.append([metrics, step])
+
+    def prepare_model(self, model):
+        import ray.train.torch
+
+        # find_unused_parameters: a Hugging Face encoder's pooler takes no part in the loss
+        return ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": True})
+
+    def batches(self, indices: list[int], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+        import ray.train.torch
+
+        g = torch.Generator()
+        g.manual_seed(seed * 1000 + epoch)
+        loader = torch.utils.data.DataLoader(indices, batch_size=batch_size, shuffle=True, generator=g, collate_fn=list)
+        loader = ray.train.torch.prepare_data_loader(loader, move_to_device=False)
+        if self.world_size > 1:
+            loader.sampler.set_epoch(seed * 1000 + epoch)  # a new order every epoch
+        return [list(map(int, b)) for b in loader]
+
+    def all_reduce_sum(self, values: list[float]) -> list[float]:
+        import torch.distributed as dist
+
+        if self.world_size == 1:
+            return list(values)
+        t = torch.tensor(values, dtype=torch.float64)
+        dist.all_reduce(t)
+        return t.tolist()
+
+    def owned(self, n: int) -> list[int]:
+        return list(range(self.rank, n, self.world_size))
+
+    def gather_rows(self, part: np.ndarray, owned: list[int], total: int) -> np.ndarray:
+        import torch.distributed as dist
+
+        pieces = [(owned, part)]
+        if self.world_size > 1:
+            pieces = [None] * self.world_size
+            dist.all_gather_object(pieces, (owned, part))
+        out = np.zeros((total,) + part.shape[1:], dtype=part.dtype)
+        for rows, values in pieces:
+            out[rows] = values
+        return out
+
+    def checkpoint(self, metrics: dict, state: dict) -> None:
+        import ray.train
+
+        with tempfile.TemporaryDirectory() as tmp:
+            checkpoint = None
+            if self.rank == 0:  # one copy of the state; the other ranks report metrics only
+                torch.save({**state, "logs": self.logs}, Path(tmp) / STATE_FILE)
+                checkpoint = ray.train.Checkpoint.from_directory(tmp)
+            ray.train.report({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, checkpoint=checkpoint)
+
+    def restore(self) -> dict | None:
+        import ray.train
+
+        if not self._looked:
+            self._looked = True
+            checkpoint = ray.train.get_checkpoint()
+            if checkpoint is not None:
+                with checkpoint.as_directory() as folder:
+                    self._restored = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=False)
+                self.logs = self._restored.pop("logs", [])
+        return None if self._restored is None or self._restored.get("final") else self._restored
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """One Ray Train worker: the engine's stage-3 or stage-4 loop on this rank's share."""
+    import ray.train.torch
+
+    from taxoclass.stages.classifier import train_classifier
+    from taxoclass.stages.model_io import build_model
+    from taxoclass.stages.self_training import self_train
+
+    cfg = from_dict(config["cfg"], "ray train worker")
+    t = config["taxonomy"]
+    taxonomy = Taxonomy(ids=t["ids"], names=t["names"], edges=[tuple(e) for e in t["edges"]])
+    env = RayTrainEnv()
+    env.restore()
+    if env._restored is not None and env._restored.get("final"):
+        env.checkpoint({"final": 1}, env._restored)  # finished before a restart: report the result again
+        return
+    device = ray.train.torch.get_device()
+    bundle = build_model(cfg, taxonomy, device, config["keywords"])
+    docs = bundle.docs(config["texts"])
+    if config["stage"] == 3:
+        stats = train_classifier(bundle.model, docs, config["targets"], config["mask"], cfg.classifier, device, cfg.seed,
+                                 env.sink, cfg.tracking.log_interval, env=env)
+    else:
+        bundle.model.load_state_dict(config["init_state"], strict=not cfg.classifier.freeze_encoder)
+        stats = self_train(bundle.model, docs, cfg.self_training, device, cfg.seed, env.sink, cfg.classifier.amp,
+                           cfg.evaluation.batch_size, env=env)
+    state = bundle.model.head_state_dict() if cfg.classifier.freeze_encoder else bundle.model.state_dict()
+    env.checkpoint({"final": 1}, {"final": True, "model": {k: v.cpu() for k, v in state.items()}, "stats": stats})
+
+
+def fit(stage: int, cfg: Config, taxonomy: Taxonomy, keywords, texts: list[str], storage: Path, name: str,
+        targets: np.ndarray | None = None, mask: np.ndarray | None = None, init_state: dict | None = None):
+    """Run stage 3 or 4 on Ray Train; returns (stats, rank-0 log lines, final model state)."""
+    from ray.train import FailureConfig, RunConfig, ScalingConfig  # Ray-specific lines start here
+    from ray.train.torch import TorchTrainer
+
+    r = cfg.ray
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"cfg": to_dict(cfg), "stage": stage, "texts": texts, "targets": targets, "mask": mask,
+                           "init_state": init_state, "keywords": keywords,
+                           "taxonomy": {"ids": taxonomy.ids, "names": taxonomy.names, "edges": taxonomy.edges}},
+        scaling_config=ScalingConfig(num_workers=r.num_workers, use_gpu=r.use_gpu),
+        run_config=RunConfig(name=name, storage_path=str(Path(storage).resolve()),
+                             failure_config=FailureConfig(max_failures=r.max_failures)),
+    )
+    result = trainer.fit()
+    with result.checkpoint.as_directory() as folder:
+        final = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=False)
+    return final["stats"], final.get("logs", []), final["model"]

@@ -1,0 +1,70 @@
+"""`runtime=local | ray`: who runs stage 1 and stages 3-4.
+
+`local` (the default) is the engine alone in one process, one GPU or the CPU: no Ray is
+imported at all. It is the debugging mode, and the fastest choice for one GPU: a Ray
+instance costs seconds to start and every stage's inputs must travel to its workers.
+`ray` shards stage 1 over a pool of actors (Ray Data) and trains stages 3-4 data-parallel
+(Ray Train V2); it pays off from two GPUs on, or on a cluster (`ray.address=auto`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from taxoclass.config import Config
+from taxoclass.data.taxonomy import Taxonomy
+
+
+def make_runtime(cfg: Config):
+    """None for the local runtime (the pipeline then calls the engine directly)."""
+    return RayRuntime(cfg) if cfg.runtime == "ray" else None
+
+
+class RayRuntime:
+    """The pipeline's hooks for Ray: stage 1 on Ray Data, stages 3-4 on Ray Train."""
+
+    name = "ray"
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self._started_here = False
+
+    def start(self) -> None:
+        import ray  # Ray-specific lines: joining or starting an instance
+
+        if ray.is_initialized():
+            return
+        kwargs = {"include_dashboard": False, "log_to_driver": False}
+        if self.cfg.ray.address:
+            ray.init(address=self.cfg.ray.address, **kwargs)
+        else:
+            # a local instance: its workers need the engine's environment (offline model hub, wandb mode)
+            env = {k: v for k, v in os.environ.items() if k.startswith(("HF_", "TRANSFORMERS_", "WANDB_"))}
+            # bound to loopback: a local instance serves this process only
+            ray.init(num_cpus=self.cfg.ray.num_cpus or None, runtime_env={"env_vars": env} if env else None,
+                     _node_ip_address="127.0.0.1", **kwargs)
+            self._started_here = True
+
+    def stop(self) -> None:
+        if self._started_here:
+            import ray
+
+            ray.shutdown()  # only the instance started here; never `ray stop`
+            self._started_here = False
+
+    def similarity(self, cfg: Config, taxonomy: Taxonomy, texts: list[str], hypothesis_texts: list[str], folder: Path,
+                   progress: bool = True) -> tuple[np.ndarray, dict]:
+        from taxoclass.distributed.ray_data import load_shards, score_with_ray_data
+
+        self.start()
+        stats = score_with_ray_data(cfg, taxonomy, texts, hypothesis_texts, folder, progress)
+        return load_shards(folder, len(texts), len(taxonomy)), stats
+
+    def train(self, stage: int, cfg: Config, taxonomy: Taxonomy, keywords, texts: list[str], storage: Path, name: str, **kw):
+        from taxoclass.distributed.ray_train import fit
+
+        self.start()
+        return fit(stage, cfg, taxonomy, keywords, texts, storage, name, **kw)

@@ -1,0 +1,178 @@
+"""Ray runtime: one real local Ray instance per test session, 2 CPU Train workers, loopback only.
+
+Run inside a private network namespace (`make test` does, as root) or with Ray bound to
+127.0.0.1 (this fixture does both). `ray stop` is never called: only `ray.shutdown()`.
+"""
+
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import yaml
+from conftest import REPO
+
+ray = pytest.importorskip("ray")
+
+from taxoclass.config import build_config  # noqa: E402
+from taxoclass.distributed.ray_data import load_shards, score_with_ray_data, shard_path  # noqa: E402
+from taxoclass.distributed.runtime import RayRuntime  # noqa: E402
+from taxoclass.pipeline import Run, run_pipeline  # noqa: E402
+from taxoclass.stages.core_mining import mine_core_classes  # noqa: E402
+from taxoclass.stages.similarity import class_texts, hypotheses  # noqa: E402
+
+pytestmark = pytest.mark.ray
+ENV_VARS = {k: v for k, v in os.environ.items() if k.startswith(("HF_", "WANDB_", "TOKENIZERS"))}
+
+
+@pytest.fixture(scope="module")
+def ray_instance():
+    ray.init(num_cpus=6, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1",
+             runtime_env={"env_vars": ENV_VARS})
+    yield
+    ray.shutdown()
+
+
+def cfg_for(tmp_path, name, *extra):
+    return build_config("debug", overrides=[f"output_dir={tmp_path}", f"run_name={name}", *extra], environ={})
+
+
+def test_stage1_and_2_match_the_local_runtime(ray_instance, tmp_path):
+    local = Run(cfg_for(tmp_path, "local"))
+    sim_local, test_local = local.similarity(force=True)
+    local.close()
+    cfg = cfg_for(tmp_path, "ray", "runtime=ray", "ray.shard_size=16", "ray.stage1_actors=2", "ray.stage1_batch_size=8")
+    remote = Run(cfg, runtime=RayRuntime(cfg))
+    sim_ray, test_ray = remote.similarity(force=True)
+    assert remote.log.stats["stage1/shards_scored"] == 4 and remote.log.stats["stage1/actors"] == 2
+    remote.close()
+    np.testing.assert_allclose(sim_ray, sim_local, atol=1e-5)
+    np.testing.assert_allclose(test_ray, test_local, atol=1e-5)
+    a = mine_core_classes(sim_local, local.inputs.taxonomy, local.cfg.mining)
+    b = mine_core_classes(sim_ray, local.inputs.taxonomy, local.cfg.mining)
+    assert a.cores == b.cores and a.candidates == b.candidates
+
+
+def test_stage1_scores_only_missing_shards(ray_instance, tmp_path):
+    cfg = cfg_for(tmp_path, "shards", "ray.shard_size=16", "ray.stage1_actors=1")
+    run = Run(cfg)
+    texts, tax = run.inputs.corpus.texts, run.inputs.taxonomy
+    hyps = hypotheses(cfg.similarity.template, class_texts(tax, "name", None))
+    folder = tmp_path / "shards"
+    first = score_with_ray_data(cfg, tax, texts, hyps, folder, progress=False)
+    full = load_shards(folder, len(texts), len(tax))
+    shard_path(folder, 1).unlink()
+    shard_path(folder, 3).unlink()
+    again = score_with_ray_data(cfg, tax, texts, hyps, folder, progress=False)
+    assert first["stage1/shards_scored"] == 4
+    assert again["stage1/shards_scored"] == 2 and again["stage1/shards_reused"] == 2
+    np.testing.assert_allclose(load_shards(folder, len(texts), len(tax)), full, atol=1e-6)
+    run.close()
+
+
+def test_one_and_two_train_workers_agree(ray_instance, tmp_path):
+    from wandb_reader import find_runs, read_run
+
+    from taxoclass.tracking import make_tracker
+
+    results = {}
+    for workers in (1, 2):
+        cfg = cfg_for(tmp_path, f"w{workers}", "runtime=ray", f"ray.num_workers={workers}", "classifier.epochs=2",
+                      "tracking.use_wandb=true", "tracking.mode=offline")
+        tracker = make_tracker(cfg)
+        try:
+            results[workers] = run_pipeline(cfg, sink=tracker, runtime=RayRuntime(cfg))
+        finally:
+            tracker.close()
+    one, two = results[1], results[2]
+    # Two workers see the same documents per epoch in twice-as-large global batches with half as many
+    # steps: the losses and scores move, but not far. Tolerances from repeated runs: 30% on the
+    # validation loss, 0.15 on Example-F1.
+    assert two["stage3/best_val_loss"] == pytest.approx(one["stage3/best_val_loss"], rel=0.3)
+    assert abs(two["test/example_f1"] - one["test/example_f1"]) <= 0.15
+    assert two["stage3/train_samples"] == one["stage3/train_samples"]
+    # wandb from rank 0 only: one run, with the workers' step logs replayed into it
+    runs = find_runs(tmp_path / "w2")
+    assert len(runs) == 1
+    history = read_run(runs[0]).history
+    assert any("stage3/epoch_val_loss" in row for row in history)
+    assert any("stage4/iteration" in row for row in history)
+
+
+def _spawn(args, cwd):
+    return subprocess.Popen([sys.executable, "-m", "taxoclass.cli", *map(str, args)], cwd=cwd, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def _kill_tree(proc):
+    import psutil
+
+    try:
+        parent = psutil.Process(proc.pid)
+        victims = parent.children(recursive=True) + [parent]
+    except psutil.NoSuchProcess:
+        return
+    for p in victims:
+        try:
+            p.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(victims, timeout=30)
+
+
+def _wait_for(predicate, proc, timeout=300):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if predicate():
+            return True
+        if proc.poll() is not None:
+            pytest.fail(f"the run ended before the kill point: {proc.stderr.read()[-2000:]}")
+        time.sleep(0.2)
+    return False
+
+
+def test_kill_9_resumes_stage1_shards_and_stage3_checkpoints(tmp_path):
+    args = ["run", "--preset", "debug", "runtime=ray", "ray.num_cpus=4", "ray.shard_size=8", "ray.stage1_batch_size=4",
+            "classifier.epochs=4", "classifier.early_stopping_patience=10", "self_training.enabled=false",
+            f"output_dir={tmp_path}", "run_name=killed"]
+    run_dir = tmp_path / "killed"
+    # 1) kill -9 while stage 1 is writing shards
+    proc = _spawn(args, REPO)
+    assert _wait_for(lambda: len(list(run_dir.glob("cache/*-shards/corpus/shard-*.parquet"))) >= 2, proc)
+    _kill_tree(proc)
+    done_before = len(list(run_dir.glob("cache/*-shards/corpus/shard-*.parquet")))
+    assert done_before < 8  # killed part-way: 60 documents are 8 shards
+    # 2) run again, and kill -9 once stage 3 has checkpointed an epoch
+    proc = _spawn(args, REPO)
+    # the snapshot is what a restarted Ray Train run restores its latest checkpoint from
+    assert _wait_for(lambda: any(run_dir.glob("ray/stage3-*/checkpoint_manager_snapshot.json")), proc)
+    _kill_tree(proc)
+    # 3) the third run finishes, reusing the shards and resuming stage 3 from its checkpoint
+    proc = _spawn(args, REPO)
+    assert proc.wait(timeout=900) == 0, proc.stderr.read()[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["stage3/resumed_from_epoch"] >= 1
+    stage1 = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if "stage1/shards_reused" in line]
+    assert stage1 and stage1[-1]["stage1/shards_reused"] == done_before
+
+
+@pytest.mark.parametrize("name", ["cluster.yaml", "cluster-aws.yaml"])
+def test_cluster_configs_pass_rays_validation(name):
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    config = yaml.safe_load((REPO / name).read_text())
+    validate_config(prepare_config(copy.deepcopy(config)))  # what `ray up` checks, starting nothing
+    text = (REPO / name).read_text()
+    assert "RAY_AUTH_MODE=token" in text and "~/.ray/auth_token" in text
+    broken = copy.deepcopy(config)
+    broken["provider"]["no_such_field"] = 1
+    broken["not_a_key"] = 1
+    import jsonschema
+
+    with pytest.raises(jsonschema.ValidationError):
+        validate_config(prepare_config(broken))
