@@ -135,6 +135,7 @@ class Config:
     transductive: bool = False  # unlabelled test texts join the corpus
     output_dir: str = "runs"
     run_name: str = ""
+    cache_dir: str = ""  # stage outputs (default <run_dir>/cache); a search's trials share one
     seed: int = 42
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     runtime: str = "local"  # local | ray

@@ -158,7 +158,8 @@ class Run:
         if not cfg.run_name:
             cfg.run_name = f"{self.inputs.dataset.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         self.dir = Path(cfg.output_dir) / cfg.run_name
-        self.cache = self.dir / "cache"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.cache = Path(cfg.cache_dir) if cfg.cache_dir else self.dir / "cache"
         self.cache.mkdir(parents=True, exist_ok=True)
         save_yaml(cfg, self.dir / "config.yaml")
         self.keys = stage_keys(cfg, self.inputs)
@@ -331,7 +332,8 @@ class Run:
                                self.cfg.evaluation.batch_size)
         else:
             init = bundle.model.head_state_dict() if self.cfg.classifier.freeze_encoder else bundle.model.state_dict()
-            stats = self._train_on_runtime(4, self.inputs.corpus.texts, init_state={k: v.cpu() for k, v in init.items()})
+            stats = self._train_on_runtime(4, self.inputs.corpus.texts, init_state={k: v.cpu() for k, v in init.items()},
+                                           objective=self.log.stats.get("stage3/best_val_loss", float("nan")))
         stats["stage4/seconds"] = time.time() - t0
         self.log(stats)
         save_checkpoint(bundle, self.inputs.taxonomy, path)

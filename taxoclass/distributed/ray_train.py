@@ -34,9 +34,10 @@ class RayTrainEnv:
 
     checkpoints = True
 
-    def __init__(self):
+    def __init__(self, objective: float = float("nan")):
         import ray.train
 
+        self.objective = objective
         ctx = ray.train.get_context()
         self.rank, self.world_size = ctx.get_world_rank(), ctx.get_world_size()
         self.logs: list = []
@@ -95,7 +96,10 @@ class RayTrainEnv:
             if self.rank == 0:  # one copy of the state; the other ranks report metrics only
                 torch.save({**state, "logs": self.logs}, Path(tmp) / STATE_FILE)
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, checkpoint=checkpoint)
+            # `objective`: the label-free search signal (stage-3 best validation loss), in every report for Tune
+            self.objective = metrics.get("stage3/best_val_loss", self.objective)
+            numeric = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+            ray.train.report({**numeric, "objective": self.objective}, checkpoint=checkpoint)
 
     def restore(self) -> dict | None:
         import ray.train
@@ -121,7 +125,7 @@ def train_loop_per_worker(config: dict) -> None:
     cfg = from_dict(config["cfg"], "ray train worker")
     t = config["taxonomy"]
     taxonomy = Taxonomy(ids=t["ids"], names=t["names"], edges=[tuple(e) for e in t["edges"]])
-    env = RayTrainEnv()
+    env = RayTrainEnv(config.get("objective", float("nan")))
     env.restore()
     if env._restored is not None and env._restored.get("final"):
         env.checkpoint({"final": 1}, env._restored)  # finished before a restart: report the result again
@@ -141,20 +145,27 @@ def train_loop_per_worker(config: dict) -> None:
 
 
 def fit(stage: int, cfg: Config, taxonomy: Taxonomy, keywords, texts: list[str], storage: Path, name: str,
-        targets: np.ndarray | None = None, mask: np.ndarray | None = None, init_state: dict | None = None):
+        targets: np.ndarray | None = None, mask: np.ndarray | None = None, init_state: dict | None = None,
+        objective: float = float("nan")):
     """Run stage 3 or 4 on Ray Train; returns (stats, rank-0 log lines, final model state)."""
     from ray.train import FailureConfig, RunConfig, ScalingConfig  # Ray-specific lines start here
     from ray.train.torch import TorchTrainer
+    from ray.tune.trainable.trainable_fn_utils import _in_tune_session
 
+    callbacks = []
+    if _in_tune_session():  # inside a Tune trial: each Train report becomes a trial result (epochs, Q updates)
+        from ray.tune.integration.ray_train import TuneReportCallback
+
+        callbacks.append(TuneReportCallback())
     r = cfg.ray
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"cfg": to_dict(cfg), "stage": stage, "texts": texts, "targets": targets, "mask": mask,
-                           "init_state": init_state, "keywords": keywords,
+                           "init_state": init_state, "keywords": keywords, "objective": objective,
                            "taxonomy": {"ids": taxonomy.ids, "names": taxonomy.names, "edges": taxonomy.edges}},
         scaling_config=ScalingConfig(num_workers=r.num_workers, use_gpu=r.use_gpu),
         run_config=RunConfig(name=name, storage_path=str(Path(storage).resolve()),
-                             failure_config=FailureConfig(max_failures=r.max_failures)),
+                             failure_config=FailureConfig(max_failures=r.max_failures), callbacks=callbacks),
     )
     result = trainer.fit()
     with result.checkpoint.as_directory() as folder:

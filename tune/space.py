@@ -1,0 +1,143 @@
+"""Search spaces: the default (the seed's sweep) and the translation of a wandb sweep.yaml.
+
+A space is a list of `Param`s over config keys; `to_tune` turns it into Ray Tune sampling
+domains for OptunaSearch. A wandb sweep file (program, method, metric, parameters) is read
+as the seed writes it: `bayes` -> Optuna TPE, `random` -> Optuna random sampling, `grid` ->
+Optuna grid. What cannot be translated is a `ConfigError` naming the key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from taxoclass.config import LEAF_TYPES, canonical_key, load_yaml
+from taxoclass.errors import ConfigError
+
+METHODS = {"bayes": "tpe", "random": "random", "grid": "grid"}
+DISTRIBUTIONS = ("uniform", "int_uniform", "log_uniform_values", "categorical", "constant")
+# the seed's parameter names that are not config keys as they stand
+SEED_PARAMS = {"learning_rate": "classifier.learning_rate"}
+
+
+@dataclass
+class Param:
+    key: str  # full config key
+    kind: str  # uniform | int_uniform | log_uniform_values | categorical | constant
+    low: float | None = None
+    high: float | None = None
+    values: list | None = None
+
+
+@dataclass
+class Space:
+    params: list[Param]
+    sampler: str = "tpe"  # tpe | random | grid
+    source: str = "default"
+
+    def describe(self) -> str:
+        parts = []
+        for p in self.params:
+            if p.kind == "categorical":
+                parts.append(f"{p.key} in {p.values}")
+            elif p.kind == "constant":
+                parts.append(f"{p.key} = {p.values[0]}")
+            else:
+                parts.append(f"{p.key} {p.kind} {p.low}..{p.high}")
+        return f"{self.source} ({self.sampler}): " + "; ".join(parts)
+
+
+def default_space() -> Space:
+    """The seed's sweep."""
+    return Space([
+        Param("classifier.learning_rate", "log_uniform_values", 5e-6, 5e-5),
+        Param("classifier.gnn_hidden_dim", "categorical", values=[512, 768, 1024]),
+        Param("classifier.gnn_num_layers", "categorical", values=[3, 4, 5]),
+        Param("self_training.self_train_threshold", "uniform", 0.4, 0.7),
+    ])
+
+
+def _config_key(name: str, where: str) -> str:
+    try:
+        return SEED_PARAMS.get(name) or canonical_key(name)
+    except ConfigError as err:
+        raise ConfigError(f"{where}.{name}", str(err).split(": ", 1)[1]) from None
+
+
+def _number(value, where: str):
+    """YAML 1.1 reads `5e-6` as a string: accept numbers written either way."""
+    if isinstance(value, bool):
+        raise ConfigError(where, f"expected a number, got {value!r}")
+    if isinstance(value, (int, float)):
+        return value
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(where, f"expected a number, got {value!r}") from None
+
+
+def read_sweep(path: str | Path) -> Space:
+    """A wandb sweep.yaml (or a plain `parameters:` mapping) as a Space."""
+    data = load_yaml(path)
+    method = data.get("method", "bayes")
+    if method not in METHODS:
+        raise ConfigError("method", f"sweep method {method!r} cannot be translated (choose from {', '.join(METHODS)})")
+    params_in = data.get("parameters")
+    if not isinstance(params_in, dict) or not params_in:
+        raise ConfigError("parameters", f"no parameters in {path}")
+    params = []
+    for name, spec in params_in.items():
+        where = f"parameters.{name}"
+        key = _config_key(str(name), "parameters")
+        if not isinstance(spec, dict):
+            raise ConfigError(where, "expected a mapping (min/max, values or value)")
+        unknown = set(spec) - {"min", "max", "values", "value", "distribution"}
+        if unknown:
+            raise ConfigError(f"{where}.{sorted(unknown)[0]}", "cannot be translated")
+        dist = spec.get("distribution")
+        if dist is not None and dist not in DISTRIBUTIONS:
+            raise ConfigError(f"{where}.distribution", f"{dist!r} cannot be translated (supported: {', '.join(DISTRIBUTIONS)})")
+        if "value" in spec:
+            params.append(Param(key, "constant", values=[spec["value"]]))
+        elif "values" in spec:
+            if not isinstance(spec["values"], list) or not spec["values"]:
+                raise ConfigError(f"{where}.values", "expected a non-empty list")
+            params.append(Param(key, "categorical", values=list(spec["values"])))
+        elif "min" in spec and "max" in spec:
+            low, high = _number(spec["min"], f"{where}.min"), _number(spec["max"], f"{where}.max")
+            if method == "grid":
+                raise ConfigError(where, "a grid needs `values`, not min/max")
+            if not low < high:
+                raise ConfigError(where, f"min {low} is not below max {high}")
+            if dist is None:
+                dist = "int_uniform" if isinstance(low, int) and isinstance(high, int) and LEAF_TYPES[key] is int else "uniform"
+            params.append(Param(key, dist, float(low), float(high)))
+        else:
+            raise ConfigError(where, "needs min and max, values, or value")
+    if method == "grid" and any(p.kind not in ("categorical", "constant") for p in params):
+        raise ConfigError("method", "a grid needs `values` for every parameter")
+    return Space(params, METHODS[method], str(path))
+
+
+def to_tune(space: Space) -> dict:
+    """Ray Tune sampling domains keyed by config key."""
+    from ray import tune
+
+    out = {}
+    for p in space.params:
+        if p.kind == "constant":
+            out[p.key] = p.values[0]
+        elif p.kind == "categorical":
+            out[p.key] = tune.choice(p.values)
+        elif p.kind == "log_uniform_values":
+            out[p.key] = tune.loguniform(p.low, p.high)
+        elif p.kind == "int_uniform":
+            out[p.key] = tune.randint(int(p.low), int(p.high) + 1)
+        else:
+            out[p.key] = tune.uniform(p.low, p.high)
+    return out
+
+
+def grid_points(space: Space) -> dict:
+    """For Optuna's GridSampler: every parameter's values."""
+    return {p.key: list(p.values) for p in space.params}
