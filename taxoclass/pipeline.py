@@ -278,7 +278,7 @@ class Run:
     # stage 3
     def classifier(self, force: bool, mining=None) -> None:
         from taxoclass.stages.classifier import build_labels, label_stats, train_classifier
-        from taxoclass.stages.model_io import load_state, save_checkpoint
+        from taxoclass.stages.model_io import load_state
 
         path = self._path(3, ".pt")
         if self._cached(3, ".pt", force):
@@ -303,16 +303,11 @@ class Run:
         else:
             stats = self._train_on_runtime(3, texts, targets=targets, mask=mask)
         stats.update(label_stats(targets, mask))
-        stats["stage3/seconds"] = time.time() - t0
-        self.log(stats)
-        save_checkpoint(bundle, self.inputs.taxonomy, path)
-        self._save_stats(3, stats)
-        log(f"stage 3 ({STAGE_NAMES[3]}): best epoch {stats['stage3/best_epoch']}, val loss {stats['stage3/best_val_loss']:.4f}, "
-            f"{stats['stage3/seconds']:.1f}s")
+        self._finish_training(3, stats, t0, f"best epoch {stats['stage3/best_epoch']}, val loss {stats['stage3/best_val_loss']:.4f}")
 
     # stage 4
     def self_training(self, force: bool) -> None:
-        from taxoclass.stages.model_io import load_state, save_checkpoint
+        from taxoclass.stages.model_io import load_state
         from taxoclass.stages.self_training import self_train
 
         path = self._path(4, ".pt")
@@ -334,12 +329,17 @@ class Run:
             init = bundle.model.head_state_dict() if self.cfg.classifier.freeze_encoder else bundle.model.state_dict()
             stats = self._train_on_runtime(4, self.inputs.corpus.texts, init_state={k: v.cpu() for k, v in init.items()},
                                            objective=self.log.stats.get("stage3/best_val_loss", float("nan")))
-        stats["stage4/seconds"] = time.time() - t0
+        self._finish_training(4, stats, t0, f"{stats['stage4/batches']} batches, stopped by {stats['stage4/stopped_by']}")
+
+    def _finish_training(self, stage: int, stats: dict, t0: float, what: str) -> None:
+        """Log a training stage's stats, then store its model and stats under the stage's cache key."""
+        from taxoclass.stages.model_io import save_checkpoint
+
+        stats[f"stage{stage}/seconds"] = time.time() - t0
         self.log(stats)
-        save_checkpoint(bundle, self.inputs.taxonomy, path)
-        self._save_stats(4, stats)
-        log(f"stage 4 ({STAGE_NAMES[4]}): {stats['stage4/batches']} batches, stopped by {stats['stage4/stopped_by']}, "
-            f"{stats['stage4/seconds']:.1f}s")
+        save_checkpoint(self.bundle(), self.inputs.taxonomy, self._path(stage, ".pt"))
+        self._save_stats(stage, stats)
+        log(f"stage {stage} ({STAGE_NAMES[stage]}): {what}, {stats[f'stage{stage}/seconds']:.1f}s")
 
     def _train_on_runtime(self, stage: int, texts: list[str], **kw) -> dict:
         """Stage 3 or 4 on the runtime's workers; their rank-0 log lines are replayed here, in order."""
