@@ -91,8 +91,9 @@ def test_one_and_two_train_workers_agree(ray_instance, tmp_path):
             tracker.close()
     one, two = results[1], results[2]
     # Two workers see the same documents per epoch in twice-as-large global batches with half as many
-    # steps: the losses and scores move, but not far. Tolerances from repeated runs: 30% on the
-    # validation loss, 0.15 on Example-F1.
+    # steps: the losses and scores move, but not far. Measured (debug, 2 epochs; seeds 42 and 7):
+    # validation loss 4.94 vs 5.62 and 6.94 vs 7.38 (at most +14 %), Example-F1 .699 vs .726 and
+    # .621 vs .721 (at most 0.10 apart). Tolerances with headroom: 30 % and 0.15.
     assert two["stage3/best_val_loss"] == pytest.approx(one["stage3/best_val_loss"], rel=0.3)
     assert abs(two["test/example_f1"] - one["test/example_f1"]) <= 0.15
     assert two["stage3/train_samples"] == one["stage3/train_samples"]
