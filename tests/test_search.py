@@ -17,6 +17,7 @@ from taxoclass.errors import ConfigError
 from tune.space import Param, read_sweep, to_tune
 
 SEARCH = [sys.executable, str(REPO / "tune" / "search.py")]
+ray_tests = pytest.mark.ray  # the searches start Ray; the sweep translation does not
 FAST = ["ray.num_cpus=8", "self_training.enabled=false", "max_docs=40"]
 
 SEED_SWEEP = """program: train.py
@@ -96,6 +97,7 @@ def smoke(tmp_path_factory):
     return out / "smoke", res
 
 
+@ray_tests
 def test_smoke_search_one_offline_run_per_trial_in_one_group(smoke):
     search_dir, res = smoke
     rows = _rows(search_dir)
@@ -108,6 +110,7 @@ def test_smoke_search_one_offline_run_per_trial_in_one_group(smoke):
         assert "classifier.gnn_hidden_dim" in r.config
 
 
+@ray_tests
 def test_objective_is_label_free_and_best_config_runs(smoke):
     search_dir, res = smoke
     for row in _rows(search_dir):
@@ -122,6 +125,7 @@ def test_objective_is_label_free_and_best_config_runs(smoke):
     assert "trials" not in res.stdout or "| trial |" in res.stdout
 
 
+@ray_tests
 def test_asha_stops_a_diverging_trial(tmp_path):
     space = tmp_path / "grid.yaml"
     # head learning rate 100 diverges: worse than the first trial at the first rung, so ASHA stops it there
@@ -136,6 +140,7 @@ def test_asha_stops_a_diverging_trial(tmp_path):
     assert int(bad["reports"]) < int(good["reports"])
 
 
+@ray_tests
 def test_killed_search_resumes_keeping_finished_trials(tmp_path):
     args = [*SEARCH, "--smoke", "--num-samples", "2", "--no-asha", "--name", "res", f"output_dir={tmp_path}", *FAST]
     search_dir = tmp_path / "res"
