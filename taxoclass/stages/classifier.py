@@ -185,6 +185,11 @@ class DocBatches:
     def __len__(self) -> int:
         return len(self.input_ids) if self.input_ids is not None else len(self.embeddings)
 
+    def subset(self, idx: list[int]) -> DocBatches:
+        if self.embeddings is not None:
+            return DocBatches(embeddings=self.embeddings[idx])
+        return DocBatches(input_ids=[self.input_ids[i] for i in idx], pad_id=self.pad_id)
+
     def batch(self, idx: list[int], device) -> dict:
         if self.embeddings is not None:
             return {"doc_embeddings": self.embeddings[idx].to(device)}
@@ -305,8 +310,8 @@ def train_classifier(model: TaxoClassifier, docs: DocBatches, targets: np.ndarra
         best_loss, best_epoch, best_state, stale, step = (state[k] for k in ("best_loss", "best_epoch", "best_state", "stale", "step"))
         start_epoch = state["epoch"] + 1
         stats["stage3/resumed_from_epoch"] = start_epoch
-    val_docs = _subset(docs, val_idx[env.rank :: env.world_size])
-    val_rows = val_idx[env.rank :: env.world_size]
+    val_rows = val_idx[env.rank :: env.world_size]  # this rank's share of the validation split
+    val_docs = docs.subset(val_rows)
     for epoch in range(start_epoch, cfg.epochs):
         if state is not None and stale >= cfg.early_stopping_patience:
             break
@@ -357,9 +362,3 @@ def train_classifier(model: TaxoClassifier, docs: DocBatches, targets: np.ndarra
         _unwrap(ddp).load_state_dict(best_state)
     stats.update({"stage3/best_val_loss": best_loss, "stage3/best_epoch": best_epoch, "stage3/steps": step})
     return stats
-
-
-def _subset(docs: DocBatches, idx: list[int]) -> DocBatches:
-    if docs.embeddings is not None:
-        return DocBatches(embeddings=docs.embeddings[idx])
-    return DocBatches(input_ids=[docs.input_ids[i] for i in idx], pad_id=docs.pad_id)

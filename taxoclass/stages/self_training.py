@@ -62,14 +62,8 @@ def update_stats(p: np.ndarray, q: np.ndarray, threshold: float) -> dict:
 def predict_all(model, docs: DocBatches, device, batch_size: int, amp: str, env) -> np.ndarray:
     """Predictions for every document; each rank computes its share and all ranks get the whole."""
     owned = env.owned(len(docs))
-    part = predict_probs(model, _rows(docs, owned), device, batch_size, amp) if owned else np.zeros((0, model.num_classes), np.float32)
+    part = predict_probs(model, docs.subset(owned), device, batch_size, amp) if owned else np.zeros((0, model.num_classes), np.float32)
     return env.gather_rows(part, owned, len(docs))
-
-
-def _rows(docs: DocBatches, idx: list[int]) -> DocBatches:
-    if docs.embeddings is not None:
-        return DocBatches(embeddings=docs.embeddings[idx])
-    return DocBatches(input_ids=[docs.input_ids[i] for i in idx], pad_id=docs.pad_id)
 
 
 def self_train(model, docs: DocBatches, cfg: SelfTrainingConfig, device, seed: int, sink, amp: str = "off",
