@@ -48,7 +48,6 @@ class MiningConfig:
     root_width: int = 2  # children of ROOT taken into the search
     positivity: bool = True  # also require conf > 0
     floor: float = 0.05  # absolute floor on conf (bi-encoder scale)
-    confidence_over: str = "parents_siblings"  # parents_siblings (paper)
 
 
 @dataclass
@@ -170,7 +169,6 @@ CHOICES = {
     "similarity.backend": ("biencoder", "nli"),
     "similarity.nli_normalization": ("softmax3", "entail_vs_contra"),
     "similarity.class_text": ("name", "llm_enrichment", "enrichment"),
-    "mining.confidence_over": ("parents_siblings",),
     "classifier.pooling": ("mean", "cls"),
     "classifier.label_scope": ("paper", "all"),
     "classifier.amp": ("off", "bf16", "fp16"),

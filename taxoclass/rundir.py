@@ -96,6 +96,3 @@ def read_predictions(path: Path, taxonomy: Taxonomy) -> dict[str, list[int]]:
         raise DataError(path, "no predictions")
     return out
 
-
-def run_dir(output_dir: str, run_name: str) -> Path:
-    return Path(output_dir) / run_name
