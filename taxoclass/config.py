@@ -48,6 +48,8 @@ class MiningConfig:
     root_width: int = 2  # children of ROOT taken into the search
     positivity: bool = True  # also require conf > 0
     floor: float = 0.05  # absolute floor on conf (bi-encoder scale)
+    confidence_over: str = "parents"  # conf compares with Par(c) + Sib(c) (paper) | ancestors: Anc(c) + Sib(c)
+    path_consistent: bool = True  # keep only cores on the document's best root-to-leaf path (our addition)
 
 
 @dataclass
@@ -61,6 +63,7 @@ class ClassifierConfig:
     gnn_hidden_dim: int = 512
     head_init: str = "zeroshot"  # zeroshot (start at the bi-encoder's scores) | random (paper as printed)
     label_scope: str = "paper"  # paper (parents/children) | all (ancestors/descendants)
+    negatives: str = "core_depth"  # all (paper) | core_depth: none deeper than the document's deepest core (our addition)
     batch_size: int = 64
     epochs: int = 5
     learning_rate: float = 5e-5  # encoder
@@ -83,6 +86,10 @@ class SelfTrainingConfig:
     stop_tolerance: float = 0.01  # stop when this share of top-3 sets changed, or fewer
     self_train_threshold: float = 0.5  # max p above this counts as confident
     confident_only: bool = False  # train each interval only on confident documents (our addition)
+    # label-free guard (our addition): after each target update, the stage-3 loss on its held-out
+    # pseudo-labelled documents; stop after this many updates without a new best and keep the best
+    # model (0 = off: the paper's stop rules only)
+    val_patience: int = 2
     learning_rate: float = 1e-6
     head_learning_rate: float = 5e-4
     batch_size: int = 64
@@ -170,7 +177,9 @@ CHOICES = {
     "similarity.nli_normalization": ("softmax3", "entail_vs_contra"),
     "similarity.class_text": ("name", "llm_enrichment", "enrichment"),
     "classifier.pooling": ("mean", "cls"),
+    "mining.confidence_over": ("parents", "ancestors"),
     "classifier.label_scope": ("paper", "all"),
+    "classifier.negatives": ("all", "core_depth"),
     "classifier.amp": ("off", "bf16", "fp16"),
     "classifier.head_init": ("zeroshot", "random"),
     "evaluation.decoding": ("path", "flat"),

@@ -113,7 +113,10 @@ def content_digest(inputs: Inputs) -> str:
 
 def stage_keys(cfg: Config, inputs: Inputs) -> dict[int, str]:
     content = content_digest(inputs)
-    k1 = _digest("stage1", content, asdict(cfg.similarity), cfg.mining.root_width)
+    # the search decides which pairs a pruned (NLI) stage 1 scores; a bi-encoder scores them all
+    pruned = cfg.similarity.backend == "nli" and cfg.similarity.pruning
+    search = (cfg.mining.root_width, cfg.mining.confidence_over) if pruned else None
+    k1 = _digest("stage1", content, asdict(cfg.similarity), search)
     k2 = _digest("stage2", k1, asdict(cfg.mining))
     k3 = _digest("stage3", k2, asdict(cfg.classifier), cfg.seed)
     k4 = _digest("stage4", k3, asdict(cfg.self_training))
@@ -276,8 +279,29 @@ class Run:
         return self._bundle
 
     # stage 3
+    def pseudo_labels(self, mining) -> tuple[list[int], np.ndarray, np.ndarray]:
+        """(corpus rows with a core class, their targets, their mask): stage 3's training data."""
+        from taxoclass.stages.classifier import build_labels
+
+        keep = [i for i, c in enumerate(mining.cores) if c]
+        if not keep:
+            raise DataError(self.dir, "stage 2 found no core class for any document: nothing to train on "
+                            "(lower mining.floor or check the similarity template)")
+        c = self.cfg.classifier
+        targets, mask = build_labels([mining.cores[i] for i in keep], self.inputs.taxonomy, c.label_scope, c.negatives)
+        return keep, targets, mask
+
+    def silver_validation(self):
+        """The documents stage 3 held out for validation, with their pseudo-labels (stage 4's guard)."""
+        from taxoclass.stages.classifier import split_train_val
+        from taxoclass.stages.self_training import SilverValidation
+
+        keep, targets, mask = self.pseudo_labels(self.mining(force=False))
+        _, val = split_train_val(len(keep), self.cfg.classifier.val_fraction, self.cfg.seed)
+        return SilverValidation([keep[j] for j in val], targets[val], mask[val])
+
     def classifier(self, force: bool, mining=None) -> None:
-        from taxoclass.stages.classifier import build_labels, label_stats, train_classifier
+        from taxoclass.stages.classifier import label_stats, train_classifier
         from taxoclass.stages.model_io import load_state
 
         path = self._path(3, ".pt")
@@ -285,14 +309,9 @@ class Run:
             self._replay(3)
             load_state(self.bundle(), path)
             return
-        mining = mining or self.mining(force=False)
-        keep = [i for i, c in enumerate(mining.cores) if c]
-        if not keep:
-            raise DataError(self.dir, "stage 2 found no core class for any document: nothing to train on "
-                            "(lower mining.floor or check the similarity template)")
+        keep, targets, mask = self.pseudo_labels(mining or self.mining(force=False))
         t0 = time.time()
         bundle = self.bundle()
-        targets, mask = build_labels([mining.cores[i] for i in keep], self.inputs.taxonomy, self.cfg.classifier.label_scope)
         self.log(label_stats(targets, mask))
         texts = [self.inputs.corpus.texts[i] for i in keep]
         self.hook("on_model", bundle.model)
@@ -321,14 +340,15 @@ class Run:
         load_state(bundle, self._path(3, ".pt"))
         t0 = time.time()
         st = self.cfg.self_training
+        silver = self.silver_validation() if st.val_patience > 0 else None
         if self.runtime is None:
             docs = bundle.docs(self.inputs.corpus.texts, desc="stage 4: embedding documents")
             stats = self_train(bundle.model, docs, st, self.device, self.cfg.seed, self.log, self.cfg.classifier.amp,
-                               self.cfg.evaluation.batch_size)
+                               self.cfg.evaluation.batch_size, silver=silver)
         else:
             init = bundle.model.head_state_dict() if self.cfg.classifier.freeze_encoder else bundle.model.state_dict()
             stats = self._train_on_runtime(4, self.inputs.corpus.texts, init_state={k: v.cpu() for k, v in init.items()},
-                                           objective=self.log.stats.get("stage3/best_val_loss", float("nan")))
+                                           objective=self.log.stats.get("stage3/best_val_loss", float("nan")), silver=silver)
         self._finish_training(4, stats, t0, f"{stats['stage4/batches']} batches, stopped by {stats['stage4/stopped_by']}")
 
     def _finish_training(self, stage: int, stats: dict, t0: float, what: str) -> None:
@@ -358,8 +378,8 @@ class Run:
 
     # evaluation
     def evaluate(self, test_sim: np.ndarray | None) -> dict:
+        from taxoclass.decoding import decode
         from taxoclass.stages.classifier import predict_probs
-        from taxoclass.stages.model_io import decode
 
         inp = self.inputs
         summary: dict = {}
@@ -388,7 +408,7 @@ class Run:
 
 def zero_shot_metrics(sim: np.ndarray, golds: list[list[int]], taxonomy: Taxonomy) -> dict:
     """Flat (top-3 of the scored classes) and path (greedy top-down) baselines from stage-1 scores."""
-    from taxoclass.stages.model_io import best_paths, rank
+    from taxoclass.decoding import best_paths, rank
 
     filled = np.where(np.isnan(sim), -np.inf, sim)
     ranked, _ = rank(filled, 0)

@@ -40,9 +40,10 @@ def read_texts(path: Path) -> tuple[list[str], list[str]]:
 def predict_file(run_dir: Path, input_path: Path, top_k: int = 3, path: bool = False) -> Iterator[dict]:
     import numpy as np
 
+    from taxoclass.decoding import rank
     from taxoclass.pipeline import greedy_path
     from taxoclass.stages.classifier import predict_probs
-    from taxoclass.stages.model_io import load_checkpoint, rank
+    from taxoclass.stages.model_io import load_checkpoint
     from taxoclass.stages.text_encoder import resolve_device
 
     run_dir = Path(run_dir)

@@ -218,7 +218,8 @@ class WandbTracker:
 
 
 STAGE4_COLUMNS = ["stage4/iteration", "stage4/epoch", "stage4/confident_predictions", "stage4/confidence_ratio",
-                  "stage4/avg_max_prediction", "stage4/avg_target_entropy", "stage4/self_train_loss", "stage4/top3_changed"]
+                  "stage4/avg_max_prediction", "stage4/avg_target_entropy", "stage4/self_train_loss", "stage4/top3_changed",
+                  "stage4/val_loss"]
 
 
 def level_pairs(tax, ranked, golds, level: int) -> tuple[list[int], list[int]]:

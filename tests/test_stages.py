@@ -52,6 +52,24 @@ def test_core_mining_golden(tax):
     assert quality["stage2/core_precision"] == 1.0 and quality["stage2/core_recall"] == pytest.approx(2 / 4)
 
 
+def test_path_consistent_and_ancestor_confidence(tax):
+    # doc X: A .6, B .5, B1 .9, A1 .1; doc Y: A .5, B .6; everything else 0. Both keep A and B from the root,
+    # so A's confidences are .1 (X) and -.1 (Y), median 0; B1's .4 (X) and -.6 (Y), median -.1.
+    x = [.6, .5, .0, .1, .0, .9, .0, .0, .0]
+    y = [.5, .6, .0, .0, .0, .0, .0, .0, .0]
+    sim = np.array([x, y], dtype=np.float32)
+    paper = mine_core_classes(sim, tax, MiningConfig(root_width=2, floor=0.05, path_consistent=False))
+    assert paper.cores == [[0, 5], [1]]
+    # X's best path by mean similarity is B-B1 (.7; A-A2 .3, A-A1-A1a .23): its core A lies off it and goes
+    filtered = mine_core_classes(sim, tax, MiningConfig(root_width=2, floor=0.05, path_consistent=True))
+    assert filtered.cores == [[5], [1]]
+    assert filtered.thresholds == paper.thresholds  # the filter removes cores, the medians stay
+    # A1a in X: .0 - max(Par A1 .1, Sib A1b .0) = -.1; with every ancestor: .0 - max(A1 .1, A .6, A1b .0) = -.6
+    anc = mine_core_classes(sim, tax, MiningConfig(root_width=2, confidence_over="ancestors"))
+    i = paper.candidates[0].index(7)
+    assert paper.confidences[0][i] == pytest.approx(-.1) and anc.confidences[0][i] == pytest.approx(-.6)
+
+
 def test_positivity_switch(tax):
     # two more documents like doc 2 with B at .55 and .3: conf(B) over the four = -.4, .1, -.05, -.3, median -.175,
     # so doc 3's -.05 beats the median but is not positive
@@ -72,6 +90,10 @@ def test_label_construction(tmp_path):
     targets, mask = build_labels([[4], [0]], t, "all")
     assert targets.tolist() == [[1, 1, 1, 0, 1], [1, 0, 0, 0, 0]]
     assert mask.tolist() == [[1, 1, 1, 1, 1], [1, 1, 0, 0, 0]]
+    # negatives=core_depth: nothing deeper than the deepest core is a negative (levels a, b 0; c, d 1; e 2)
+    targets, mask = build_labels([[0], [2]], t, "paper", negatives="core_depth")
+    assert targets.tolist() == [[1, 0, 0, 0, 0], [1, 1, 1, 0, 0]]
+    assert mask.tolist() == [[1, 1, 0, 0, 0], [1, 1, 1, 1, 0]]
 
 
 def test_masked_bce_sums_over_unmasked_classes():
@@ -108,3 +130,37 @@ def test_zero_shot_baselines(tax):
     assert m["zeroshot/path_example_f1"] == pytest.approx(1.0)
     # flat top-3 of doc 1: A .9, A1 .8, A1a .7 -> all gold; doc 2: B1 .9, B .7, C .6 -> 2 of 2 gold in 3
     assert m["zeroshot/example_f1"] == pytest.approx((1.0 + 2 * 2 / 5) / 2)
+
+
+def test_self_training_guard_keeps_the_best_silver_model(tax):
+    """Stage 4's guard: the model returned is the one with the lowest silver-validation loss,
+    and it stops `val_patience` updates after that best one (or runs to the budget)."""
+    from taxoclass.config import SelfTrainingConfig
+    from taxoclass.stages.classifier import DocBatches
+    from taxoclass.stages.self_training import SilverValidation, self_train
+    from taxoclass.stages.training_env import LocalEnv
+
+    torch.manual_seed(0)
+    docs = DocBatches(embeddings=torch.randn(40, 8))
+    targets, mask = build_labels([[3], [5], [0], [6]], tax, "paper")
+    silver = SilverValidation([0, 1, 2, 3], targets, mask)
+    results = {}
+    for patience in (0, 2):
+        model = TaxoClassifier(None, torch.randn(9, 8, generator=torch.Generator().manual_seed(1)), tax,
+                               gnn_num_layers=1, gnn_hidden_dim=8)
+        cfg = SelfTrainingConfig(update_interval=1, max_batches=12, batch_size=8, head_learning_rate=0.05,
+                                 stop_tolerance=-1.0, val_patience=patience)
+        logged = []
+        stats = self_train(model, docs, cfg, "cpu", 0, lambda m, step=None, out=logged: out.append(m), silver=silver)
+        losses = [m["stage4/val_loss"] for m in logged if "stage4/val_loss" in m]
+        final = silver.loss(model, docs, "cpu", 64, "off", LocalEnv())
+        results[patience] = (stats, losses, final)
+    stats, losses, _ = results[0]
+    assert losses == [] and stats["stage4/stopped_by"] == "budget" and stats["stage4/batches"] == 12
+    stats, losses, final = results[2]
+    best = int(np.argmin(losses))  # index 0 is the model before self-training
+    assert stats["stage4/best_iteration"] == best and final == pytest.approx(min(losses), rel=1e-5)
+    if stats["stage4/stopped_by"] == "silver_val":
+        assert len(losses) - 1 - best == 2
+    else:
+        assert stats["stage4/batches"] == 12

@@ -38,7 +38,7 @@ def test_offline_run_has_every_metric_name_and_value(tracked_run):
         "stage3/train_samples", "stage3/val_samples", "stage3/train_loss", "stage3/learning_rate", "stage3/epoch",
         "stage3/epoch_train_loss", "stage3/epoch_val_loss", "stage3/best_val_loss", "stage3/best_epoch",
         "stage4/confident_predictions", "stage4/confidence_ratio", "stage4/avg_max_prediction", "stage4/avg_target_entropy",
-        "stage4/iteration", "stage4/self_train_loss", "stage4/epoch",
+        "stage4/iteration", "stage4/self_train_loss", "stage4/epoch", "stage4/val_loss",
         "test/accuracy", "test/precision", "test/recall", "test/f1_score", "test/top3_accuracy", "test/top5_accuracy",
         "test/top10_accuracy", "test/level_0_accuracy", "test/level_1_accuracy", "test/level_2_accuracy",
         "test/example_f1", "test/p_at_1", "test/p_at_3", "test/mrr", "global_step",

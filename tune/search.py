@@ -84,10 +84,11 @@ def dev_example_f1(cfg: Config, run_dir: Path, dev: str) -> float:
     import torch
 
     from taxoclass.data.readers import read_doc2labels
+    from taxoclass.decoding import decode
     from taxoclass.metrics import evaluate_rankings
     from taxoclass.pipeline import prepare_inputs
     from taxoclass.stages.classifier import predict_probs
-    from taxoclass.stages.model_io import decode, load_checkpoint
+    from taxoclass.stages.model_io import load_checkpoint
 
     inputs = prepare_inputs(cfg)
     gold = read_doc2labels(Path(dev), inputs.taxonomy)

@@ -139,14 +139,14 @@ def train_loop_per_worker(config: dict) -> None:
     else:
         bundle.model.load_state_dict(config["init_state"], strict=not cfg.classifier.freeze_encoder)
         stats = self_train(bundle.model, docs, cfg.self_training, device, cfg.seed, env.sink, cfg.classifier.amp,
-                           cfg.evaluation.batch_size, env=env)
+                           cfg.evaluation.batch_size, env=env, silver=config.get("silver"))
     state = bundle.model.head_state_dict() if cfg.classifier.freeze_encoder else bundle.model.state_dict()
     env.checkpoint({"final": 1}, {"final": True, "model": {k: v.cpu() for k, v in state.items()}, "stats": stats})
 
 
 def fit(stage: int, cfg: Config, taxonomy: Taxonomy, keywords, texts: list[str], storage: Path, name: str,
         targets: np.ndarray | None = None, mask: np.ndarray | None = None, init_state: dict | None = None,
-        objective: float = float("nan")):
+        objective: float = float("nan"), silver=None):
     """Run stage 3 or 4 on Ray Train; returns (stats, rank-0 log lines, final model state)."""
     from ray.train import FailureConfig, RunConfig, ScalingConfig  # Ray-specific lines start here
     from ray.train.torch import TorchTrainer
@@ -161,7 +161,7 @@ def fit(stage: int, cfg: Config, taxonomy: Taxonomy, keywords, texts: list[str],
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"cfg": to_dict(cfg), "stage": stage, "texts": texts, "targets": targets, "mask": mask,
-                           "init_state": init_state, "keywords": keywords, "objective": objective,
+                           "init_state": init_state, "keywords": keywords, "objective": objective, "silver": silver,
                            "taxonomy": {"ids": taxonomy.ids, "names": taxonomy.names, "edges": taxonomy.edges}},
         scaling_config=ScalingConfig(num_workers=r.num_workers, use_gpu=r.use_gpu),
         run_config=RunConfig(name=name, storage_path=str(Path(storage).resolve()),

@@ -38,11 +38,20 @@ Sink = Callable[..., None]
 
 
 # ---------------------------------------------------------------- labels
-def build_labels(cores: list[list[int]], taxonomy: Taxonomy, scope: str = "paper") -> tuple[np.ndarray, np.ndarray]:
-    """(targets, mask), both documents x classes: target 1 = positive, mask 0 = ignored."""
+def build_labels(cores: list[list[int]], taxonomy: Taxonomy, scope: str = "paper",
+                 negatives: str = "all") -> tuple[np.ndarray, np.ndarray]:
+    """(targets, mask), both documents x classes: target 1 = positive, mask 0 = ignored.
+
+    scope: paper = cores + parents positive, children ignored; all = cores + ancestors
+    positive, descendants ignored. negatives: all = every other class (paper); core_depth =
+    classes deeper than the document's deepest core are ignored too: a document whose
+    deepest core is at level 0 says nothing about level 2, and treating all level-2 classes
+    as its negatives pushes the leaves down everywhere (docs/quality.md).
+    """
     n, c = len(cores), len(taxonomy)
     targets = np.zeros((n, c), dtype=np.float32)
     mask = np.ones((n, c), dtype=np.float32)
+    levels = np.asarray(taxonomy.levels)
     for i, core in enumerate(cores):
         positive, ignored = set(core), set()
         for k in core:
@@ -56,6 +65,8 @@ def build_labels(cores: list[list[int]], taxonomy: Taxonomy, scope: str = "paper
         targets[i, sorted(positive)] = 1.0
         if ignored:
             mask[i, sorted(ignored)] = 0.0
+        if negatives == "core_depth" and core:
+            mask[i, levels > max(taxonomy.level(k) for k in core)] = 0.0
     return targets, mask
 
 

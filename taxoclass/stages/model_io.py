@@ -12,7 +12,6 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from taxoclass.config import Config, from_dict, to_dict
@@ -100,45 +99,3 @@ def load_checkpoint(path: Path, device: torch.device) -> tuple[ModelBundle, Taxo
     bundle.model.load_state_dict(payload["state_dict"], strict=not cfg.classifier.freeze_encoder)
     bundle.model.eval()
     return bundle, taxonomy
-
-
-def root_to_leaf_paths(taxonomy: Taxonomy) -> list[list[int]]:
-    return [p for leaf in taxonomy.leaves for p in taxonomy.paths(leaf)]
-
-
-def best_paths(logits: np.ndarray, taxonomy: Taxonomy, chunk: int = 4096) -> list[list[int]]:
-    """Per row, the root-to-leaf path with the highest mean score (path-consistent decoding)."""
-    paths = root_to_leaf_paths(taxonomy)
-    weights = np.zeros((len(paths), logits.shape[1]), dtype=np.float32)
-    for i, p in enumerate(paths):
-        weights[i, p] = 1.0 / len(p)
-    out = []
-    for start in range(0, len(logits), chunk):
-        best = (logits[start : start + chunk] @ weights.T).argmax(1)
-        out.extend(paths[b] for b in best)
-    return out
-
-
-def rank_with_paths(probs: np.ndarray, paths: list[list[int]], top_k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The decoded path first (top level first), then the other classes by score."""
-    k = probs.shape[1] if top_k <= 0 else min(top_k, probs.shape[1])
-    order = np.argsort(-probs, axis=1, kind="stable")
-    ranked = np.empty((len(probs), k), dtype=np.int64)
-    for i, path in enumerate(paths):
-        on_path = set(path)
-        ranked[i] = (list(path) + [c for c in order[i] if c not in on_path])[:k]
-    return ranked, np.take_along_axis(probs, ranked, axis=1)
-
-
-def decode(probs: np.ndarray, taxonomy: Taxonomy, decoding: str, top_k: int) -> tuple[np.ndarray, np.ndarray]:
-    if decoding == "flat":
-        return rank(probs, top_k)
-    logits = np.log(np.clip(probs, 1e-7, 1)) - np.log(np.clip(1 - probs, 1e-7, 1))  # decode on logits: linear in the match score
-    return rank_with_paths(probs, best_paths(logits, taxonomy), top_k)
-
-
-def rank(probs: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(class indices, scores), best first, `top_k` per row (all when top_k <= 0)."""
-    k = probs.shape[1] if top_k <= 0 else min(top_k, probs.shape[1])
-    order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-    return order, np.take_along_axis(probs, order, axis=1)

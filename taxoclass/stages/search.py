@@ -57,9 +57,11 @@ def candidate_search(taxonomy: Taxonomy, root_width: int = 2) -> SearchGen:
     return candidates, path_score
 
 
-def confidence_neighbours(taxonomy: Taxonomy, c: int) -> list[int]:
-    """Par(c) and Sib(c): the classes conf(D, c) compares against."""
-    return [p for p in taxonomy.parents(c) if p != ROOT] + taxonomy.siblings(c)
+def confidence_neighbours(taxonomy: Taxonomy, c: int, over: str = "parents") -> list[int]:
+    """The classes conf(D, c) compares against: Par(c) and Sib(c) (paper), or with
+    `over="ancestors"` every ancestor and Sib(c)."""
+    above = taxonomy.ancestors(c) if over == "ancestors" else {p for p in taxonomy.parents(c) if p != ROOT}
+    return sorted(above) + taxonomy.siblings(c)
 
 
 def run_search(taxonomy: Taxonomy, root_width: int, lookup: Callable[[list[int]], dict[int, float]]):

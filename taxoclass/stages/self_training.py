@@ -9,18 +9,27 @@ Features:
   last update falls to `stop_tolerance` or below; else the `max_batches` budget;
 - `confident_only` (off by default, our addition): train each interval only on
   documents whose max prediction exceeds `self_train_threshold`;
+- silver-validation guard (`val_patience`, on by default, our addition): the documents
+  stage 3 held out, with their pseudo-labels, are scored with stage 3's loss before
+  self-training and after each target update; after `val_patience` updates without a
+  lower loss it stops (`stopped_by=silver_val`), and the model with the lowest loss is
+  kept (it may be stage 3's). Label-free: no gold label is read. Without it, self-training
+  lowered Example-F1 on every set we measured (docs/quality.md);
 - per update: confident predictions, their ratio, mean max prediction, mean target
   entropy, the iteration, the mean loss, the epoch, the top-3 change.
 """
 
 from __future__ import annotations
 
+import copy
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from taxoclass.config import SelfTrainingConfig
-from taxoclass.stages.classifier import DocBatches, amp_context, check_amp, predict_probs
+from taxoclass.stages.classifier import DocBatches, amp_context, check_amp, eval_loss, predict_probs
 
 EPS = 1e-8
 
@@ -66,12 +75,32 @@ def predict_all(model, docs: DocBatches, device, batch_size: int, amp: str, env)
     return env.gather_rows(part, owned, len(docs))
 
 
+@dataclass
+class SilverValidation:
+    """Stage 3's held-out pseudo-labelled documents: rows of the stage-4 corpus, their targets and mask."""
+
+    rows: list[int]
+    targets: np.ndarray
+    mask: np.ndarray
+
+    def loss(self, model, docs: DocBatches, device, batch_size: int, amp: str, env) -> float:
+        """Stage 3's masked BCE on these documents; each rank scores its share, the sum is all-reduced."""
+        mine = list(range(env.rank, len(self.rows), env.world_size))
+        part = 0.0
+        if mine:
+            part = eval_loss(model, docs.subset([self.rows[j] for j in mine]), torch.from_numpy(self.targets[mine]),
+                             torch.from_numpy(self.mask[mine]), device, batch_size, amp) * len(mine)
+        total, n = env.all_reduce_sum([part, len(mine)])
+        return total / max(n, 1)
+
+
 def self_train(model, docs: DocBatches, cfg: SelfTrainingConfig, device, seed: int, sink, amp: str = "off",
-               eval_batch_size: int = 128, env=None) -> dict:
+               eval_batch_size: int = 128, env=None, silver: SilverValidation | None = None) -> dict:
     """Self-train `model` in place on every corpus document; returns the final stats.
 
     With a data-parallel `env`, every rank holds the same targets (predictions are gathered),
     trains on its share of each batch, and a checkpoint is taken at each target update.
+    With `silver` and `cfg.val_patience > 0`, the guard described above selects the model.
     """
     from taxoclass.stages.classifier import _unwrap
     from taxoclass.stages.training_env import LocalEnv
@@ -84,13 +113,20 @@ def self_train(model, docs: DocBatches, cfg: SelfTrainingConfig, device, seed: i
     scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16")
     ddp = env.prepare_model(model)
     iteration, done, passes = 0, 0, 0
+    guard = silver is not None and len(silver.rows) > 0 and cfg.val_patience > 0
+    best_loss, best_iteration, best_state, stale = float("inf"), 0, None, 0
     state = env.restore()
     if state is not None:  # resume at the last target update
         _unwrap(ddp).load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
         iteration, done, passes, prev_top3 = state["iteration"], state["done"], state["passes"], state["prev_top3"]
+        best_loss, best_iteration, best_state, stale = (state.get(k, d) for k, d in (
+            ("best_loss", best_loss), ("best_iteration", 0), ("best_state", None), ("stale", 0)))
         resumed_at = iteration
+    elif guard:  # the starting point (stage 3's model) is the first candidate
+        best_loss = silver.loss(_unwrap(ddp), docs, device, eval_batch_size, amp, env)
+        best_state = _snapshot(ddp)
     p = predict_all(_unwrap(ddp), docs, device, eval_batch_size, amp, env)
     q = target_distribution(p)
     if state is None:
@@ -99,11 +135,13 @@ def self_train(model, docs: DocBatches, cfg: SelfTrainingConfig, device, seed: i
     losses = []
     pool = _training_pool(p, cfg)
     stats = {**update_stats(p, q, cfg.self_train_threshold), "stage4/iteration": iteration, "stage4/epoch": done / batches_per_epoch}
+    if guard and state is None:
+        stats["stage4/val_loss"] = best_loss
     if state is None:
         log(stats, step=None)
     stopped_by = state.get("stopped_by", "budget") if state else "budget"
     queue: list[list[int]] = []
-    while done < cfg.max_batches and stopped_by != "tolerance":
+    while done < cfg.max_batches and stopped_by == "budget":
         if not queue:
             queue = env.batches(pool, cfg.batch_size, seed, passes)
             passes += 1
@@ -129,20 +167,40 @@ def self_train(model, docs: DocBatches, cfg: SelfTrainingConfig, device, seed: i
             stats = {**update_stats(p, q, cfg.self_train_threshold), "stage4/iteration": iteration,
                      "stage4/self_train_loss": loss_sum / max(loss_n, 1), "stage4/epoch": done / batches_per_epoch,
                      "stage4/top3_changed": changed}
-            log(stats, step=None)
             losses = []
             pool, queue = _training_pool(p, cfg), []
+            if guard:
+                val = silver.loss(_unwrap(ddp), docs, device, eval_batch_size, amp, env)
+                if val < best_loss:
+                    best_loss, best_iteration, best_state, stale = val, iteration, _snapshot(ddp), 0
+                else:
+                    stale += 1
+                stats.update({"stage4/val_loss": val, "stage4/best_val_loss": best_loss})
+            log(stats, step=None)
             if changed <= cfg.stop_tolerance:
                 stopped_by = "tolerance"
+            elif guard and stale >= cfg.val_patience:
+                stopped_by = "silver_val"
             if env.checkpoints:
                 env.checkpoint(stats, {"model": _unwrap(ddp).state_dict(), "optimizer": opt.state_dict(),
                                        "scaler": scaler.state_dict(), "iteration": iteration, "done": done,
-                                       "passes": passes, "prev_top3": prev_top3, "stopped_by": stopped_by})
+                                       "passes": passes, "prev_top3": prev_top3, "stopped_by": stopped_by,
+                                       "best_loss": best_loss, "best_iteration": best_iteration,
+                                       "best_state": best_state, "stale": stale})
+    if guard and best_state is not None:
+        _unwrap(ddp).load_state_dict(best_state)
+        stats.update({"stage4/best_iteration": best_iteration, "stage4/best_val_loss": best_loss})
     _unwrap(ddp).eval()
     stats.update({"stage4/batches": done, "stage4/stopped_by": stopped_by})
     if state is not None:
         stats["stage4/resumed_from_iteration"] = resumed_at
     return stats
+
+
+def _snapshot(model) -> dict:
+    from taxoclass.stages.classifier import _unwrap
+
+    return copy.deepcopy({k: v.detach().cpu() for k, v in _unwrap(model).state_dict().items()})
 
 
 def _training_pool(p: np.ndarray, cfg: SelfTrainingConfig) -> list[int]:

@@ -139,8 +139,10 @@ def make_scorer(cfg: Config, device):
     return BiEncoderScorer(s.model, s.max_length, s.batch_size, device, s.lowercase)
 
 
-def score_pruned(scorer: NLIScorer, docs: list[str], taxonomy: Taxonomy, root_width: int, progress: bool = True) -> np.ndarray:
-    """Score only what the top-down search of each document asks for, plus Par/Sib of its candidates.
+def score_pruned(scorer: NLIScorer, docs: list[str], taxonomy: Taxonomy, root_width: int, progress: bool = True,
+                 confidence_over: str = "parents") -> np.ndarray:
+    """Score only what the top-down search of each document asks for, plus what the confidence
+    of its candidates compares with (Par/Sib, or with `confidence_over="ancestors"` Anc/Sib).
 
     Searches of SEARCH_CHUNK documents advance in lockstep so that each round is one batched scoring call.
     """
@@ -162,7 +164,7 @@ def score_pruned(scorer: NLIScorer, docs: list[str], taxonomy: Taxonomy, root_wi
                 except StopIteration as stop:
                     candidates[d] = stop.value[0]
             requests = nxt
-        neighbours = [(d, n) for d in chunk for c in candidates[d] for n in confidence_neighbours(taxonomy, c)]
+        neighbours = [(d, n) for d in chunk for c in candidates[d] for n in confidence_neighbours(taxonomy, c, confidence_over)]
         _score_into(scorer, docs, sim, sorted({(d, n) for d, n in neighbours if np.isnan(sim[d, n])}))
         bar.update(len(chunk))
     bar.close()
@@ -198,7 +200,8 @@ def score_documents(scorer, docs: list[str], taxonomy: Taxonomy, cfg: Config, de
     """Stage 1 for one list of documents (the unit a Ray Data actor runs too)."""
     if scorer.full_matrix or not cfg.similarity.pruning:
         return scorer.score_all(docs, desc=desc).astype(np.float32)
-    return score_pruned(scorer, docs, taxonomy, cfg.mining.root_width, progress=desc is not None)
+    return score_pruned(scorer, docs, taxonomy, cfg.mining.root_width, progress=desc is not None,
+                        confidence_over=cfg.mining.confidence_over)
 
 
 def run_similarity(cfg: Config, taxonomy: Taxonomy, corpus_texts: list[str], test_texts: list[str] | None,
