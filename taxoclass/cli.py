@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", required=True, help="a finished run directory")
     p.add_argument("--input", required=True, help="texts, one per line, or JSON lines with a 'text'/'token' field")
     p.add_argument("--top-k", type=int, default=3, help="classes per text (default 3)")
-    p.add_argument("--path", action="store_true", help="answer a root-to-node path (greedy top-down) instead of top-k")
+    p.add_argument("--path", action="store_true", help="answer the best root-to-leaf path (what evaluation ranks first) instead of top-k")
 
     p = sub.add_parser("validate", help="check a dataset and print its counts",
                        description="Load every file of a dataset; report the first problem as file:line.")

@@ -2,7 +2,8 @@
 
 Input: one text per line, or JSON lines with a `text` / `token` field (and an
 optional `doc_id` / `id`). Output: one JSON object per text with the top-k classes
-and their scores, or (`path=True`) a root-to-node path chosen greedily top-down.
+and their scores, or (`path=True`) the best root-to-leaf path by mean probability, the
+path evaluation ranks first.
 """
 
 from __future__ import annotations
@@ -40,8 +41,7 @@ def read_texts(path: Path) -> tuple[list[str], list[str]]:
 def predict_file(run_dir: Path, input_path: Path, top_k: int = 3, path: bool = False) -> Iterator[dict]:
     import numpy as np
 
-    from taxoclass.decoding import rank
-    from taxoclass.pipeline import greedy_path
+    from taxoclass.decoding import best_paths, rank
     from taxoclass.stages.classifier import predict_probs
     from taxoclass.stages.model_io import load_checkpoint
     from taxoclass.stages.text_encoder import resolve_device
@@ -55,9 +55,8 @@ def predict_file(run_dir: Path, input_path: Path, top_k: int = 3, path: bool = F
     device = resolve_device("auto")
     bundle, taxonomy = load_checkpoint(run_dir / "model.pt", device)
     probs = predict_probs(bundle.model, bundle.docs(texts), device, bundle.cfg.evaluation.batch_size)
-    if path:
-        for doc_id, row in zip(ids, probs):
-            nodes = greedy_path(row, taxonomy)
+    if path:  # the path evaluation ranks first: the best root-to-leaf path by mean probability
+        for doc_id, row, nodes in zip(ids, probs, best_paths(probs, taxonomy)):
             yield {"doc_id": doc_id, "path": [taxonomy.output_id(c) for c in nodes],
                    "names": [taxonomy.names[c] for c in nodes], "scores": [round(float(row[c]), 6) for c in nodes]}
         return

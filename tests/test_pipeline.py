@@ -89,9 +89,17 @@ def test_predict_and_errors(debug_run, tmp_path):
     assert res.returncode == 0, res.stderr
     rows = [json.loads(line) for line in res.stdout.splitlines()]
     assert [r["doc_id"] for r in rows] == ["0", "x"] and all(len(r["classes"]) == 4 for r in rows)
-    res = run_cli("predict", "--run", out / "a", "--input", texts, "--path")
-    path = json.loads(res.stdout.splitlines()[0])["path"]
-    assert len(path) == 3  # a root-to-leaf path on a 3-level taxonomy
+    # --path answers the path evaluation ranked first, for test documents given as new texts
+    preds = [json.loads(line) for line in (out / "a" / "predictions/test.jsonl").read_text().splitlines()][:5]
+    test = load_dataset("demo").test
+    by_id = dict(zip(test.doc_ids, test.texts))
+    known = tmp_path / "known.jsonl"
+    known.write_text("".join(json.dumps({"id": p["doc_id"], "text": by_id[p["doc_id"]]}) + "\n" for p in preds))
+    res = run_cli("predict", "--run", out / "a", "--input", known, "--path")
+    assert res.returncode == 0, res.stderr
+    answers = [json.loads(line) for line in res.stdout.splitlines()]
+    for p, a in zip(preds, answers):
+        assert len(a["path"]) == 3 and [str(c) for c in a["path"]] == [str(c) for c in p["ranked"][:3]]
     empty = tmp_path / "empty.txt"
     empty.write_text("\n")
     res = run_cli("predict", "--run", out / "a", "--input", empty)
