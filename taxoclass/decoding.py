@@ -15,17 +15,23 @@ def root_to_leaf_paths(taxonomy: Taxonomy) -> list[list[int]]:
     return [p for leaf in taxonomy.leaves for p in taxonomy.paths(leaf)]
 
 
-def best_paths(logits: np.ndarray, taxonomy: Taxonomy, chunk: int = 4096) -> list[list[int]]:
+def best_paths(scores: np.ndarray, taxonomy: Taxonomy, chunk: int = 4096) -> list[list[int]]:
     """Per row, the root-to-leaf path with the highest mean score (path-consistent decoding)."""
     paths = root_to_leaf_paths(taxonomy)
-    weights = np.zeros((len(paths), logits.shape[1]), dtype=np.float32)
+    weights = np.zeros((len(paths), scores.shape[1]), dtype=np.float32)
     for i, p in enumerate(paths):
         weights[i, p] = 1.0 / len(p)
     out = []
-    for start in range(0, len(logits), chunk):
-        best = (logits[start : start + chunk] @ weights.T).argmax(1)
+    for start in range(0, len(scores), chunk):
+        best = (scores[start : start + chunk] @ weights.T).argmax(1)
         out.extend(paths[b] for b in best)
     return out
+
+
+def similarity_best_paths(sim: np.ndarray, taxonomy: Taxonomy) -> list[list[int]]:
+    """`best_paths` of stage-1 scores; a pair pruning left unscored (NaN) counts as -1,
+    below any cosine or probability."""
+    return best_paths(np.where(np.isnan(sim), -1.0, sim), taxonomy)
 
 
 def rank_with_paths(probs: np.ndarray, paths: list[list[int]], top_k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -42,8 +48,8 @@ def rank_with_paths(probs: np.ndarray, paths: list[list[int]], top_k: int) -> tu
 def decode(probs: np.ndarray, taxonomy: Taxonomy, decoding: str, top_k: int) -> tuple[np.ndarray, np.ndarray]:
     if decoding == "flat":
         return rank(probs, top_k)
-    # the mean probability, not the mean logit: a trained model's logits reach far beyond the
-    # range where they mean anything, and one extreme class would choose the whole path
+    # the mean probability, not the mean logit: in a path's mean logit one extreme class can
+    # outvote the others, a probability saturates
     # (path-decoded Example-F1 after stage 3: relaclass .598 -> .626, DBpedia .629 -> .698,
     # amazon-531 .738 -> .718; docs/quality.md)
     return rank_with_paths(probs, best_paths(probs, taxonomy), top_k)

@@ -169,6 +169,7 @@ class Run:
         self.sink = sink
         self.log = MetricsLog(self.dir / "metrics.jsonl", sink, append_metrics)
         self._bundle = None
+        self._mining = None  # stage 2's output once produced or loaded: stages 3 and 4 both read it
         self.timings: dict[str, float] = {}
         self.hook("on_start", self.dir, cfg, {"dataset": self.inputs.dataset.name, "dataset_checksum": content_digest(self.inputs)})
 
@@ -250,10 +251,13 @@ class Run:
     def mining(self, force: bool, sim: np.ndarray | None = None):
         from taxoclass.stages.core_mining import MiningOutput, mine_core_classes, mining_quality, mining_stats
 
+        if self._mining is not None and not force:
+            return self._mining
         path = self._path(2, ".json")
         if self._cached(2, ".json", force):
             self._replay(2)
-            return MiningOutput.from_json(json.loads(path.read_text()))
+            self._mining = MiningOutput.from_json(json.loads(path.read_text()))
+            return self._mining
         if sim is None:
             sim, _ = self.similarity(force=False)
         t0 = time.time()
@@ -268,6 +272,7 @@ class Run:
         self.hook("on_artifact", "core-classes", "stage-output", path, {"key": self.keys[2]})
         log(f"stage 2 ({STAGE_NAMES[2]}): {stats['stage2/total_docs_with_core']} of {len(out.cores)} documents have a core class, "
             f"{stats['stage2/num_core_classes']} core classes")
+        self._mining = out
         return out
 
     # model
@@ -293,8 +298,7 @@ class Run:
 
     def silver_validation(self):
         """The documents stage 3 held out for validation, with their pseudo-labels (stage 4's guard)."""
-        from taxoclass.stages.classifier import split_train_val
-        from taxoclass.stages.self_training import SilverValidation
+        from taxoclass.stages.classifier import SilverValidation, split_train_val
 
         keep, targets, mask = self.pseudo_labels(self.mining(force=False))
         _, val = split_train_val(len(keep), self.cfg.classifier.val_fraction, self.cfg.seed)
@@ -408,7 +412,7 @@ class Run:
 
 def zero_shot_metrics(sim: np.ndarray, golds: list[list[int]], taxonomy: Taxonomy) -> dict:
     """Flat (top-3 of the scored classes) and path (greedy top-down) baselines from stage-1 scores."""
-    from taxoclass.decoding import best_paths, rank
+    from taxoclass.decoding import rank, similarity_best_paths
 
     filled = np.where(np.isnan(sim), -np.inf, sim)
     ranked, _ = rank(filled, 0)
@@ -416,7 +420,7 @@ def zero_shot_metrics(sim: np.ndarray, golds: list[list[int]], taxonomy: Taxonom
     paths = [greedy_path(row, taxonomy) for row in filled]
     out["zeroshot/path_example_f1"] = float(np.mean([example_f1(p, set(g), k=len(p)) for p, g in zip(paths, golds)]))
     # the decoder the pipeline uses, on the zero-shot scores: what training adds beyond decoding
-    best = best_paths(np.where(np.isnan(sim), -1.0, sim), taxonomy)
+    best = similarity_best_paths(sim, taxonomy)
     out["zeroshot/bestpath_example_f1"] = float(np.mean([example_f1(p, set(g), k=len(p)) for p, g in zip(best, golds)]))
     return out
 

@@ -43,6 +43,7 @@ def test_run_dir_contract(debug_run):
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert any("stage3/train_loss" in r and r["step"] for r in rows)
     assert any("stage4/iteration" in r for r in rows)
+    assert sum("stage2/num_core_classes" in r for r in rows) == 1  # stages 3 and 4 reuse stage 2, logged once
     preds = [json.loads(line) for line in (run / "predictions/test.jsonl").read_text().splitlines()]
     assert len(preds) == 60
     tax = load_dataset("demo").taxonomy

@@ -136,8 +136,8 @@ def test_self_training_guard_keeps_the_best_silver_model(tax):
     """Stage 4's guard: the model returned is the one with the lowest silver-validation loss,
     and it stops `val_patience` updates after that best one (or runs to the budget)."""
     from taxoclass.config import SelfTrainingConfig
-    from taxoclass.stages.classifier import DocBatches
-    from taxoclass.stages.self_training import SilverValidation, self_train
+    from taxoclass.stages.classifier import DocBatches, SilverValidation
+    from taxoclass.stages.self_training import self_train
     from taxoclass.stages.training_env import LocalEnv
 
     torch.manual_seed(0)

@@ -213,7 +213,9 @@ def _main(args) -> int:
     print(f"search {name}: {space.describe()}; {args.num_samples} trials; objective: "
           f"{'dev Example-F1 (max)' if args.dev else 'stage-3 best validation loss on pseudo-labels (min)'}", flush=True)
     if not ray.is_initialized():
-        env = {k: v for k, v in os.environ.items() if k.startswith(("HF_", "TRANSFORMERS_", "WANDB_"))}
+        from taxoclass.distributed.runtime import worker_env
+
+        env = worker_env()
         if cfg.ray.address:
             ray.init(address=cfg.ray.address, runtime_env={"env_vars": env})
         else:

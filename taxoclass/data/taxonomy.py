@@ -50,6 +50,14 @@ class Taxonomy:
                 self._children[ROOT].append(c)
 
     # ---- construction -------------------------------------------------
+    def to_dict(self) -> dict:
+        """Plain lists, for a checkpoint or a Ray worker; `from_dict` inverts it."""
+        return {"ids": self.ids, "names": self.names, "edges": self.edges}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Taxonomy:
+        return cls(ids=d["ids"], names=d["names"], edges=[tuple(e) for e in d["edges"]])
+
     @classmethod
     def load(cls, folder: str | Path) -> Taxonomy:
         folder = Path(folder)

@@ -32,7 +32,7 @@ class SimilarityActor:
         from taxoclass.stages.similarity import make_scorer
 
         self.cfg = from_dict(cfg, "stage-1 actor")
-        self.taxonomy = Taxonomy(ids=taxonomy["ids"], names=taxonomy["names"], edges=[tuple(e) for e in taxonomy["edges"]])
+        self.taxonomy = Taxonomy.from_dict(taxonomy)
         device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
         self.scorer = make_scorer(self.cfg, device)
         self.scorer.set_classes(hypothesis_texts)
@@ -99,7 +99,7 @@ def score_with_ray_data(cfg: Config, taxonomy: Taxonomy, texts: list[str], hypot
         ds = ray.data.from_items(rows).map_batches(
             SimilarityActor,
             fn_constructor_kwargs={"cfg": to_dict(cfg), "hypothesis_texts": hypothesis_texts,
-                                   "taxonomy": {"ids": taxonomy.ids, "names": taxonomy.names, "edges": taxonomy.edges},
+                                   "taxonomy": taxonomy.to_dict(),
                                    "use_gpu": bool(gpus)},
             batch_size=r.stage1_batch_size,
             batch_format="numpy",

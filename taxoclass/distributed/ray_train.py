@@ -123,8 +123,7 @@ def train_loop_per_worker(config: dict) -> None:
     from taxoclass.stages.self_training import self_train
 
     cfg = from_dict(config["cfg"], "ray train worker")
-    t = config["taxonomy"]
-    taxonomy = Taxonomy(ids=t["ids"], names=t["names"], edges=[tuple(e) for e in t["edges"]])
+    taxonomy = Taxonomy.from_dict(config["taxonomy"])
     env = RayTrainEnv(config.get("objective", float("nan")))
     env.restore()
     if env._restored is not None and env._restored.get("final"):
@@ -162,7 +161,7 @@ def fit(stage: int, cfg: Config, taxonomy: Taxonomy, keywords, texts: list[str],
         train_loop_per_worker,
         train_loop_config={"cfg": to_dict(cfg), "stage": stage, "texts": texts, "targets": targets, "mask": mask,
                            "init_state": init_state, "keywords": keywords, "objective": objective, "silver": silver,
-                           "taxonomy": {"ids": taxonomy.ids, "names": taxonomy.names, "edges": taxonomy.edges}},
+                           "taxonomy": taxonomy.to_dict()},
         scaling_config=ScalingConfig(num_workers=r.num_workers, use_gpu=r.use_gpu),
         run_config=RunConfig(name=name, storage_path=str(Path(storage).resolve()),
                              failure_config=FailureConfig(max_failures=r.max_failures), callbacks=callbacks),

@@ -18,6 +18,11 @@ from taxoclass.config import Config
 from taxoclass.data.taxonomy import Taxonomy
 
 
+def worker_env() -> dict[str, str]:
+    """The environment a local instance's workers need from the driver: offline model hub, wandb mode."""
+    return {k: v for k, v in os.environ.items() if k.startswith(("HF_", "TRANSFORMERS_", "WANDB_"))}
+
+
 def make_runtime(cfg: Config):
     """None for the local runtime (the pipeline then calls the engine directly)."""
     return RayRuntime(cfg) if cfg.runtime == "ray" else None
@@ -41,8 +46,7 @@ class RayRuntime:
         if self.cfg.ray.address:
             ray.init(address=self.cfg.ray.address, **kwargs)
         else:
-            # a local instance: its workers need the engine's environment (offline model hub, wandb mode)
-            env = {k: v for k, v in os.environ.items() if k.startswith(("HF_", "TRANSFORMERS_", "WANDB_"))}
+            env = worker_env()
             # bound to loopback: a local instance serves this process only
             ray.init(num_cpus=self.cfg.ray.num_cpus or None, runtime_env={"env_vars": env} if env else None,
                      _node_ip_address="127.0.0.1", **kwargs)

@@ -286,6 +286,33 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "module", model)  # DDP keeps the model in .module
 
 
+def snapshot(model: nn.Module) -> dict:
+    """A CPU copy of the (unwrapped) model's weights, to restore the best one later."""
+    return copy.deepcopy({k: v.detach().cpu() for k, v in _unwrap(model).state_dict().items()})
+
+
+@dataclass
+class SilverValidation:
+    """Held-out pseudo-labelled documents: rows of a DocBatches, their targets and mask.
+
+    Stage 3 selects its best epoch on them; stage 4's guard scores the same documents.
+    """
+
+    rows: list[int]
+    targets: np.ndarray
+    mask: np.ndarray
+
+    def loss(self, model, docs: DocBatches, device, batch_size: int, amp: str, env) -> float:
+        """The masked BCE on these documents; each rank scores its share, the sum is all-reduced."""
+        mine = env.owned(len(self.rows))
+        part = 0.0
+        if mine:
+            part = eval_loss(model, docs.subset([self.rows[j] for j in mine]), torch.from_numpy(self.targets[mine]),
+                             torch.from_numpy(self.mask[mine]), device, batch_size, amp) * len(mine)
+        total, n = env.all_reduce_sum([part, len(mine)])
+        return total / max(n, 1)
+
+
 def train_classifier(model: TaxoClassifier, docs: DocBatches, targets: np.ndarray, mask: np.ndarray,
                      cfg: ClassifierConfig, device, seed: int, sink: Sink, log_interval: int = 10, env=None) -> dict:
     """Train on the pseudo-labelled documents; returns stats. The model ends with its best-epoch weights.
@@ -321,8 +348,7 @@ def train_classifier(model: TaxoClassifier, docs: DocBatches, targets: np.ndarra
         best_loss, best_epoch, best_state, stale, step = (state[k] for k in ("best_loss", "best_epoch", "best_state", "stale", "step"))
         start_epoch = state["epoch"] + 1
         stats["stage3/resumed_from_epoch"] = start_epoch
-    val_rows = val_idx[env.rank :: env.world_size]  # this rank's share of the validation split
-    val_docs = docs.subset(val_rows)
+    held_out = SilverValidation(val_idx, targets[val_idx], mask[val_idx])
     for epoch in range(start_epoch, cfg.epochs):
         if state is not None and stale >= cfg.early_stopping_patience:
             break
@@ -349,14 +375,12 @@ def train_classifier(model: TaxoClassifier, docs: DocBatches, targets: np.ndarra
         train_sum, train_n = env.all_reduce_sum([running, count])
         train_loss = train_sum / max(train_n, 1)
         if val_idx:
-            part = eval_loss(_unwrap(ddp), val_docs, targets_t[val_rows], mask_t[val_rows], device, cfg.batch_size, cfg.amp) if val_rows else 0.0
-            val_sum, val_n = env.all_reduce_sum([part * len(val_rows), len(val_rows)])
-            val_loss = val_sum / max(val_n, 1)
+            val_loss = held_out.loss(_unwrap(ddp), docs, device, cfg.batch_size, cfg.amp, env)
         else:  # too few pseudo-labelled documents for a split: select on the training loss
             val_loss = train_loss
         if val_loss < best_loss:
             best_loss, best_epoch, stale = val_loss, epoch, 0
-            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in _unwrap(ddp).state_dict().items()})
+            best_state = snapshot(ddp)
         else:
             stale += 1
         epoch_metrics = {"stage3/epoch_train_loss": train_loss, "stage3/epoch_val_loss": val_loss, "stage3/best_val_loss": best_loss,

@@ -23,7 +23,7 @@ import numpy as np
 
 from taxoclass.config import MiningConfig
 from taxoclass.data.taxonomy import Taxonomy
-from taxoclass.decoding import best_paths
+from taxoclass.decoding import similarity_best_paths
 from taxoclass.stages.search import confidence_neighbours, run_search
 
 
@@ -64,7 +64,7 @@ def mine_core_classes(sim: np.ndarray, taxonomy: Taxonomy, cfg: MiningConfig) ->
             by_class.setdefault(c, []).append(v)
     thresholds = {c: float(np.median(v)) for c, v in by_class.items()}
     # the median is taken over all candidates either way: the path filter only removes cores
-    on_path = [set(p) for p in best_paths(np.where(np.isnan(sim), -1.0, sim), taxonomy)] if cfg.path_consistent else None
+    on_path = [set(p) for p in similarity_best_paths(sim, taxonomy)] if cfg.path_consistent else None
     cores = []
     for i, (cands, confs) in enumerate(zip(candidates, confidences)):
         cores.append([c for c, v in zip(cands, confs) if is_core(v, thresholds[c], cfg) and (on_path is None or c in on_path[i])])

@@ -76,7 +76,7 @@ def save_checkpoint(bundle: ModelBundle, taxonomy: Taxonomy, path: Path) -> None
     payload = {
         "state_dict": {k: v.detach().cpu() for k, v in state.items()},
         "config": to_dict(bundle.cfg),
-        "taxonomy": {"ids": taxonomy.ids, "names": taxonomy.names, "edges": taxonomy.edges},
+        "taxonomy": taxonomy.to_dict(),
     }
     atomic_replace_with(path, lambda tmp: torch.save(payload, tmp))
 
@@ -93,8 +93,7 @@ def load_checkpoint(path: Path, device: torch.device) -> tuple[ModelBundle, Taxo
         raise DataError(path, "no trained model here: has the run finished stage 3?")
     payload = torch.load(path, map_location="cpu", weights_only=False)
     cfg = from_dict(payload["config"], str(path))
-    t = payload["taxonomy"]
-    taxonomy = Taxonomy(ids=t["ids"], names=t["names"], edges=[tuple(e) for e in t["edges"]])
+    taxonomy = Taxonomy.from_dict(payload["taxonomy"])
     bundle = build_model(cfg, taxonomy, device)
     bundle.model.load_state_dict(payload["state_dict"], strict=not cfg.classifier.freeze_encoder)
     bundle.model.eval()

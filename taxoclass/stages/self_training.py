@@ -21,15 +21,20 @@ Features:
 
 from __future__ import annotations
 
-import copy
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from taxoclass.config import SelfTrainingConfig
-from taxoclass.stages.classifier import DocBatches, amp_context, check_amp, eval_loss, predict_probs
+from taxoclass.stages.classifier import (
+    DocBatches,
+    SilverValidation,
+    _unwrap,
+    amp_context,
+    check_amp,
+    predict_probs,
+    snapshot,
+)
 
 EPS = 1e-8
 
@@ -75,25 +80,6 @@ def predict_all(model, docs: DocBatches, device, batch_size: int, amp: str, env)
     return env.gather_rows(part, owned, len(docs))
 
 
-@dataclass
-class SilverValidation:
-    """Stage 3's held-out pseudo-labelled documents: rows of the stage-4 corpus, their targets and mask."""
-
-    rows: list[int]
-    targets: np.ndarray
-    mask: np.ndarray
-
-    def loss(self, model, docs: DocBatches, device, batch_size: int, amp: str, env) -> float:
-        """Stage 3's masked BCE on these documents; each rank scores its share, the sum is all-reduced."""
-        mine = list(range(env.rank, len(self.rows), env.world_size))
-        part = 0.0
-        if mine:
-            part = eval_loss(model, docs.subset([self.rows[j] for j in mine]), torch.from_numpy(self.targets[mine]),
-                             torch.from_numpy(self.mask[mine]), device, batch_size, amp) * len(mine)
-        total, n = env.all_reduce_sum([part, len(mine)])
-        return total / max(n, 1)
-
-
 def self_train(model, docs: DocBatches, cfg: SelfTrainingConfig, device, seed: int, sink, amp: str = "off",
                eval_batch_size: int = 128, env=None, silver: SilverValidation | None = None) -> dict:
     """Self-train `model` in place on every corpus document; returns the final stats.
@@ -102,7 +88,6 @@ def self_train(model, docs: DocBatches, cfg: SelfTrainingConfig, device, seed: i
     trains on its share of each batch, and a checkpoint is taken at each target update.
     With `silver` and `cfg.val_patience > 0`, the guard described above selects the model.
     """
-    from taxoclass.stages.classifier import _unwrap
     from taxoclass.stages.training_env import LocalEnv
 
     env = env or LocalEnv()
@@ -126,7 +111,7 @@ def self_train(model, docs: DocBatches, cfg: SelfTrainingConfig, device, seed: i
         resumed_at = iteration
     elif guard:  # the starting point (stage 3's model) is the first candidate
         best_loss = silver.loss(_unwrap(ddp), docs, device, eval_batch_size, amp, env)
-        best_state = _snapshot(ddp)
+        best_state = snapshot(ddp)
     p = predict_all(_unwrap(ddp), docs, device, eval_batch_size, amp, env)
     q = target_distribution(p)
     if state is None:
@@ -172,7 +157,7 @@ def self_train(model, docs: DocBatches, cfg: SelfTrainingConfig, device, seed: i
             if guard:
                 val = silver.loss(_unwrap(ddp), docs, device, eval_batch_size, amp, env)
                 if val < best_loss:
-                    best_loss, best_iteration, best_state, stale = val, iteration, _snapshot(ddp), 0
+                    best_loss, best_iteration, best_state, stale = val, iteration, snapshot(ddp), 0
                 else:
                     stale += 1
                 stats.update({"stage4/val_loss": val, "stage4/best_val_loss": best_loss})
@@ -195,12 +180,6 @@ def self_train(model, docs: DocBatches, cfg: SelfTrainingConfig, device, seed: i
     if state is not None:
         stats["stage4/resumed_from_iteration"] = resumed_at
     return stats
-
-
-def _snapshot(model) -> dict:
-    from taxoclass.stages.classifier import _unwrap
-
-    return copy.deepcopy({k: v.detach().cpu() for k, v in _unwrap(model).state_dict().items()})
 
 
 def _training_pool(p: np.ndarray, cfg: SelfTrainingConfig) -> list[int]:
