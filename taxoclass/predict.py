@@ -42,7 +42,7 @@ def predict_file(run_dir: Path, input_path: Path, top_k: int = 3, path: bool = F
     import numpy as np
 
     from taxoclass.decoding import best_paths, rank
-    from taxoclass.stages.classifier import predict_probs
+    from taxoclass.stages.model import predict_probs
     from taxoclass.stages.model_io import load_checkpoint
     from taxoclass.stages.text_encoder import resolve_device
 

@@ -8,8 +8,11 @@ from conftest import write_dataset
 from taxoclass.config import MiningConfig
 from taxoclass.data.taxonomy import Taxonomy
 from taxoclass.pipeline import greedy_path, zero_shot_metrics
-from taxoclass.stages.classifier import TaxoClassifier, build_labels, ego_graph, masked_bce
+from taxoclass.stages.classifier import masked_bce
 from taxoclass.stages.core_mining import mine_core_classes, mining_quality
+from taxoclass.stages.labels import build_labels
+from taxoclass.stages.model import TaxoClassifier, ego_graph
+from taxoclass.stages.prototypes import refine_prototypes
 from taxoclass.stages.search import run_search
 from taxoclass.stages.self_training import target_distribution, top3_sets
 
@@ -38,7 +41,7 @@ def test_candidate_search_golden(tax):
 
 
 def test_core_mining_golden(tax):
-    out = mine_core_classes(SIM, tax, MiningConfig(root_width=2, positivity=True, floor=0.05))
+    out = mine_core_classes(SIM, tax, MiningConfig(rule="margin", root_width=2, positivity=True, floor=0.05))
     # confidences, doc 1: A .9-.5=.4, B .5-.9=-.4, A1 .8-.9=-.1, B1 .6-.5=.1, A2 .2-.9=-.7, A1a .7-.8=-.1, A1b .1-.8=-.7
     assert out.confidences[0] == pytest.approx([.4, -.4, -.1, .1, -.7, -.1, -.7], abs=1e-6)
     # doc 2: B .7-.6=.1, C .6-.7=-.1, B1 .9-.7=.2, C1 .3-.6=-.3
@@ -46,7 +49,7 @@ def test_core_mining_golden(tax):
     # medians: B (-.4, .1) -> -.15; B1 (.1, .2) -> .15; a class seen by one document never beats its own median
     assert out.thresholds[1] == pytest.approx(-.15) and out.thresholds[5] == pytest.approx(.15)
     assert out.cores == [[], [1, 5]]
-    floor = mine_core_classes(SIM, tax, MiningConfig(root_width=2, positivity=True, floor=0.15))
+    floor = mine_core_classes(SIM, tax, MiningConfig(rule="margin", root_width=2, positivity=True, floor=0.15))
     assert floor.cores == [[], [5]]  # B's .1 misses the floor
     quality = mining_quality(out, [[0, 3], [1, 5]], tax)
     assert quality["stage2/core_precision"] == 1.0 and quality["stage2/core_recall"] == pytest.approx(2 / 4)
@@ -58,14 +61,14 @@ def test_path_consistent_and_ancestor_confidence(tax):
     x = [.6, .5, .0, .1, .0, .9, .0, .0, .0]
     y = [.5, .6, .0, .0, .0, .0, .0, .0, .0]
     sim = np.array([x, y], dtype=np.float32)
-    paper = mine_core_classes(sim, tax, MiningConfig(root_width=2, floor=0.05, path_consistent=False))
+    paper = mine_core_classes(sim, tax, MiningConfig(rule="margin", root_width=2, floor=0.05, path_consistent=False))
     assert paper.cores == [[0, 5], [1]]
     # X's best path by mean similarity is B-B1 (.7; A-A2 .3, A-A1-A1a .23): its core A lies off it and goes
-    filtered = mine_core_classes(sim, tax, MiningConfig(root_width=2, floor=0.05, path_consistent=True))
+    filtered = mine_core_classes(sim, tax, MiningConfig(rule="margin", root_width=2, floor=0.05, path_consistent=True))
     assert filtered.cores == [[5], [1]]
     assert filtered.thresholds == paper.thresholds  # the filter removes cores, the medians stay
     # A1a in X: .0 - max(Par A1 .1, Sib A1b .0) = -.1; with every ancestor: .0 - max(A1 .1, A .6, A1b .0) = -.6
-    anc = mine_core_classes(sim, tax, MiningConfig(root_width=2, confidence_over="ancestors"))
+    anc = mine_core_classes(sim, tax, MiningConfig(rule="margin", root_width=2, confidence_over="ancestors"))
     i = paper.candidates[0].index(7)
     assert paper.confidences[0][i] == pytest.approx(-.1) and anc.confidences[0][i] == pytest.approx(-.6)
 
@@ -76,8 +79,8 @@ def test_positivity_switch(tax):
     doc3, doc4 = SIM[1].copy(), SIM[1].copy()
     doc3[1], doc4[1] = .55, .3
     sim = np.vstack([SIM, doc3, doc4])
-    off = mine_core_classes(sim, tax, MiningConfig(root_width=2, positivity=False, floor=-1.0))
-    on = mine_core_classes(sim, tax, MiningConfig(root_width=2, positivity=True, floor=-1.0))
+    off = mine_core_classes(sim, tax, MiningConfig(rule="margin", root_width=2, positivity=False, floor=-1.0))
+    on = mine_core_classes(sim, tax, MiningConfig(rule="margin", root_width=2, positivity=True, floor=-1.0))
     assert off.thresholds[1] == pytest.approx(-.175)
     assert 1 in off.cores[2] and 1 not in on.cores[2]
 
@@ -94,6 +97,46 @@ def test_label_construction(tmp_path):
     targets, mask = build_labels([[0], [2]], t, "paper", negatives="core_depth")
     assert targets.tolist() == [[1, 0, 0, 0, 0], [1, 1, 1, 0, 0]]
     assert mask.tolist() == [[1, 1, 0, 0, 0], [1, 1, 1, 1, 0]]
+
+
+def test_label_scope_path_reads_the_cores_as_one_path(tax):
+    # cores A, A1 on one path: A and A1 positive; only below the deepest core (A1a, A1b) ignored, so
+    # A2, the sibling of the core A1, is a negative (the paper's scope ignores it as a child of A)
+    targets, mask = build_labels([[0, 3], [0, 3, 7]], tax, "path")
+    assert targets.tolist() == [[1, 0, 0, 1, 0, 0, 0, 0, 0], [1, 0, 0, 1, 0, 0, 0, 1, 0]]
+    assert mask.tolist() == [[1, 1, 1, 1, 1, 1, 1, 0, 0], [1] * 9]
+    _, paper_mask = build_labels([[0, 3]], tax, "paper")
+    assert paper_mask.tolist() == [[1, 1, 1, 1, 0, 1, 1, 0, 0]]
+    # a leaf core alone: its whole path positive, nothing ignored
+    targets, mask = build_labels([[8]], tax, "path")
+    assert targets.tolist() == [[1, 0, 0, 1, 0, 0, 0, 0, 1]] and mask.tolist() == [[1] * 9]
+
+
+def test_path_top_cores_golden(tax):
+    sim = np.vstack([SIM, [[.6, .1, .1, .5, .1, .1, .1, .4, .1], [.1, .6, .1, .1, .1, .5, .1, .1, .1]]]).astype(np.float32)
+    # best paths by mean score: doc 0 A>A1>A1a (.8), doc 1 B>B1 (.8), doc 2 A>A1>A1a (.5), doc 3 B>B1 (.55);
+    # per end class the top half (ceil) of its documents keeps its path as cores
+    out = mine_core_classes(sim, tax, MiningConfig(rule="path_top", top_share=0.5))
+    assert out.candidates == [[0, 3, 7], [1, 5], [0, 3, 7], [1, 5]]
+    assert out.cores == [[0, 3, 7], [1, 5], [], []]
+    assert out.thresholds == pytest.approx({7: .8, 5: .8})
+    everyone = mine_core_classes(sim, tax, MiningConfig(rule="path_top", top_share=1.0))
+    assert everyone.cores == everyone.candidates
+    assert everyone.thresholds == pytest.approx({7: .5, 5: .55})
+
+
+def test_refined_prototypes_golden(tmp_path):
+    flat = Taxonomy.load(write_dataset(tmp_path / "flat", labels="0\tA\n1\tB\n", edges=""))
+    docs = np.array([[1, 0], [.6, .8], [0, 1]], dtype=np.float32)
+    names = np.array([[1, 0], [0, 1]], dtype=np.float32)
+    assert refine_prototypes(docs, names, flat, rounds=0, weight=.5, share=1.0) == pytest.approx(names)
+    # round 1: doc 0 -> A; docs 1, 2 -> B. B's centroid = normalize(.3, .9) = (.316228, .948683);
+    # B = normalize(.5 * (0, 1) + .5 * centroid) = (.160182, .987087); A keeps (1, 0); round 2 changes nothing
+    for rounds in (1, 2):
+        protos = refine_prototypes(docs, names, flat, rounds=rounds, weight=.5, share=1.0)
+        assert protos == pytest.approx(np.array([[1, 0], [.160182, .987087]]), abs=1e-5)
+    # share .5: B keeps only its more similar member, doc 2 = its name: nothing moves
+    assert refine_prototypes(docs, names, flat, rounds=1, weight=.5, share=.5) == pytest.approx(names)
 
 
 def test_masked_bce_sums_over_unmasked_classes():
@@ -130,13 +173,20 @@ def test_zero_shot_baselines(tax):
     assert m["zeroshot/path_example_f1"] == pytest.approx(1.0)
     # flat top-3 of doc 1: A .9, A1 .8, A1a .7 -> all gold; doc 2: B1 .9, B .7, C .6 -> 2 of 2 gold in 3
     assert m["zeroshot/example_f1"] == pytest.approx((1.0 + 2 * 2 / 5) / 2)
+    # best path on the top-3 protocol: doc 2's path B, B1 (2 classes) is followed by C (.6): 2 * 2 / (2 + 3)
+    assert m["zeroshot/bestpath_example_f1"] == pytest.approx((1.0 + 0.8) / 2)
+    assert m["zeroshot/bestpath_path_only_example_f1"] == pytest.approx(1.0)
+    enriched = zero_shot_metrics(sim, [[0, 3, 7], [1, 5]], tax, enriched=np.flip(sim, axis=0).copy())
+    assert enriched["zeroshot/bestpath_example_f1"] == m["zeroshot/bestpath_example_f1"]
+    assert enriched["zeroshot/enriched_bestpath_example_f1"] < m["zeroshot/bestpath_example_f1"]
 
 
 def test_self_training_guard_keeps_the_best_silver_model(tax):
     """Stage 4's guard: the model returned is the one with the lowest silver-validation loss,
     and it stops `val_patience` updates after that best one (or runs to the budget)."""
     from taxoclass.config import SelfTrainingConfig
-    from taxoclass.stages.classifier import DocBatches, SilverValidation
+    from taxoclass.stages.classifier import SilverValidation
+    from taxoclass.stages.model import DocBatches
     from taxoclass.stages.self_training import self_train
     from taxoclass.stages.training_env import LocalEnv
 

@@ -87,7 +87,7 @@ def dev_example_f1(cfg: Config, run_dir: Path, dev: str) -> float:
     from taxoclass.decoding import decode
     from taxoclass.metrics import evaluate_rankings
     from taxoclass.pipeline import prepare_inputs
-    from taxoclass.stages.classifier import predict_probs
+    from taxoclass.stages.model import predict_probs
     from taxoclass.stages.model_io import load_checkpoint
 
     inputs = prepare_inputs(cfg)

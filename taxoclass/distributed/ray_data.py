@@ -26,7 +26,7 @@ from taxoclass.data.taxonomy import Taxonomy
 class SimilarityActor:
     """One scorer per actor; called on numpy batches {id, shard, text}."""
 
-    def __init__(self, cfg: dict, hypothesis_texts: list[str], taxonomy: dict, use_gpu: bool):
+    def __init__(self, cfg: dict, hypothesis_texts: list[str], taxonomy: dict, use_gpu: bool, embed: bool = False):
         import torch
 
         from taxoclass.stages.similarity import make_scorer
@@ -36,11 +36,16 @@ class SimilarityActor:
         device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
         self.scorer = make_scorer(self.cfg, device)
         self.scorer.set_classes(hypothesis_texts)
+        self.embed = embed  # bi-encoder document embeddings instead of scores (the driver refines prototypes)
 
     def __call__(self, batch: dict) -> dict:
         from taxoclass.stages.similarity import score_documents
 
-        sims = score_documents(self.scorer, [str(t) for t in batch["text"]], self.taxonomy, self.cfg, desc=None)
+        texts = [str(t) for t in batch["text"]]
+        if self.embed:
+            sims = self.scorer.embed(texts, desc=None)
+        else:
+            sims = score_documents(self.scorer, texts, self.taxonomy, self.cfg, desc=None)
         return {"id": batch["id"], "shard": batch["shard"], "sims": sims.astype(np.float32)}
 
 
@@ -80,8 +85,9 @@ def missing_shards(folder: Path, num_docs: int, shard_size: int) -> list[int]:
 
 
 def score_with_ray_data(cfg: Config, taxonomy: Taxonomy, texts: list[str], hypothesis_texts: list[str], folder: Path,
-                        progress: bool = True) -> dict:
-    """Score `texts` into Parquet shards under `folder`; returns counts (shards scored, reused, actors)."""
+                        progress: bool = True, embed: bool = False) -> tuple[dict, int]:
+    """Score (or with `embed`, embed) `texts` into Parquet shards under `folder`; returns counts (shards
+    scored, reused, actors) and the width of a row."""
     import ray  # Ray-specific lines start here
     from ray.data import ActorPoolStrategy
 
@@ -100,7 +106,7 @@ def score_with_ray_data(cfg: Config, taxonomy: Taxonomy, texts: list[str], hypot
             SimilarityActor,
             fn_constructor_kwargs={"cfg": to_dict(cfg), "hypothesis_texts": hypothesis_texts,
                                    "taxonomy": taxonomy.to_dict(),
-                                   "use_gpu": bool(gpus)},
+                                   "use_gpu": bool(gpus), "embed": embed},
             batch_size=r.stage1_batch_size,
             batch_format="numpy",
             compute=ActorPoolStrategy(size=actors),
@@ -118,4 +124,13 @@ def score_with_ray_data(cfg: Config, taxonomy: Taxonomy, texts: list[str], hypot
                     del pending[int(s)]
         if pending:
             raise RuntimeError(f"stage 1 on Ray Data returned incomplete shards: {sorted(pending)}")
-    return {"stage1/shards_scored": len(todo), "stage1/shards_reused": total_shards - len(todo), "stage1/actors": actors}
+    width = _embedding_width(cfg) if embed else len(taxonomy)
+    return {"stage1/shards_scored": len(todo), "stage1/shards_reused": total_shards - len(todo), "stage1/actors": actors}, width
+
+
+def _embedding_width(cfg: Config) -> int:
+    from transformers import AutoConfig
+
+    from taxoclass.stages.text_encoder import resolve_model_path
+
+    return AutoConfig.from_pretrained(resolve_model_path(cfg.similarity.model)).hidden_size

@@ -132,11 +132,12 @@ def train_loop_per_worker(config: dict) -> None:
     device = ray.train.torch.get_device()
     bundle = build_model(cfg, taxonomy, device, config["keywords"])
     docs = bundle.docs(config["texts"])
+    if config.get("init_state") is not None:  # stage 3: the driver's initial head (refined prototypes); stage 4: stage 3's model
+        bundle.model.load_state_dict(config["init_state"], strict=not cfg.classifier.freeze_encoder)
     if config["stage"] == 3:
         stats = train_classifier(bundle.model, docs, config["targets"], config["mask"], cfg.classifier, device, cfg.seed,
                                  env.sink, cfg.tracking.log_interval, env=env)
     else:
-        bundle.model.load_state_dict(config["init_state"], strict=not cfg.classifier.freeze_encoder)
         stats = self_train(bundle.model, docs, cfg.self_training, device, cfg.seed, env.sink, cfg.classifier.amp,
                            cfg.evaluation.batch_size, env=env, silver=config.get("silver"))
     state = bundle.model.head_state_dict() if cfg.classifier.freeze_encoder else bundle.model.state_dict()

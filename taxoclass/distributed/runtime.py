@@ -60,12 +60,13 @@ class RayRuntime:
             self._started_here = False
 
     def similarity(self, cfg: Config, taxonomy: Taxonomy, texts: list[str], hypothesis_texts: list[str], folder: Path,
-                   progress: bool = True) -> tuple[np.ndarray, dict]:
+                   progress: bool = True, embed: bool = False) -> tuple[np.ndarray, dict]:
+        """Scores (documents x classes), or with `embed` the bi-encoder's document embeddings."""
         from taxoclass.distributed.ray_data import load_shards, score_with_ray_data
 
         self.start()
-        stats = score_with_ray_data(cfg, taxonomy, texts, hypothesis_texts, folder, progress)
-        return load_shards(folder, len(texts), len(taxonomy)), stats
+        stats, width = score_with_ray_data(cfg, taxonomy, texts, hypothesis_texts, folder, progress, embed=embed)
+        return load_shards(folder, len(texts), width), stats
 
     def train(self, stage: int, cfg: Config, taxonomy: Taxonomy, keywords, texts: list[str], storage: Path, name: str, **kw):
         from taxoclass.distributed.ray_train import fit

@@ -17,7 +17,7 @@ import torch
 from taxoclass.config import Config, from_dict, to_dict
 from taxoclass.data.taxonomy import Taxonomy
 from taxoclass.errors import DataError
-from taxoclass.stages.classifier import DocBatches, TaxoClassifier, tokenize
+from taxoclass.stages.model import DocBatches, TaxoClassifier, tokenize
 from taxoclass.stages.text_encoder import encode_texts, load_encoder
 
 CLASS_NAME_MAX_LENGTH = 64
@@ -54,12 +54,16 @@ def initial_class_texts(cfg: Config, taxonomy: Taxonomy, keywords: dict[int, lis
     return hypotheses(cfg.similarity.template, class_texts(taxonomy, cfg.similarity.class_text, keywords))
 
 
-def build_model(cfg: Config, taxonomy: Taxonomy, device: torch.device, keywords: dict[int, list[str]] | None = None) -> ModelBundle:
+def build_model(cfg: Config, taxonomy: Taxonomy, device: torch.device, keywords: dict[int, list[str]] | None = None,
+                class_init=None) -> ModelBundle:
+    """`class_init` (classes x dim) replaces the encoded class texts as the initial class features
+    (stage 1's refined prototypes)."""
     c = cfg.classifier
     encoder, tokenizer = load_encoder(c.encoder, key="classifier.encoder")
     encoder.to(device)
-    class_init = encode_texts(encoder, tokenizer, initial_class_texts(cfg, taxonomy, keywords), max_length=CLASS_NAME_MAX_LENGTH,
-                              batch_size=64, pooling=c.pooling, device=device, normalize=c.head_init == "zeroshot")
+    if class_init is None:
+        class_init = encode_texts(encoder, tokenizer, initial_class_texts(cfg, taxonomy, keywords), max_length=CLASS_NAME_MAX_LENGTH,
+                                  batch_size=64, pooling=c.pooling, device=device, normalize=c.head_init == "zeroshot")
     torch.manual_seed(cfg.seed)  # the head's initial weights depend on the seed only
     model = TaxoClassifier(None if c.freeze_encoder else encoder, torch.from_numpy(class_init), taxonomy, pooling=c.pooling,
                            gnn_num_layers=c.gnn_num_layers, gnn_hidden_dim=c.gnn_hidden_dim, head_init=c.head_init).to(device)

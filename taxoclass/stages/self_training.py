@@ -26,15 +26,9 @@ import torch
 import torch.nn.functional as F
 
 from taxoclass.config import SelfTrainingConfig
-from taxoclass.stages.classifier import (
-    DocBatches,
-    SilverValidation,
-    _unwrap,
-    amp_context,
-    check_amp,
-    predict_probs,
-    snapshot,
-)
+from taxoclass.stages.classifier import SilverValidation
+from taxoclass.stages.model import DocBatches, predict_probs
+from taxoclass.stages.training_step import TrainStep, _unwrap, snapshot
 
 EPS = 1e-8
 
@@ -91,20 +85,17 @@ def self_train(model, docs: DocBatches, cfg: SelfTrainingConfig, device, seed: i
     from taxoclass.stages.training_env import LocalEnv
 
     env = env or LocalEnv()
-    check_amp(amp, device)
     model.to(device)
     log = sink if env.rank == 0 else (lambda *a, **k: None)
     opt = torch.optim.AdamW(model.param_groups(cfg.learning_rate, cfg.head_learning_rate, 0.0))
-    scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16")
     ddp = env.prepare_model(model)
+    train_step = TrainStep(ddp, opt, amp, device)
     iteration, done, passes = 0, 0, 0
     guard = silver is not None and len(silver.rows) > 0 and cfg.val_patience > 0
     best_loss, best_iteration, best_state, stale = float("inf"), 0, None, 0
     state = env.restore()
     if state is not None:  # resume at the last target update
-        _unwrap(ddp).load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
+        train_step.load(state)
         iteration, done, passes, prev_top3 = state["iteration"], state["done"], state["passes"], state["prev_top3"]
         best_loss, best_iteration, best_state, stale = (state.get(k, d) for k, d in (
             ("best_loss", best_loss), ("best_iteration", 0), ("best_state", None), ("stale", 0)))
@@ -131,15 +122,8 @@ def self_train(model, docs: DocBatches, cfg: SelfTrainingConfig, device, seed: i
             queue = env.batches(pool, cfg.batch_size, seed, passes)
             passes += 1
         b = queue.pop(0)
-        ddp.train()
-        with amp_context(amp, device):
-            logits = ddp(**docs.batch(b, device))
-        loss = soft_bce(logits, torch.from_numpy(q[b]).to(device))
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-        losses.append(loss.item())
+        target = torch.from_numpy(q[b]).to(device)
+        losses.append(train_step(docs, b, lambda logits, target=target: soft_bce(logits, target)))
         done += 1
         if done % cfg.update_interval == 0 or done == cfg.max_batches:
             p = predict_all(_unwrap(ddp), docs, device, eval_batch_size, amp, env)
@@ -167,8 +151,7 @@ def self_train(model, docs: DocBatches, cfg: SelfTrainingConfig, device, seed: i
             elif guard and stale >= cfg.val_patience:
                 stopped_by = "silver_val"
             if env.checkpoints:
-                env.checkpoint(stats, {"model": _unwrap(ddp).state_dict(), "optimizer": opt.state_dict(),
-                                       "scaler": scaler.state_dict(), "iteration": iteration, "done": done,
+                env.checkpoint(stats, {**train_step.state(), "iteration": iteration, "done": done,
                                        "passes": passes, "prev_top3": prev_top3, "stopped_by": stopped_by,
                                        "best_loss": best_loss, "best_iteration": best_iteration,
                                        "best_state": best_state, "stale": stale})

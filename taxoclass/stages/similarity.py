@@ -62,8 +62,11 @@ class BiEncoderScorer:
     def set_classes(self, hypothesis_texts: list[str]) -> None:
         self.class_emb = self._encode(hypothesis_texts)
 
+    def embed(self, docs: list[str], desc: str | None = "stage 1: encoding documents") -> np.ndarray:
+        return self._encode(docs, desc=desc)
+
     def score_all(self, docs: list[str], desc: str | None = "stage 1: encoding documents") -> np.ndarray:
-        return self._encode(docs, desc=desc) @ self.class_emb.T
+        return self.embed(docs, desc) @ self.class_emb.T
 
 
 class NLIScorer:
@@ -178,10 +181,20 @@ def _score_into(scorer, docs, sim, pairs) -> None:
 
 @dataclass
 class SimilarityOutput:
-    corpus: np.ndarray
+    corpus: np.ndarray  # the scores stages 2-4 use (after any refinement of the class prototypes)
     test: np.ndarray | None
     encoder_passes: int
     extra: dict = field(default_factory=dict)  # runtime counters (shards, actors)
+    # with refined prototypes: the name-only scores (the fixed zero-shot baseline) and the prototypes
+    names_corpus: np.ndarray | None = None
+    names_test: np.ndarray | None = None
+    prototypes: np.ndarray | None = None
+
+    def arrays(self, test_is_corpus: bool) -> dict[str, np.ndarray]:
+        """What the stage-1 cache stores; a test set that is the corpus is stored once."""
+        named = {"corpus": self.corpus, "test": None if test_is_corpus else self.test, "names_corpus": self.names_corpus,
+                 "names_test": None if test_is_corpus else self.names_test, "prototypes": self.prototypes}
+        return {k: v for k, v in named.items() if v is not None}
 
     def stats(self) -> dict:
         values = self.corpus[~np.isnan(self.corpus)]
@@ -204,10 +217,35 @@ def score_documents(scorer, docs: list[str], taxonomy: Taxonomy, cfg: Config, de
                         confidence_over=cfg.mining.confidence_over)
 
 
+def refines(cfg: Config) -> bool:
+    """Prototype refinement needs document embeddings: the bi-encoder has them, a cross-encoder does not."""
+    return cfg.similarity.backend == "biencoder" and cfg.similarity.refine_rounds > 0
+
+
 def run_similarity(cfg: Config, taxonomy: Taxonomy, corpus_texts: list[str], test_texts: list[str] | None,
                    keywords: dict[int, list[str]] | None, device, scorer=None) -> SimilarityOutput:
     scorer = scorer or make_scorer(cfg, device)
     scorer.set_classes(hypotheses(cfg.similarity.template, class_texts(taxonomy, cfg.similarity.class_text, keywords)))
+    if refines(cfg):
+        corpus = scorer.embed(corpus_texts, "stage 1: corpus")
+        test = scorer.embed(test_texts, "stage 1: test set") if test_texts is not None else None
+        return score_embeddings(corpus, test, scorer.class_emb, taxonomy, cfg, scorer.encoder_passes)
     corpus = score_documents(scorer, corpus_texts, taxonomy, cfg, "stage 1: corpus")
     test = score_documents(scorer, test_texts, taxonomy, cfg, "stage 1: test set") if test_texts is not None else None
     return SimilarityOutput(corpus, test, scorer.encoder_passes)
+
+
+def score_embeddings(corpus_emb: np.ndarray, test_emb: np.ndarray | None, name_emb: np.ndarray, taxonomy: Taxonomy,
+                     cfg: Config, encoder_passes: int, extra: dict | None = None) -> SimilarityOutput:
+    """Bi-encoder scores from embeddings: prototypes refined on the corpus, then every document scored
+    against them; the name-only scores are kept for the fixed zero-shot baseline."""
+    from taxoclass.stages.prototypes import refine_prototypes
+
+    s = cfg.similarity
+    protos = refine_prototypes(corpus_emb, name_emb, taxonomy, s.refine_rounds, s.refine_weight, s.refine_share)
+
+    def scores(emb, classes):
+        return None if emb is None else (emb @ classes.T).astype(np.float32)
+
+    return SimilarityOutput(scores(corpus_emb, protos), scores(test_emb, protos), encoder_passes, extra or {},
+                            names_corpus=scores(corpus_emb, name_emb), names_test=scores(test_emb, name_emb), prototypes=protos)

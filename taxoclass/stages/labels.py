@@ -1,0 +1,65 @@
+"""Stage 3's training labels from the core classes (METHOD.md, stage 3).
+
+- positive = cores and their parents, ignored = their children, negative = the rest (paper);
+  `classifier.label_scope=all`: ancestors / descendants; `path` (default): the cores read as one
+  path, only what lies below the deepest core ignored;
+- `classifier.negatives=core_depth` (default, ours): nothing deeper than the deepest core is a negative.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from taxoclass.data.taxonomy import ROOT, Taxonomy
+
+
+def build_labels(cores: list[list[int]], taxonomy: Taxonomy, scope: str = "paper",
+                 negatives: str = "all") -> tuple[np.ndarray, np.ndarray]:
+    """(targets, mask), both documents x classes: target 1 = positive, mask 0 = ignored.
+
+    scope: paper = cores + parents positive, children ignored; all = cores + ancestors
+    positive, descendants ignored; path = the cores read as one path: cores + ancestors positive,
+    only the descendants of the deepest core ignored, so that the siblings of a core whose child
+    is also a core are negatives (a whole-path core set, `mining.rule=path_top`, ignores nothing
+    when it ends at a leaf). negatives: all = every other class (paper); core_depth =
+    classes deeper than the document's deepest core are ignored too: a document whose
+    deepest core is at level 0 says nothing about level 2, and treating all level-2 classes
+    as its negatives pushes the leaves down everywhere (docs/quality.md).
+    """
+    n, c = len(cores), len(taxonomy)
+    targets = np.zeros((n, c), dtype=np.float32)
+    mask = np.ones((n, c), dtype=np.float32)
+    levels = np.asarray(taxonomy.levels)
+    for i, core in enumerate(cores):
+        positive, ignored = set(core), set()
+        if scope == "path" and core:
+            deepest = max(core, key=lambda k: (taxonomy.level(k), k))
+            for k in core:
+                positive |= taxonomy.ancestors(k)
+            ignored |= taxonomy.descendants(deepest)
+        for k in core if scope != "path" else []:
+            if scope == "all":
+                positive |= taxonomy.ancestors(k)
+                ignored |= taxonomy.descendants(k)
+            else:
+                positive |= {p for p in taxonomy.parents(k) if p != ROOT}
+                ignored |= set(taxonomy.children(k))
+        ignored -= positive
+        targets[i, sorted(positive)] = 1.0
+        if ignored:
+            mask[i, sorted(ignored)] = 0.0
+        if negatives == "core_depth" and core:
+            mask[i, levels > max(taxonomy.level(k) for k in core)] = 0.0
+    return targets, mask
+
+
+def label_stats(targets: np.ndarray, mask: np.ndarray) -> dict:
+    pos = int(targets.sum())
+    ignored = int((mask == 0).sum())
+    neg = int(mask.sum()) - pos
+    return {
+        "stage3/num_positive_labels": pos,
+        "stage3/num_negative_labels": neg,
+        "stage3/num_ignored_labels": ignored,
+        "stage3/positive_ratio": pos / max(pos + neg, 1),
+    }

@@ -1,0 +1,77 @@
+"""The training step stages 3 and 4 share, and what a checkpoint of it holds.
+
+Features:
+- `TrainStep`: autocast forward (bf16; fp16 with a GradScaler on CUDA), a loss, a scaled
+  backward, the optimiser step and, in stage 3, the scheduler step;
+- `TrainStep.state()` / `load()`: model, optimiser, scaler (and scheduler) for a checkpoint and
+  its resume, whichever stage;
+- `snapshot`: a CPU copy of the weights, to restore the best ones later.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from taxoclass.errors import ConfigError
+
+
+def amp_context(amp: str, device: torch.device | str):
+    device = torch.device(device)
+    if amp == "off":
+        return torch.autocast(device_type=device.type, enabled=False)
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def check_amp(amp: str, device: torch.device | str) -> None:
+    if amp == "fp16" and torch.device(device).type != "cuda":
+        raise ConfigError("classifier.amp", "fp16 needs a CUDA device; use bf16 or off on the CPU")
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return getattr(model, "module", model)  # DDP keeps the model in .module
+
+
+def snapshot(model: nn.Module) -> dict:
+    """A CPU copy of the (unwrapped) model's weights, to restore the best one later."""
+    return copy.deepcopy({k: v.detach().cpu() for k, v in _unwrap(model).state_dict().items()})
+
+
+class TrainStep:
+    """One optimisation step on a batch of document rows, for the (possibly DDP-wrapped) `model`."""
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, amp: str, device, scheduler=None):
+        check_amp(amp, device)
+        self.model, self.optimizer, self.scheduler, self.amp, self.device = model, optimizer, scheduler, amp, device
+        self.scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16")
+
+    def __call__(self, docs, rows: list[int], loss_fn: Callable[[torch.Tensor], torch.Tensor]) -> float:
+        """Forward the rows of `docs`, `loss_fn(logits)`, backward and step; returns the loss."""
+        self.model.train()
+        with amp_context(self.amp, self.device):
+            logits = self.model(**docs.batch(rows, self.device))
+        loss = loss_fn(logits)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        return loss.item()
+
+    def state(self) -> dict:
+        out = {"model": _unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict()}
+        if self.scheduler is not None:
+            out["scheduler"] = self.scheduler.state_dict()
+        return out
+
+    def load(self, state: dict) -> None:
+        _unwrap(self.model).load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
