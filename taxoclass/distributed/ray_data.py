@@ -118,4 +118,5 @@ def score_with_ray_data(cfg: Config, taxonomy: Taxonomy, texts: list[str], hypot
                     del pending[int(s)]
         if pending:
             raise RuntimeError(f"stage 1 on Ray Data returned incomplete shards: {sorted(pending)}")
-    return {"stage1/shards_scored": len(todo), "stage1/shards_reused": total_shards - len(todo), "stage1/actors": actors}
+    return {"stage1/shards_scored": len(todo), "stage1/shards_reused": total_shards - len(todo), "stage1/actors": actors,
+            "stage1/gpus_per_actor": 1 if gpus else 0}
