@@ -71,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
 
     p = sub.add_parser("report", help="PNG plots and a Markdown summary of run dirs (no wandb needed)",
-                       description="Plot stage-3 losses, learning rate, stage-4 confidence and per-level accuracy of one or more runs.")
+                       description="Plot stage-3 losses and learning rate, stage-4 confidence and silver validation loss, and per-level "
+                                       "accuracy of one or more runs; summary.md compares each with its best-path zero-shot.")
     p.add_argument("runs", nargs="+", help="run directories")
     p.add_argument("--out", default=None, help="output folder (default: the first run's report/)")
     return parser

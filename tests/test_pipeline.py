@@ -77,6 +77,8 @@ def test_stage3_change_reuses_stages_1_and_2(debug_run, capfd):
     err = capfd.readouterr().err
     assert "stage 1 (similarity): cached" in err and "stage 2 (core mining): cached" in err
     assert "stage 3 (classifier): cached" not in err
+    # the banner counts what the stages use; epochs count from 1, as the progress bar does
+    assert "41 classes, 60 of 200 corpus docs, 60 of 100 test docs" in err and "best epoch 1 of 1," in err
     assert changed["stage2/num_core_classes"] == first["stage2/num_core_classes"]
     run_pipeline(debug_config(out, "a", "force_stage=2", "self_training.enabled=false"))
     err = capfd.readouterr().err
