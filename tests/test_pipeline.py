@@ -118,8 +118,9 @@ def test_predict_and_errors(debug_run, tmp_path):
     assert res.returncode == 2 and "run dir not found" in res.stderr
 
 
-def test_python_api_returns_what_the_cli_prints(debug_run, tmp_path):
+def test_python_api_returns_what_the_cli_prints(debug_run, tmp_path, capsys):
     import taxoclass
+    from taxoclass.cli import main
 
     out, _ = debug_run
     texts = ["Noise-cancelling earbuds with a charging case.", "A two-person tent with a rain fly.", "Dark roast coffee beans."]
@@ -127,9 +128,9 @@ def test_python_api_returns_what_the_cli_prints(debug_run, tmp_path):
     path.write_text("\n".join(texts) + "\n")
     model = taxoclass.load(out / "a")
     for flags, kwargs in (([], {"top_k": 3}), (["--top-k", "5", "--path"], {"top_k": 5, "path": True})):
-        res = run_cli("predict", "--run", out / "a", "--input", path, *flags)
-        assert res.returncode == 0, res.stderr
-        assert model.predict(texts, **kwargs) == [json.loads(line) for line in res.stdout.splitlines()]
+        capsys.readouterr()
+        assert main(["predict", "--run", str(out / "a"), "--input", str(path), *flags]) == 0  # in-process: no second torch start
+        assert model.predict(texts, **kwargs) == [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     records = model.predict(texts, top_k=5, ids=["a", "b", "c"])
     assert [r["doc_id"] for r in records] == ["a", "b", "c"] and all(len(r["classes"]) == 5 for r in records)
     assert all(r["scores"] == sorted(r["scores"], reverse=True) for r in records)
