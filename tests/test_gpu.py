@@ -31,7 +31,9 @@ def test_amp_training_step(tmp_path, amp, dtype):
     try:
         model = run.bundle().model
         seen = []
-        hook = model.encoder.register_forward_hook(lambda module, args, out: seen.append(out.last_hidden_state.dtype))
+        # a Linear layer's output shows autocast's dtype (a LayerNorm's, like the encoder's last, stays fp32)
+        linear = next(m for m in model.encoder.modules() if isinstance(m, torch.nn.Linear))
+        hook = linear.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
         before = {n: p.detach().clone() for n, p in model.named_parameters()}
         run.classifier(force=True)
         hook.remove()
