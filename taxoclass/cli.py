@@ -55,11 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default=None, help="also write the metrics as JSON here")
 
     p = sub.add_parser("predict", help="classify new texts with a trained run",
-                       description="Print the top-k classes with scores for each input text.")
+                       description="Print the top-k classes for each input text, as JSON lines. Scores are independent per-class "
+                                   "sigmoid probabilities (they need not sum to 1).")
     p.add_argument("--run", required=True, help="a finished run directory")
-    p.add_argument("--input", required=True, help="texts, one per line, or JSON lines with a 'text'/'token' field")
+    p.add_argument("--input", required=True, help="plain text lines, doc_id<TAB>text lines, or JSON lines with a 'text'/'token' field (detected from the first line)")
     p.add_argument("--top-k", type=int, default=3, help="classes per text (default 3)")
-    p.add_argument("--path", action="store_true", help="answer the best root-to-leaf path (what evaluation ranks first) instead of top-k")
+    p.add_argument("--path", action="store_true", help="answer the best root-to-leaf path (what evaluation ranks first), its mean score and the runner-up path, instead of top-k")
 
     p = sub.add_parser("validate", help="check a dataset and print its counts",
                        description="Load every file of a dataset; report the first problem as file:line.")
@@ -70,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
 
     p = sub.add_parser("report", help="PNG plots and a Markdown summary of run dirs (no wandb needed)",
-                       description="Plot stage-3 losses, learning rate, stage-4 confidence and per-level accuracy of one or more runs.")
+                       description="Plot stage-3 losses and learning rate, stage-4 confidence and silver validation loss, and per-level "
+                                       "accuracy of one or more runs; summary.md compares each with its best-path zero-shot.")
     p.add_argument("runs", nargs="+", help="run directories")
     p.add_argument("--out", default=None, help="output folder (default: the first run's report/)")
     return parser
@@ -163,9 +165,11 @@ def cmd_stage(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from taxoclass.predict import predict_file
+    from taxoclass.predict import FORMATS, predict_file
 
-    for row in predict_file(Path(args.run), Path(args.input), top_k=args.top_k, path=args.path):
+    fmt, rows = predict_file(Path(args.run), Path(args.input), top_k=args.top_k, path=args.path)
+    print(f"taxoclass: {args.input}: {len(rows)} texts read as {FORMATS[fmt]}", file=sys.stderr)
+    for row in rows:
         print(json.dumps(row))
     return 0
 
@@ -179,8 +183,14 @@ def cmd_report(args) -> int:
 
 
 def _print_summary(summary: dict) -> None:
-    keys = ["test/example_f1", "test/p_at_1", "test/p_at_3", "test/mrr", "zeroshot/example_f1", "zeroshot/path_example_f1"]
-    shown = {k: summary[k] for k in keys if k in summary}
+    from taxoclass.report import headline_line
+
+    # first the pipeline against its strongest label-free baseline, on the same protocol
+    head = headline_line(summary)
+    if head:
+        print(head)
+    keys = ["test/p_at_1", "test/p_at_3", "test/mrr", "zeroshot/example_f1", "zeroshot/path_example_f1"]
+    shown = {k: summary[k] for k in keys if isinstance(summary.get(k), (int, float))}
     if shown:
         print("  ".join(f"{k}={v:.4f}" for k, v in shown.items()))
     if "run_dir" in summary:

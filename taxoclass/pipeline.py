@@ -65,6 +65,16 @@ class Inputs:
     def taxonomy(self) -> Taxonomy:
         return self.dataset.taxonomy
 
+    def describe(self) -> str:
+        """The documents the stages use (after `max_docs`), not only what the dataset holds."""
+        ds = self.dataset
+
+        def count(used: int, total: int, what: str) -> str:
+            return f"{used} of {total} {what}" if used < total else f"{used} {what}"
+
+        test = "no test set" if self.test is None else count(len(self.test.ids), len(ds.test), "test docs")
+        return f"{ds.name} ({ds.variant}): {len(self.taxonomy)} classes, {count(len(self.corpus.ids), len(ds.corpus), 'corpus docs')}, {test}"
+
 
 def prepare_inputs(cfg: Config) -> Inputs:
     ds = load_dataset(cfg.data, cfg.data_variant, cfg.test_corpus or None)
@@ -349,7 +359,8 @@ class Run:
             init = bundle.model.head_state_dict() if self.cfg.classifier.freeze_encoder else bundle.model.state_dict()
             stats = self._train_on_runtime(3, texts, targets=targets, mask=mask, init_state={k: v.cpu() for k, v in init.items()})
         stats.update(label_stats(targets, mask))
-        self._finish_training(3, stats, t0, f"best epoch {stats['stage3/best_epoch']}, val loss {stats['stage3/best_val_loss']:.4f}")
+        # stage3/best_epoch counts from 0; the progress bar and stage3/epoch count from 1
+        self._finish_training(3, stats, t0, f"best epoch {stats['stage3/best_epoch'] + 1} of {self.cfg.classifier.epochs}, val loss {stats['stage3/best_val_loss']:.4f}")
 
     # stage 4
     def self_training(self, force: bool) -> None:
@@ -502,7 +513,7 @@ def run_pipeline(cfg: Config, sink: Sink | None = None, runtime=None) -> dict:
     t0 = time.time()
     run = Run(cfg, sink, runtime=runtime)
     try:
-        log(f"run dir {run.dir} on {run.device}; {run.inputs.dataset.describe()}")
+        log(f"run dir {run.dir} on {run.device}; {run.inputs.describe()}")
         force = cfg.force_stage
         sim, test_sim = run.similarity(force=1 >= force > 0)
         mining = run.mining(force=2 >= force > 0, sim=sim)

@@ -7,6 +7,7 @@ from conftest import run_cli
 
 from taxoclass.config import build_config
 from taxoclass.data.readers import load_dataset
+from taxoclass.errors import DataError
 from taxoclass.evaluate import evaluate_predictions_file
 from taxoclass.pipeline import run_pipeline
 
@@ -76,6 +77,8 @@ def test_stage3_change_reuses_stages_1_and_2(debug_run, capfd):
     err = capfd.readouterr().err
     assert "stage 1 (similarity): cached" in err and "stage 2 (core mining): cached" in err
     assert "stage 3 (classifier): cached" not in err
+    # the banner counts what the stages use; epochs count from 1, as the progress bar does
+    assert "41 classes, 60 of 200 corpus docs, 60 of 100 test docs" in err and "best epoch 1 of 1," in err
     assert changed["stage2/num_core_classes"] == first["stage2/num_core_classes"]
     run_pipeline(debug_config(out, "a", "force_stage=2", "self_training.enabled=false"))
     err = capfd.readouterr().err
@@ -85,28 +88,56 @@ def test_stage3_change_reuses_stages_1_and_2(debug_run, capfd):
 def test_predict_and_errors(debug_run, tmp_path):
     out, _ = debug_run
     texts = tmp_path / "texts.txt"
-    texts.write_text("These headphones block the noise on my commute.\n{\"id\": \"x\", \"text\": \"A tent for two.\"}\n")
+    texts.write_text("These headphones block the noise on my commute.\n\nA tent for two.\n")
     res = run_cli("predict", "--run", out / "a", "--input", texts, "--top-k", "4")
     assert res.returncode == 0, res.stderr
+    assert "texts.txt: 2 texts read as plain text lines" in res.stderr
     rows = [json.loads(line) for line in res.stdout.splitlines()]
-    assert [r["doc_id"] for r in rows] == ["0", "x"] and all(len(r["classes"]) == 4 for r in rows)
-    # --path answers the path evaluation ranked first, for test documents given as new texts
-    preds = [json.loads(line) for line in (out / "a" / "predictions/test.jsonl").read_text().splitlines()][:5]
+    assert [r["doc_id"] for r in rows] == ["1", "3"] and all(len(r["classes"]) == 4 for r in rows)  # ids: line numbers
+    # the project's own doc_id<TAB>text file: ids kept, texts without them; --path answers what evaluation ranked first
+    preds = {p["doc_id"]: p for p in map(json.loads, (out / "a" / "predictions/test.jsonl").read_text().splitlines())}
     test = load_dataset("demo").test
-    by_id = dict(zip(test.doc_ids, test.texts))
-    known = tmp_path / "known.jsonl"
-    known.write_text("".join(json.dumps({"id": p["doc_id"], "text": by_id[p["doc_id"]]}) + "\n" for p in preds))
+    known = tmp_path / "corpus.txt"
+    known.write_text("".join(f"{d}\t{t}\n" for d, t in list(zip(test.doc_ids, test.texts))[:5]))
     res = run_cli("predict", "--run", out / "a", "--input", known, "--path")
     assert res.returncode == 0, res.stderr
+    assert "corpus.txt: 5 texts read as id<TAB>text lines" in res.stderr
     answers = [json.loads(line) for line in res.stdout.splitlines()]
-    for p, a in zip(preds, answers):
-        assert len(a["path"]) == 3 and [str(c) for c in a["path"]] == [str(c) for c in p["ranked"][:3]]
+    assert [a["doc_id"] for a in answers] == test.doc_ids[:5]
+    for a in answers:
+        assert len(a["path"]) == 3 and [str(c) for c in a["path"]] == [str(c) for c in preds[a["doc_id"]]["ranked"][:3]]
+        # the path's own score is the decoder's criterion (the mean of its classes' probabilities); the runner-up scores no higher
+        assert a["path_score"] == pytest.approx(sum(a["scores"]) / 3, abs=1e-5)
+        runner = a["runner_up"]
+        assert runner["path"] != a["path"] and runner["path_score"] <= a["path_score"] and len(runner["names"]) == len(runner["path"])
     empty = tmp_path / "empty.txt"
     empty.write_text("\n")
     res = run_cli("predict", "--run", out / "a", "--input", empty)
     assert res.returncode == 2 and "empty.txt: no texts to classify" in res.stderr and "Traceback" not in res.stderr
     res = run_cli("predict", "--run", tmp_path / "nope", "--input", texts)
     assert res.returncode == 2 and "run dir not found" in res.stderr
+
+
+def test_python_api_returns_what_the_cli_prints(debug_run, tmp_path, capsys):
+    import taxoclass
+    from taxoclass.cli import main
+
+    out, _ = debug_run
+    texts = ["Noise-cancelling earbuds with a charging case.", "A two-person tent with a rain fly.", "Dark roast coffee beans."]
+    path = tmp_path / "texts.txt"
+    path.write_text("\n".join(texts) + "\n")
+    model = taxoclass.load(out / "a")
+    for flags, kwargs in (([], {"top_k": 3}), (["--top-k", "5", "--path"], {"top_k": 5, "path": True})):
+        capsys.readouterr()
+        assert main(["predict", "--run", str(out / "a"), "--input", str(path), *flags]) == 0  # in-process: no second torch start
+        assert model.predict(texts, **kwargs) == [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    records = model.predict(texts, top_k=5, ids=["a", "b", "c"])
+    assert [r["doc_id"] for r in records] == ["a", "b", "c"] and all(len(r["classes"]) == 5 for r in records)
+    assert all(r["scores"] == sorted(r["scores"], reverse=True) for r in records)
+    with pytest.raises(DataError, match="at least 1"):
+        model.predict(texts, top_k=0)
+    with pytest.raises(DataError, match="run dir not found"):
+        taxoclass.load(tmp_path / "nope")
 
 
 def test_single_stage_on_a_run_dir(debug_run):

@@ -227,18 +227,7 @@ def read_jsonl(path: Path, taxonomy: Taxonomy) -> tuple[Corpus, dict[str, list[i
     path = Path(path)
     ids, texts, labels, seen = [], [], {}, {}
     for number, line in read_lines(path):
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(path, f"malformed JSON line: {err.msg} at column {err.colno}", number) from None
-        if not isinstance(row, dict):
-            raise DataError(path, "expected a JSON object per line", number)
-        text = next((row[f] for f in JSON_TEXT_FIELDS if f in row), None)
-        if text is None:
-            raise DataError(path, f"no text field (one of {', '.join(JSON_TEXT_FIELDS)})", number)
-        if not isinstance(text, str) or not text.strip():
-            raise DataError(path, "empty text", number)
-        doc_id = next((str(row[f]) for f in JSON_ID_FIELDS if f in row), str(len(ids)))
+        row, doc_id, text = parse_json_doc(path, number, line, default_id=str(len(ids)))
         if doc_id in seen:
             raise DataError(path, f"duplicate document id '{doc_id}' (first on line {seen[doc_id]})", number)
         seen[doc_id] = number
@@ -247,10 +236,27 @@ def read_jsonl(path: Path, taxonomy: Taxonomy) -> tuple[Corpus, dict[str, list[i
             raise DataError(path, "no 'labels' list", number)
         labels[doc_id] = _class_indices(raw_labels, taxonomy, path, number)
         ids.append(doc_id)
-        texts.append(text.strip())
+        texts.append(text)
     if not ids:
         raise DataError(path, "no documents")
     return Corpus(ids, texts, str(path)), labels
+
+
+def parse_json_doc(path: Path, number: int, line: str, default_id: str) -> tuple[dict, str, str]:
+    """One JSON-lines document: (the row, its id or `default_id`, its stripped text). Shared with `predict`."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise DataError(path, f"malformed JSON line: {err.msg} at column {err.colno}", number) from None
+    if not isinstance(row, dict):
+        raise DataError(path, "expected a JSON object per line", number)
+    text = next((row[f] for f in JSON_TEXT_FIELDS if f in row), None)
+    if text is None:
+        raise DataError(path, f"no text field (one of {', '.join(JSON_TEXT_FIELDS)})", number)
+    if not isinstance(text, str) or not text.strip():
+        raise DataError(path, "empty text", number)
+    doc_id = next((str(row[f]) for f in JSON_ID_FIELDS if f in row), default_id)
+    return row, doc_id, text.strip()
 
 
 def read_keywords(path: Path, taxonomy: Taxonomy) -> dict[int, list[str]]:

@@ -125,7 +125,8 @@ def score_with_ray_data(cfg: Config, taxonomy: Taxonomy, texts: list[str], hypot
         if pending:
             raise RuntimeError(f"stage 1 on Ray Data returned incomplete shards: {sorted(pending)}")
     width = _embedding_width(cfg) if embed else len(taxonomy)
-    return {"stage1/shards_scored": len(todo), "stage1/shards_reused": total_shards - len(todo), "stage1/actors": actors}, width
+    return {"stage1/shards_scored": len(todo), "stage1/shards_reused": total_shards - len(todo), "stage1/actors": actors,
+            "stage1/gpus_per_actor": 1 if gpus else 0}, width
 
 
 def _embedding_width(cfg: Config) -> int:
