@@ -352,7 +352,9 @@ class Run:
         texts = [self.inputs.corpus.texts[i] for i in keep]
         self.hook("on_model", bundle.model)
         if self.runtime is None:
-            docs = bundle.docs(texts, desc="stage 3: embedding documents")
+            # the whole corpus, then its pseudo-labelled rows: a frozen encoder's embeddings are then reused by
+            # the evaluation of a transductive set (and by stage 4) instead of computed again
+            docs = bundle.docs(self.inputs.corpus.texts, desc="stage 3: embedding documents").subset(keep)
             stats = train_classifier(bundle.model, docs, targets, mask, self.cfg.classifier, self.device, self.cfg.seed, self.log,
                                      self.cfg.tracking.log_interval)
         else:

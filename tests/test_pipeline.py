@@ -14,7 +14,8 @@ from taxoclass.pipeline import run_pipeline
 REQUIRED_SUMMARY = ["test/example_f1", "test/p_at_1", "test/p_at_3", "test/mrr", "test/accuracy", "test/precision", "test/recall",
                     "test/f1_score", "test/top3_accuracy", "test/top5_accuracy", "test/top10_accuracy", "test/level_0_accuracy",
                     "test/level_1_accuracy", "test/level_2_accuracy", "zeroshot/example_f1", "zeroshot/path_example_f1",
-                    "stage1/similarity_mean", "stage2/num_core_classes", "stage3/best_val_loss", "stage4/confidence_ratio"]
+                    "stage1/similarity_mean", "stage2/num_core_classes", "stage3/best_val_loss", "stage4/confidence_ratio",
+                    "zeroshot/bestpath_example_f1", "zeroshot/enriched_bestpath_example_f1", "test/gain_over_zeroshot"]
 
 
 def debug_config(tmp_path, name, *extra):
@@ -83,6 +84,47 @@ def test_stage3_change_reuses_stages_1_and_2(debug_run, capfd):
     run_pipeline(debug_config(out, "a", "force_stage=2", "self_training.enabled=false"))
     err = capfd.readouterr().err
     assert "stage 1 (similarity): cached" in err and "stage 2 (core mining): cached" not in err
+
+
+def test_gain_over_zeroshot_and_the_skipped_stage_4(debug_run, capfd):
+    out, first = debug_run
+    # every run says what it adds over the free name-only best-path decoder, on the same top-3 protocol
+    assert first["test/gain_over_zeroshot"] == pytest.approx(first["test/example_f1"] / first["zeroshot/bestpath_example_f1"])
+    # the default skips stage 4 openly: the log line, metrics.jsonl and the summary say why
+    capfd.readouterr()
+    skipped = run_pipeline(debug_config(out, "a", "self_training.enabled=false"))
+    assert "stage 4 (self-training): skipped: self_training.enabled=false" in capfd.readouterr().err
+    assert "self_training.enabled=false" in skipped["stage4/skipped"]
+    rows = [json.loads(line) for line in (out / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert any("stage4/skipped" in r for r in rows)
+
+
+def test_stage_3_starts_at_the_refined_prototypes(tmp_path):
+    """Before training, the classifier ranks as stage 1's refined scores do: the prototypes are its class features."""
+    import numpy as np
+
+    from taxoclass.pipeline import Run
+    from taxoclass.stages.model import predict_probs
+
+    run = Run(debug_config(tmp_path, "init", "classifier.max_length=128", "similarity.max_length=128"))
+    try:
+        sim, _ = run.similarity(force=False)
+        bundle = run.bundle()
+        assert np.allclose(bundle.model.class_features.detach().numpy(), run.stage1["prototypes"], atol=1e-6)
+        probs = predict_probs(bundle.model, bundle.docs(run.inputs.corpus.texts), "cpu", 64)
+        # logits = 10 * (cosine with the prototype - 0.3): the refined stage-1 scores, not the names'
+        logits = np.log(probs) - np.log1p(-probs)
+        assert np.allclose(logits, 10 * (sim - 0.3), atol=2e-3)
+        assert not np.allclose(logits, 10 * (run.stage1["names_corpus"] - 0.3), atol=2e-3)
+        refined_off = build_config("debug", overrides=[f"output_dir={tmp_path}", "run_name=off", "similarity.refine_rounds=0"], environ={})
+        off = Run(refined_off)
+        try:
+            off.similarity(force=False)
+            assert "prototypes" not in off.stage1 and off._class_init() is None
+        finally:
+            off.close()
+    finally:
+        run.close()
 
 
 def test_predict_and_errors(debug_run, tmp_path):

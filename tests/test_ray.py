@@ -53,6 +53,9 @@ def test_stage1_and_2_match_the_local_runtime(ray_instance, tmp_path):
     remote.close()
     np.testing.assert_allclose(sim_ray, sim_local, atol=1e-5)
     np.testing.assert_allclose(test_ray, test_local, atol=1e-5)
+    # refined prototypes: the actors returned document embeddings, the driver refined and scored
+    np.testing.assert_allclose(remote.stage1["prototypes"], local.stage1["prototypes"], atol=1e-5)
+    np.testing.assert_allclose(remote.stage1["names_test"], local.stage1["names_test"], atol=1e-5)
     a = mine_core_classes(sim_local, local.inputs.taxonomy, local.cfg.mining)
     b = mine_core_classes(sim_ray, local.inputs.taxonomy, local.cfg.mining)
     assert a.cores == b.cores and a.candidates == b.candidates
@@ -64,11 +67,12 @@ def test_stage1_scores_only_missing_shards(ray_instance, tmp_path):
     texts, tax = run.inputs.corpus.texts, run.inputs.taxonomy
     hyps = hypotheses(cfg.similarity.template, class_texts(tax, "name", None))
     folder = tmp_path / "shards"
-    first = score_with_ray_data(cfg, tax, texts, hyps, folder, progress=False)
+    first, width = score_with_ray_data(cfg, tax, texts, hyps, folder, progress=False)
+    assert width == len(tax)  # scores; with embed=True the rows are document embeddings
     full = load_shards(folder, len(texts), len(tax))
     shard_path(folder, 1).unlink()
     shard_path(folder, 3).unlink()
-    again = score_with_ray_data(cfg, tax, texts, hyps, folder, progress=False)
+    again, _ = score_with_ray_data(cfg, tax, texts, hyps, folder, progress=False)
     assert first["stage1/shards_scored"] == 4
     assert again["stage1/shards_scored"] == 2 and again["stage1/shards_reused"] == 2
     np.testing.assert_allclose(load_shards(folder, len(texts), len(tax)), full, atol=1e-6)

@@ -45,7 +45,8 @@ def test_offline_run_has_every_metric_name_and_value(tracked_run):
     }
     assert expected <= logged, expected - logged
     # values, not just names: the wandb summary holds what summary.json holds
-    for key in ["test/example_f1", "test/mrr", "test/level_2_accuracy", "stage2/num_core_classes"]:
+    for key in ["test/example_f1", "test/mrr", "test/level_2_accuracy", "stage2/num_core_classes", "test/gain_over_zeroshot",
+                "zeroshot/bestpath_example_f1"]:
         assert run.summary[key] == pytest.approx(summary[key]), key
     assert run.summary["final_accuracy"] == pytest.approx(summary["test/accuracy"])
     assert run.summary["final_f1"] == pytest.approx(summary["test/f1_score"])
