@@ -294,7 +294,8 @@ def _placement_worker(config):
     t0 = time.time()
     while len(list(folder.glob("*.json"))) < config["expected"] and time.time() - t0 < 240:
         time.sleep(0.5)
-    ray.train.report({"together": len(list(folder.glob("*.json"))) >= config["expected"]})
+    together = len(list(folder.glob("*.json"))) >= config["expected"]
+    (folder / f"{config['trial']}-{rank}.together").write_text(str(together))
 
 
 def _placement_trial(config, cfg, folder, expected, storage):
@@ -307,7 +308,8 @@ def _placement_trial(config, cfg, folder, expected, storage):
     trial = tune.get_context().get_trial_id()
     trainer = DataParallelTrainer(_placement_worker, train_loop_config={"folder": folder, "trial": trial, "expected": expected},
                                   scaling_config=scaling_config(cfg), run_config=RunConfig(name=trial, storage_path=storage))
-    tune.report({"together": trainer.fit().metrics["together"]})
+    trainer.fit()
+    tune.report({"done": 1})
 
 
 @ray_tests
@@ -318,7 +320,9 @@ def test_gpus_per_trial_places_trials_on_logical_gpus(tmp_path):
 
     from tune.resources import TRIAL_CPUS, plan_trials
 
-    ray.init(num_cpus=12, num_gpus=4, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
+    path = os.pathsep.join([str(REPO / "tests"), str(REPO), os.environ.get("PYTHONPATH", "")])  # the workers import this module
+    ray.init(num_cpus=12, num_gpus=4, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1",
+             runtime_env={"env_vars": {"PYTHONPATH": path}})
     try:
         for gpus_per_trial, trials in ((0.25, 4), (2, 2)):
             plan = plan_trials(gpus_per_trial, 1, 1, ray.cluster_resources())
@@ -333,7 +337,8 @@ def test_gpus_per_trial_places_trials_on_logical_gpus(tmp_path):
                                run_config=tune.RunConfig(storage_path=str(tmp_path / "tune"), verbose=0))
             results = tuner.fit()
             assert not results.errors
-            assert all(r.metrics["together"] for r in results)  # every trial's workers ran at the same time
+            together = [p.read_text() for p in folder.glob("*.together")]
+            assert together == ["True"] * expected  # every trial's workers ran at the same time
             notes = [json.loads(p.read_text()) for p in folder.glob("*.json")]
             assert len(notes) == expected
             if gpus_per_trial < 1:
