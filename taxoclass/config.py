@@ -126,6 +126,8 @@ class RayConfig:
     shard_size: int = 1024  # documents per Parquet shard (the unit of stage-1 resume)
     num_workers: int = 2  # Ray Train workers for stages 3-4
     use_gpu: bool = False  # one GPU per stage-1 actor and per Train worker
+    gpus_per_worker: float = 1.0  # with use_gpu: a Train worker's share of a GPU (0.25: four workers on one GPU)
+    cpus_per_worker: float = 1.0  # CPUs a Train worker holds
     max_failures: int = 2  # Ray Train retries from the latest checkpoint
     storage_path: str = ""  # checkpoints (default <run_dir>/ray); a shared path on a cluster
 

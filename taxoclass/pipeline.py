@@ -407,13 +407,19 @@ class Run:
         self.log(stats)
         save_checkpoint(self.bundle(), self.inputs.taxonomy, self._path(stage, ".pt"))
         self._save_stats(stage, stats)
+        if self.runtime is not None:
+            self.runtime.stage_cached(*self._train_storage(stage))
         log(f"stage {stage} ({STAGE_NAMES[stage]}): {what}, {stats[f'stage{stage}/seconds']:.1f}s")
+
+    def _train_storage(self, stage: int) -> tuple[Path, str]:
+        """Where the runtime keeps a training stage's checkpoints: (storage folder, name)."""
+        storage = Path(self.cfg.ray.storage_path) if self.cfg.ray.storage_path else self.dir / "ray"
+        return storage, f"stage{stage}-{self.keys[stage]}"
 
     def _train_on_runtime(self, stage: int, texts: list[str], **kw) -> dict:
         """Stage 3 or 4 on the runtime's workers; their rank-0 log lines are replayed here, in order."""
-        storage = Path(self.cfg.ray.storage_path) if self.cfg.ray.storage_path else self.dir / "ray"
-        stats, logs, state = self.runtime.train(stage, self.cfg, self.inputs.taxonomy, self.inputs.keywords, texts, storage,
-                                                f"stage{stage}-{self.keys[stage]}", **kw)
+        stats, logs, state = self.runtime.train(stage, self.cfg, self.inputs.taxonomy, self.inputs.keywords, texts,
+                                                *self._train_storage(stage), **kw)
         for metrics, step in logs:
             self.log(metrics, step=step)
         self.bundle().model.load_state_dict(state, strict=not self.cfg.classifier.freeze_encoder)

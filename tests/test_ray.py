@@ -164,6 +164,8 @@ def test_kill_9_resumes_stage1_shards_and_stage3_checkpoints(tmp_path):
     assert summary["stage3/resumed_from_epoch"] >= 1
     stage1 = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if "stage1/shards_reused" in line]
     assert stage1 and stage1[-1]["stage1/shards_reused"] == done_before
+    # once stage 3's output is cached its Train checkpoints (the model and optimiser state) are deleted
+    assert list(run_dir.glob("cache/stage3-*.pt")) and not list(run_dir.glob("ray/stage3-*/checkpoint_*"))
 
 
 @pytest.mark.parametrize("name", ["cluster.yaml", "cluster-aws.yaml"])

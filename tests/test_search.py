@@ -3,9 +3,11 @@
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from conftest import REPO
@@ -18,7 +20,7 @@ from tune.space import Param, read_sweep, to_tune
 
 SEARCH = [sys.executable, str(REPO / "tune" / "search.py")]
 ray_tests = pytest.mark.ray  # the searches start Ray; the sweep translation does not
-FAST = ["ray.num_cpus=8", "self_training.enabled=false", "max_docs=40"]
+FAST = ["self_training.enabled=false", "max_docs=40"]  # no ray.num_cpus: the search must fit whatever machine runs it
 
 SEED_SWEEP = """program: train.py
 method: bayes
@@ -91,14 +93,14 @@ def _rows(search_dir):
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     out = tmp_path_factory.mktemp("search")
-    res = subprocess.run([*SEARCH, "--smoke", "--name", "smoke", f"output_dir={out}", *FAST], capture_output=True, text=True,
-                         cwd=REPO, timeout=1500, env={**os.environ, "WANDB_MODE": "offline"})
+    res = subprocess.run([*SEARCH, "--smoke", "--name", "smoke", f"output_dir={out}", "max_docs=40"], capture_output=True,
+                         text=True, cwd=REPO, timeout=1500, env={**os.environ, "WANDB_MODE": "offline"})
     assert res.returncode == 0, res.stderr[-3000:]
     return out / "smoke", res
 
 
 @ray_tests
-def test_smoke_search_one_offline_run_per_trial_in_one_group(smoke):
+def test_smoke_search_one_offline_run_per_trial_with_comparable_names(smoke):
     search_dir, res = smoke
     rows = _rows(search_dir)
     assert len(rows) == 3
@@ -106,12 +108,37 @@ def test_smoke_search_one_offline_run_per_trial_in_one_group(smoke):
     assert len(runs) == 3
     assert {r.group for r in runs} == {"smoke"} and {r.job_type for r in runs} == {"hpo-trial"}
     assert {r.run_id for r in runs} == {row["trial"] for row in rows}
-    for r in runs:  # the trial's parameters are in its run's config
-        assert "classifier.gnn_hidden_dim" in r.config
+    finished = {row["trial"] for row in rows if row["finished"] == "True"}
+    assert finished  # the default trial at least: nothing is better than it before it has run
+    for r in runs:  # the trial's parameters are its run's config; its history, the pipeline's metric names
+        assert "classifier.head_learning_rate" in r.config and "mining.top_share" in r.config
+        keys = {k for row in r.history for k in row}
+        assert "objective" in keys and "stage3/epoch_val_loss" in keys
+        if r.run_id in finished:
+            assert {"test/example_f1", "stage4/iteration", "stage3/best_val_loss", "silver/example_f1"} <= keys
+
+
+@ray_tests
+def test_smoke_search_shares_stage1_and_keeps_its_outputs_in_its_folder(smoke):
+    search_dir, res = smoke
+    trials = [row["trial"] for row in _rows(search_dir)]
+    configs = [search_dir / "runs" / t / "config.yaml" for t in trials]
+    assert all(c.is_file() for c in configs)  # every trial's run dir under the search folder
+    stage1 = list((search_dir / "cache").glob("stage1-*.npz"))
+    assert len(stage1) == 1  # one stage 1, computed before the trials ...
+    assert not list((search_dir / "cache").glob("stage1-*-shards"))  # ... and never again on Ray Data by a trial
+    assert stage1[0].stat().st_mtime <= min(c.stat().st_mtime for c in configs)
+    for c in configs:
+        assert build_config(config_file=str(c), environ={}).cache_dir == str(search_dir / "cache")
+    assert not list(search_dir.glob("runs/*/ray/*/checkpoint_*"))  # Train checkpoints gone once the search ends
+    assert "note: ray.num_workers=2 does not fit" in res.stderr or os.cpu_count() > 2
+    assert "Traceback" not in res.stderr and "AttributeError" not in res.stderr
 
 
 @ray_tests
 def test_objective_is_label_free_and_best_config_runs(smoke):
+    import yaml
+
     search_dir, res = smoke
     for row in _rows(search_dir):
         if row["finished"] == "True":  # the searcher's objective is the pseudo-label loss, not a test metric
@@ -119,10 +146,17 @@ def test_objective_is_label_free_and_best_config_runs(smoke):
             assert float(row["objective"]) == pytest.approx(summary["stage3/best_val_loss"])
             assert float(row["test/example_f1"]) == pytest.approx(summary["test/example_f1"])
     best = min(_rows(search_dir), key=lambda row: float(row["objective"]))
+    written = yaml.safe_load((search_dir / "best_config.yaml").read_text())
+    assert "runtime" not in written and "device" not in written  # the base the user gave, not the search's or --smoke's
     cfg = build_config(config_file=str(search_dir / "best_config.yaml"), environ={})
-    assert cfg.classifier.gnn_hidden_dim == int(best["classifier.gnn_hidden_dim"])
-    assert cfg.classifier.learning_rate == pytest.approx(float(best["classifier.learning_rate"]))
-    assert "trials" not in res.stdout or "| trial |" in res.stdout
+    assert cfg.runtime == "local" and cfg.max_docs == 40
+    assert cfg.classifier.head_learning_rate == pytest.approx(float(best["classifier.head_learning_rate"]))
+    assert cfg.classifier.label_scope == best["classifier.label_scope"]
+    full = build_config(config_file=str(search_dir / "best_trial_config.yaml"), environ={})
+    assert full.runtime == "ray" and full.classifier.gnn_hidden_dim == 64  # the winner as it ran
+    report = (search_dir / "trials.md").read_text()
+    assert "default" in report.split("|---|")[-1]  # the verdict on the winner against the default trial
+    assert sum(row["default"] == "True" for row in _rows(search_dir)) == 1
 
 
 @ray_tests
@@ -141,7 +175,9 @@ def test_asha_stops_a_diverging_trial(tmp_path):
 
 
 @ray_tests
-def test_killed_search_resumes_keeping_finished_trials(tmp_path):
+def test_ctrl_c_ends_the_search_at_once_and_resume_continues_trials_and_study(tmp_path):
+    import optuna
+
     args = [*SEARCH, "--smoke", "--num-samples", "2", "--no-asha", "--name", "res", f"output_dir={tmp_path}", *FAST]
     search_dir = tmp_path / "res"
     proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
@@ -151,7 +187,13 @@ def test_killed_search_resumes_keeping_finished_trials(tmp_path):
         return any("TERMINATED" in p.read_text(errors="ignore") for p in search_dir.glob("experiment_state-*.json"))
 
     assert _wait_for(one_finished, proc, timeout=900)
-    _kill_tree(proc)
+    os.killpg(proc.pid, signal.SIGINT)  # one Ctrl-C, as a terminal sends it: to the whole process group
+    try:
+        assert proc.wait(timeout=60) == 130
+    finally:
+        _kill_tree(proc)
+    stderr = proc.stderr.read()
+    assert "interrupted" in stderr and "Traceback" not in stderr, stderr[-3000:]
     finished = [p.parent.name for p in (search_dir / "runs").glob("*/summary.json")]
     assert len(finished) == 1
     stamp = (search_dir / "runs" / finished[0] / "summary.json").stat().st_mtime
@@ -162,3 +204,147 @@ def test_killed_search_resumes_keeping_finished_trials(tmp_path):
     rows = _rows(search_dir)
     assert len(rows) == 2 and finished[0] in {r["trial"] for r in rows}
     assert (search_dir / "runs" / finished[0] / "summary.json").stat().st_mtime == stamp  # not run again
+    # the Optuna study, in the search folder and named after it, holds both trials with their objectives
+    study = optuna.load_study(study_name="res", storage=f"sqlite:///{search_dir / 'optuna.db'}")
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert sorted(t.value for t in complete) == pytest.approx(sorted(float(r["objective"]) for r in rows))
+
+# ---------------------------------------------------------------- the feasibility check (no Ray started)
+def test_a_trial_too_wide_for_the_cpus_shrinks_with_a_notice():
+    from tune.resources import plan_trials
+
+    plan = plan_trials(0, num_workers=2, cpus_per_worker=1, cluster={"CPU": 2.0})  # the 2-core machine of the issue
+    assert (plan.workers, plan.concurrent, plan.cpus) == (1, 1, 2)
+    assert len(plan.notices) == 1 and "ray.num_workers=2" in plan.notices[0]
+    assert not plan_trials(0, 2, 1, {"CPU": 8.0}).notices
+
+
+@pytest.mark.parametrize("gpus, cluster, key", [
+    (0, {"CPU": 1.0}, "ray.cpus_per_worker"),  # the trial alone takes the only CPU
+    (0.25, {"CPU": 8.0}, "--gpus-per-trial"),  # no GPU at all
+    (1.5, {"CPU": 8.0, "GPU": 4.0}, "--gpus-per-trial"),  # neither a share nor whole GPUs
+])
+def test_a_trial_that_cannot_fit_is_a_one_line_error(gpus, cluster, key):
+    from tune.resources import plan_trials
+
+    with pytest.raises(ConfigError) as err:
+        plan_trials(gpus, 2, 1, cluster)
+    assert f"'{key}'" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_fractional_and_whole_gpus_per_trial():
+    from tune.resources import plan_trials
+
+    cluster = {"CPU": 64.0, "GPU": 4.0}
+    quarter = plan_trials(0.25, 2, 1, cluster)
+    assert (quarter.workers, quarter.gpus_per_worker, quarter.concurrent) == (1, 0.25, 16)  # four trials per GPU
+    two = plan_trials(2, 1, 1, cluster)
+    assert (two.workers, two.gpus_per_worker, two.concurrent) == (2, 1.0, 2)  # two DDP workers a trial
+    wide = plan_trials(8, 1, 1, cluster)
+    assert wide.workers == 4 and len(wide.notices) == 1
+
+
+def test_best_config_is_the_base_plus_the_winning_parameters(tmp_path):
+    import yaml
+
+    from tune.search import write_best_config
+
+    base = tmp_path / "base.yaml"
+    base.write_text("data: demo\nclassifier:\n  gnn_hidden_dim: 128\n")
+    user = build_config(config_file=str(base), overrides=["max_docs=30"], environ={})
+    trial = tmp_path / "runs" / "t1"
+    trial.mkdir(parents=True)
+    (trial / "config.yaml").write_text("runtime: ray\n")
+    path = write_best_config(user, {"classifier.head_learning_rate": 0.01, "mining.floor": 0.1}, trial, tmp_path, "s")
+    written = yaml.safe_load(path.read_text())
+    assert written == {"run_name": "best-s", "max_docs": 30,
+                       "mining": {"floor": 0.1}, "classifier": {"gnn_hidden_dim": 128, "head_learning_rate": 0.01}}
+    assert (tmp_path / "best_trial_config.yaml").read_text() == "runtime: ray\n"
+
+
+def test_trials_report_says_when_the_winner_does_not_beat_the_default():
+    from tune.report import markdown
+
+    def row(trial, objective, held_out, default=False):
+        return {"trial": trial, "status": "ok", "reports": 3, "finished": True, "default": default,
+                "objective": objective, "test/example_f1": held_out}
+
+    # the objective (a loss) picks b, whose held-out score is below the default's: regret .2, correlation -0.5
+    rows = [row("a", 2.0, 0.7, default=True), row("b", 1.0, 0.5), row("c", 3.0, 0.6)]
+    md = markdown(rows, "min")
+    assert "Spearman -0.50, regret 0.2000" in md
+    assert "the winner does not beat the default: 0.5000 vs 0.7000" in md
+    rows[1]["test/example_f1"] = 0.9
+    assert "better too: 0.9000 vs 0.7000" in markdown(rows, "min")
+    rows[0]["objective"] = 0.5
+    assert "The default configuration (trial a) won" in markdown(rows, "min")
+
+
+# ---------------------------------------------------------------- fractional GPUs, placed by real Ray on logical GPUs
+def _placement_worker(config):
+    """A Train worker: note what it holds, then wait until every expected worker has started."""
+    import ray
+    import ray.train
+
+    ctx = ray.get_runtime_context()
+    rank = ray.train.get_context().get_world_rank()
+    note = {"gpu": ctx.get_assigned_resources().get("GPU", 0), "ids": ctx.get_accelerator_ids()["GPU"]}
+    folder = Path(config["folder"])
+    (folder / f"{config['trial']}-{rank}.json").write_text(json.dumps(note))
+    t0 = time.time()
+    while len(list(folder.glob("*.json"))) < config["expected"] and time.time() - t0 < 240:
+        time.sleep(0.5)
+    together = len(list(folder.glob("*.json"))) >= config["expected"]
+    (folder / f"{config['trial']}-{rank}.together").write_text(str(together))
+
+
+def _placement_trial(config, cfg, folder, expected, storage):
+    from ray import tune
+    from ray.train import RunConfig
+    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
+
+    from taxoclass.distributed.ray_train import scaling_config
+
+    trial = tune.get_context().get_trial_id()
+    trainer = DataParallelTrainer(_placement_worker, train_loop_config={"folder": folder, "trial": trial, "expected": expected},
+                                  scaling_config=scaling_config(cfg), run_config=RunConfig(name=trial, storage_path=storage))
+    trainer.fit()
+    tune.report({"done": 1})
+
+
+@ray_tests
+def test_gpus_per_trial_places_trials_on_logical_gpus(tmp_path):
+    """0.25: four one-worker trials at once, each worker holding a quarter GPU; 2: two trials of two DDP workers."""
+    import ray
+    from ray import tune
+
+    from tune.resources import TRIAL_CPUS, plan_trials
+
+    path = os.pathsep.join([str(REPO / "tests"), str(REPO), os.environ.get("PYTHONPATH", "")])  # the workers import this module
+    ray.init(num_cpus=12, num_gpus=4, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1",
+             runtime_env={"env_vars": {"PYTHONPATH": path}})
+    try:
+        for gpus_per_trial, trials in ((0.25, 4), (2, 2)):
+            plan = plan_trials(gpus_per_trial, 1, 1, ray.cluster_resources())
+            cfg = build_config("debug", environ={})
+            plan.apply(cfg)
+            folder = tmp_path / str(gpus_per_trial)
+            folder.mkdir()
+            expected = trials * plan.workers
+            fn = tune.with_parameters(_placement_trial, cfg=cfg, folder=str(folder), expected=expected, storage=str(tmp_path / "ray"))
+            tuner = tune.Tuner(tune.with_resources(fn, {"cpu": TRIAL_CPUS}),
+                               tune_config=tune.TuneConfig(num_samples=trials, max_concurrent_trials=plan.concurrent),
+                               run_config=tune.RunConfig(storage_path=str(tmp_path / "tune"), verbose=0))
+            results = tuner.fit()
+            assert not results.errors
+            together = [p.read_text() for p in folder.glob("*.together")]
+            assert together == ["True"] * expected  # every trial's workers ran at the same time
+            notes = [json.loads(p.read_text()) for p in folder.glob("*.json")]
+            assert len(notes) == expected
+            if gpus_per_trial < 1:
+                assert {n["gpu"] for n in notes} == {0.25}
+            else:
+                assert {n["gpu"] for n in notes} == {1.0}
+                assert len({i for n in notes for i in n["ids"]}) == 4  # two trials x two workers: all four GPUs, one each
+    finally:
+        ray.shutdown()

@@ -2,31 +2,42 @@
 
     python tune/search.py --smoke                                   # 3 tiny trials on the demo data, CPU
     python tune/search.py --config my.yaml --num-samples 20 --gpus-per-trial 1
+    python tune/search.py --config my.yaml --gpus-per-trial 0.25    # four one-worker trials per GPU
     python tune/search.py --space sweep.yaml --name my-search       # the seed's wandb sweep.yaml, translated
     python tune/search.py --name my-search --resume                 # continue a killed search
 
 Features:
+- before anything starts, one trial's CPUs and GPUs (the trial, its Train workers) are checked
+  against the cluster: a trial that does not fit is shrunk with a one-line notice, or the
+  search stops with a one-line error (tune/resources.py); Ctrl-C ends it at the first press;
 - each trial runs stages 3-4 of the pipeline on Ray Train inside a Tune function (the Train V2
-  pattern); stages 1-2 are computed once, before the trials, and shared through one cache;
-- `OptunaSearch` (TPE, seeded; random or grid for sweep files) and `ASHAScheduler` over the
-  trial's reports (stage-3 epochs, then stage-4 target updates); concurrency follows the GPUs;
+  pattern); stages 1-2 are computed once, before the trials, into `<search>/cache`, which every
+  trial reads; the trials' run dirs are `<search>/runs/<trial>`;
+- `OptunaSearch` (TPE, seeded; random or grid for sweep files) with a persistent study
+  (`<search>/optuna.db`, or `--storage URL`) named after the search, and `ASHAScheduler` over
+  the trial's reports (stage-3 epochs, then stage-4 target updates); the first trial runs the
+  base config's values (the "default" trial);
 - the objective never sees the test set: by default the stage-3 best validation loss on the
-  pseudo-labels (label-free, minimised); with `--dev FILE` (doc_id<TAB>id,id of corpus
-  documents) the Example-F1 on that labelled dev split (maximised). Test metrics of each
-  trial are logged for the record only;
-- `WandbLoggerCallback`: one wandb run per trial, all in one group named after the search,
-  job type `hpo-trial`; `WANDB_MODE=offline` works;
-- at the end: a table of trials (config, objective, test metrics) printed and written to the
-  search dir, and `best_config.yaml`, which `taxoclass run --config` accepts;
-- `--resume` continues a killed search with `Tuner.restore`, keeping finished trials.
+  pseudo-labels (minimised); `--objective silver_f1`: the decoder's Example-F1 against the
+  pseudo-labels of the held-out pseudo-labelled documents (maximised); with `--dev FILE` the
+  Example-F1 on that labelled dev split (maximised). Test metrics are logged for the record;
+- `WandbLoggerCallback`: one wandb run per trial (the parameters as config; the objective and
+  the pipeline's `stage3/...`, `stage4/...`, `test/...` metrics), all in one group named after
+  the search, job type `hpo-trial`; `WANDB_MODE=offline` works;
+- at the end: `trials.md` / `trials.csv` (with the objective's correlation and regret against
+  the held-out test score, and whether the winner beats the default), `best_config.yaml` (the
+  base config plus the winning parameters) and `best_trial_config.yaml` (the winner's full config);
+- `--resume` continues a killed search with `Tuner.restore`, keeping finished trials and the study.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import logging
 import math
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -35,32 +46,47 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from taxoclass.config import Config, build_config, from_dict, save_yaml, set_value, to_dict  # noqa: E402
-from taxoclass.errors import ConfigError, TaxoclassError  # noqa: E402
-from tune.space import default_space, grid_points, read_sweep, to_tune  # noqa: E402
+import yaml  # noqa: E402
 
-OBJECTIVE = "objective"
+from taxoclass.config import LEAF_TYPES, Config, build_config, from_dict, set_value, to_dict  # noqa: E402
+from taxoclass.errors import ConfigError, TaxoclassError  # noqa: E402
+from tune.objectives import OBJECTIVES, SILVER_F1, dev_example_f1, silver_example_f1  # noqa: E402
+from tune.report import OBJECTIVE, markdown, trial_rows, winner  # noqa: E402
+from tune.resources import TRIAL_CPUS, plan_trials  # noqa: E402
+from tune.space import Space, base_point, default_space, grid_points, read_sweep, to_tune  # noqa: E402
+
 RECORD_METRICS = ["test/example_f1", "test/p_at_1", "test/p_at_3", "test/mrr", "test/accuracy"]
+COLUMNS = RECORD_METRICS + ["stage3/best_val_loss", SILVER_F1]
 
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(prog="tune/search.py", description="Hyper-parameter search for taxoclass (Ray Tune + Optuna + ASHA).")
     ap.add_argument("--config", help="base config YAML (default: the defaults, or the debug preset with --smoke)")
     ap.add_argument("--preset", help="base preset (debug, demo, amazon-531, dbpedia-298)")
-    ap.add_argument("--space", help="search space: a wandb sweep.yaml (default: the seed's sweep)")
+    ap.add_argument("--space", help="search space: a wandb sweep.yaml (default: tune/space.py's DEFAULT_SPACE)")
     ap.add_argument("--num-samples", type=int, default=None, help="trials (default 16; 3 with --smoke)")
-    ap.add_argument("--gpus-per-trial", type=float, default=0, help="GPUs per trial = Ray Train workers of a trial")
-    ap.add_argument("--max-concurrent", type=int, default=None, help="trials at once (default: GPUs / gpus-per-trial, else 1)")
-    ap.add_argument("--name", default=None, help="search name: the wandb group and the folder under output_dir")
+    ap.add_argument("--gpus-per-trial", type=float, default=0,
+                    help="GPUs per trial: below 1 one Train worker with that share of a GPU (0.25: 4 trials per GPU); "
+                         "from 1 on that many DDP workers")
+    ap.add_argument("--max-concurrent", type=int, default=None, help="trials at once (default: as many as the cluster fits)")
+    ap.add_argument("--name", default=None, help="search name: the wandb group, the Optuna study and the folder under output_dir")
     ap.add_argument("--resume", action="store_true", help="continue the search of this --name")
     ap.add_argument("--smoke", action="store_true", help="a tiny CPU search on the debug preset")
+    ap.add_argument("--objective", choices=sorted(OBJECTIVES), default="silver_loss",
+                    help="label-free objective: silver_loss (stage-3 validation loss, min) or silver_f1 (decoded Example-F1 "
+                         "against held-out pseudo-labels, max)")
     ap.add_argument("--dev", default=None, help="labelled dev split of corpus documents (doc_id<TAB>id,id): objective = its Example-F1")
+    ap.add_argument("--storage", default=None, help="Optuna storage URL (default: sqlite:///<search dir>/optuna.db)")
     ap.add_argument("--no-asha", action="store_true", help="run every trial to the end (FIFO)")
     ap.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every trial")
     return ap.parse_args(argv)
 
 
-def run_trial(params: dict, base: dict, search_dir: str, dev: str | None) -> None:
+def objective_mode(args) -> str:
+    return "max" if args.dev else OBJECTIVES[args.objective]
+
+
+def run_trial(params: dict, base: dict, search_dir: str, dev: str | None, objective: str) -> None:
     """One Tune trial: the pipeline with this trial's parameters; stages 3-4 on Ray Train."""
     from ray import tune
 
@@ -70,36 +96,18 @@ def run_trial(params: dict, base: dict, search_dir: str, dev: str | None) -> Non
     cfg = from_dict(base, "search base config")
     for key, value in params.items():
         set_value(cfg, key, value)
-    cfg.output_dir = str(Path(search_dir) / "runs")
+    cfg.output_dir = str(Path(search_dir) / "runs")  # absolute: a trial's working directory is not the driver's
     cfg.run_name = tune.get_context().get_trial_id()
     cfg.cache_dir = str(Path(search_dir) / "cache")  # stages 1-2 computed once, before the trials
     summary = run_pipeline(cfg, runtime=RayRuntime(cfg))
-    final = {k: summary[k] for k in RECORD_METRICS + ["stage3/best_val_loss", "stage4/iteration"] if k in summary}
-    final[OBJECTIVE] = dev_example_f1(cfg, Path(summary["run_dir"]), dev) if dev else summary["stage3/best_val_loss"]
+    run_dir = Path(summary["run_dir"])
+    final = {k: summary[k] for k in COLUMNS + ["stage4/iteration"] if k in summary}
+    final[SILVER_F1] = silver_example_f1(cfg, run_dir)
+    if dev:
+        final[OBJECTIVE] = dev_example_f1(cfg, run_dir, dev)
+    else:
+        final[OBJECTIVE] = final[SILVER_F1] if objective == "silver_f1" else summary["stage3/best_val_loss"]
     tune.report(final)
-
-
-def dev_example_f1(cfg: Config, run_dir: Path, dev: str) -> float:
-    """Example-F1 of the trial's model on the labelled dev documents (taken from the corpus)."""
-    import torch
-
-    from taxoclass.data.readers import read_doc2labels
-    from taxoclass.decoding import decode
-    from taxoclass.metrics import evaluate_rankings
-    from taxoclass.pipeline import prepare_inputs
-    from taxoclass.stages.model import predict_probs
-    from taxoclass.stages.model_io import load_checkpoint
-
-    inputs = prepare_inputs(cfg)
-    gold = read_doc2labels(Path(dev), inputs.taxonomy)
-    texts = dict(zip(inputs.corpus.ids, inputs.corpus.texts))
-    ids = [d for d in gold if d in texts]
-    if not ids:
-        raise ConfigError("--dev", f"none of the documents of {dev} is in the corpus")
-    bundle, tax = load_checkpoint(run_dir / "model.pt", torch.device("cpu"))
-    probs = predict_probs(bundle.model, bundle.docs([texts[d] for d in ids]), torch.device("cpu"))
-    ranked, _ = decode(probs, tax, cfg.evaluation.decoding, cfg.evaluation.save_top_k)
-    return evaluate_rankings(ranked.tolist(), [gold[d] for d in ids], tax.levels)["example_f1"]
 
 
 def compute_shared_stages(cfg: Config, search_dir: Path) -> None:
@@ -117,68 +125,92 @@ def compute_shared_stages(cfg: Config, search_dir: Path) -> None:
         run.close()
 
 
-def max_reports(cfg: Config) -> int:
+def max_reports(cfg: Config, space: Space) -> int:
     """Reports a trial makes at most: per stage-3 epoch, per stage-4 target update, each Train run's
     final report, and the trial's own last one (ASHA ends a trial at max_t, so this must not be short)."""
     st = cfg.self_training
+    epochs = cfg.classifier.epochs
+    for p in space.params:  # the space may give more epochs than the base config
+        if p.key == "classifier.epochs":
+            epochs = int(max(p.values) if p.values else p.high)
     stage4 = math.ceil(st.max_batches / st.update_interval) + 1 if st.enabled else 0
-    return cfg.classifier.epochs + 1 + stage4 + 1
+    return epochs + 1 + stage4 + 1
 
 
-def build_tuner(args, cfg: Config, space, search_dir: Path, name: str):
+def make_sampler(space: Space, seed: int):
+    import optuna
+
+    if space.sampler == "grid":
+        return optuna.samplers.GridSampler(grid_points(space), seed=seed)
+    if space.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+def build_tuner(args, cfg: Config, space: Space, search_dir: Path, name: str, trial_cpus: float, first: dict | None):
     import optuna
     from ray import tune
-    from ray.air.integrations.wandb import WandbLoggerCallback
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    mode = "max" if args.dev else "min"
-    trainable = tune.with_parameters(run_trial, base=to_dict(cfg), search_dir=str(search_dir), dev=args.dev)
-    callbacks = [WandbLoggerCallback(project=cfg.tracking.project, group=name, job_type="hpo-trial", log_config=True,
-                                     entity=cfg.tracking.entity or None, tags=list(cfg.tracking.tags) or None,
-                                     dir=str(search_dir))]
-    run_config = tune.RunConfig(name=name, storage_path=str(search_dir.parent.resolve()), callbacks=callbacks)
+    from tune.callbacks import TrialLines, TrialWandbCallback
+
+    mode = objective_mode(args)
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, base=to_dict(cfg), search_dir=str(search_dir), dev=args.dev, objective=args.objective),
+        {"cpu": trial_cpus})
     if args.resume:
-        if not tune.Tuner.can_restore(str(search_dir.resolve())):
+        if not tune.Tuner.can_restore(str(search_dir)):
             raise ConfigError("--resume", f"no search to resume at {search_dir}")
-        return tune.Tuner.restore(str(search_dir.resolve()), trainable=trainable, resume_unfinished=True, resume_errored=True)
-    if space.sampler == "grid":
-        sampler = optuna.samplers.GridSampler(grid_points(space), seed=cfg.seed)
-    elif space.sampler == "random":
-        sampler = optuna.samplers.RandomSampler(seed=cfg.seed)
-    else:
-        sampler = optuna.samplers.TPESampler(seed=cfg.seed)
-    searcher = OptunaSearch(space=to_tune(space), metric=OBJECTIVE, mode=mode, sampler=sampler)
-    if args.no_asha or args.dev:  # a dev objective exists only at the end of a trial: nothing for ASHA to compare
+        # the searcher comes back with its study (the same storage), the callbacks with their settings
+        return tune.Tuner.restore(str(search_dir), trainable=trainable, resume_unfinished=True, resume_errored=True)
+    callbacks = [TrialWandbCallback(project=cfg.tracking.project, group=name, job_type="hpo-trial", log_config=True,
+                                    entity=cfg.tracking.entity or None, tags=list(cfg.tracking.tags) or None,
+                                    dir=str(search_dir)),
+                 TrialLines(args.num_samples, [OBJECTIVE, "test/example_f1"])]
+    run_config = tune.RunConfig(name=name, storage_path=str(search_dir.parent), callbacks=callbacks, verbose=0)
+    storage = optuna.storages.RDBStorage(args.storage or f"sqlite:///{search_dir / 'optuna.db'}")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    domains = OptunaSearch.convert_search_space(to_tune(space))  # Optuna's own distributions: no conversion warning
+    searcher = OptunaSearch(space=domains, metric=OBJECTIVE, mode=mode, sampler=make_sampler(space, cfg.seed), storage=storage, study_name=name, points_to_evaluate=[first] if first else None)
+    if args.no_asha or mode == "max":  # silver_f1 and dev scores exist only at the end of a trial: nothing for ASHA to compare
         scheduler = FIFOScheduler()
     else:
-        scheduler = ASHAScheduler(metric=OBJECTIVE, mode=mode, time_attr="training_iteration", max_t=max_reports(cfg),
+        scheduler = ASHAScheduler(metric=OBJECTIVE, mode=mode, time_attr="training_iteration", max_t=max_reports(cfg, space),
                                   grace_period=1, reduction_factor=2)
     tune_config = tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=args.num_samples,
                                   max_concurrent_trials=args.max_concurrent)
     return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
 
 
-def trials_table(results, space_keys: list[str], mode: str) -> tuple[list[dict], str]:
-    rows = []
-    for r in results:
-        m = r.metrics or {}
-        row = {"trial": m.get("trial_id", Path(r.path).name if r.path else "?"), "status": "error" if r.error else "ok",
-               "reports": m.get("training_iteration", 0), "finished": "test/example_f1" in m}
-        row.update({k: (r.config or {}).get(k) for k in space_keys})
-        row[OBJECTIVE] = m.get(OBJECTIVE)
-        row.update({k: m.get(k) for k in RECORD_METRICS})
-        rows.append(row)
-    rows.sort(key=lambda row: (row[OBJECTIVE] is None or (isinstance(row[OBJECTIVE], float) and math.isnan(row[OBJECTIVE])),
-                               (row[OBJECTIVE] or 0) * (1 if mode == "min" else -1)))
-    cols = list(rows[0]) if rows else []
+def config_delta(cfg: Config) -> dict:
+    """The settings of `cfg` that differ from the defaults, as a nested mapping (a config YAML)."""
+    values, defaults, out = to_dict(cfg), to_dict(Config()), {}
+    for key in LEAF_TYPES:
+        *sections, leaf = key.split(".")
+        v, d = values, defaults
+        for section in sections:
+            v, d = v[section], d[section]
+        if v[leaf] != d[leaf]:
+            target = out
+            for section in sections:
+                target = target.setdefault(section, {})
+            target[leaf] = v[leaf]
+    return out
 
-    def fmt(v):
-        return f"{v:.4g}" if isinstance(v, float) else str(v)
 
-    md = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    md += ["| " + " | ".join(fmt(row[c]) for c in cols) + " |" for row in rows]
-    return rows, "\n".join(md)
+def write_best_config(user_base: Config, params: dict, trial_dir: Path | None, search_dir: Path, name: str) -> Path:
+    """`best_config.yaml`: the user's base config (their --config/--preset and overrides, not what the
+    search sets for itself) plus the winning parameters; the winner's full config beside it."""
+    best = from_dict(to_dict(user_base), "search base config")
+    for key, value in params.items():
+        set_value(best, key, value)
+    best.run_name, best.cache_dir = f"best-{name}", ""
+    path = search_dir / "best_config.yaml"
+    path.write_text(yaml.safe_dump(config_delta(best), sort_keys=False), encoding="utf-8")
+    if trial_dir is not None and (trial_dir / "config.yaml").is_file():
+        shutil.copyfile(trial_dir / "config.yaml", search_dir / "best_trial_config.yaml")
+    return path
 
 
 def main(argv=None) -> int:
@@ -188,64 +220,141 @@ def main(argv=None) -> int:
     except TaxoclassError as err:
         print(f"tune/search.py: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"tune/search.py: interrupted; `--name {args.name} --resume` continues this search" if args.name else
+              "tune/search.py: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        _stop_ray()
+
+
+def _stop_ray() -> None:
+    if "ray" in sys.modules:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+
+
+def _absolute(cfg: Config) -> None:
+    """Paths as the driver sees them: a trial runs elsewhere (Tune's working dir, another node)."""
+    cfg.output_dir = str(Path(cfg.output_dir).resolve())
+    if cfg.cache_dir:
+        cfg.cache_dir = str(Path(cfg.cache_dir).resolve())
+    for key in ("data", "test_corpus"):
+        value = getattr(cfg, key)
+        if value and Path(value).exists():
+            setattr(cfg, key, str(Path(value).resolve()))
+
+
+def _start_ray(cfg: Config) -> None:
+    import ray
+
+    from taxoclass.distributed.runtime import start_local_ray, worker_env
+
+    if ray.is_initialized():
+        return
+    if cfg.ray.address:
+        ray.init(address=cfg.ray.address, runtime_env={"env_vars": worker_env()}, log_to_driver=False)
+    else:
+        start_local_ray(cfg.ray.num_cpus, dashboard=True, log_to_driver=False)
 
 
 def _main(args) -> int:
-    import ray
-
+    # Tune's own Ctrl-C handler waits for a second press; without it the first press ends the search
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
+    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TUNE_WARN_THRESHOLD_S", "10")  # a result's trip through Optuna's SQLite is not worth a warning
+    # a trial ASHA stops is asked to stop, and its Train run holds its workers' CPUs until the trial's
+    # process ends: kill it soon, or the next trial's worker group cannot start
+    os.environ.setdefault("TUNE_FORCE_TRIAL_CLEANUP_S", "5")
+    os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")  # trials work in the driver's folder, not Ray's session folder
     preset = args.preset or ("debug" if args.smoke and not args.config else None)
     cfg = build_config(preset, args.config, args.overrides)
+    user_base = build_config(args.preset, args.config, args.overrides)  # what best_config.yaml starts from
     cfg.runtime = "ray"
     cfg.tracking.use_wandb = False  # the trials' wandb runs come from WandbLoggerCallback
-    if args.gpus_per_trial:
-        cfg.ray.use_gpu, cfg.ray.num_workers = True, max(1, int(args.gpus_per_trial))
+    _absolute(cfg)
     if args.num_samples is None:
         args.num_samples = 3 if args.smoke else 16
     space = read_sweep(args.space) if args.space else default_space()
+    for p in space.params:  # a sweep's `value:` entries are settings of every trial, not dimensions
+        if p.kind == "constant":
+            set_value(cfg, p.key, p.values[0])
     name = args.name or f"search-{Path(str(cfg.data)).name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    args.name = name
     search_dir = Path(cfg.output_dir) / name
     search_dir.mkdir(parents=True, exist_ok=True)
-    # WandbLoggerCallback's logging actor reads these: they must be set before ray.init()
-    os.environ.setdefault("WANDB_DIR", str(search_dir.resolve()))
+    # WandbLoggerCallback's logging actor reads these: they must be set before Ray starts
+    os.environ.setdefault("WANDB_DIR", str(search_dir))
+    os.environ.setdefault("WANDB_SILENT", "true")
     if not os.environ.get("WANDB_API_KEY") and os.environ.get("WANDB_MODE", "online") == "online":
         print("tune/search.py: warning: no WANDB_API_KEY: trials log to wandb offline (wandb sync later)", file=sys.stderr)
         os.environ["WANDB_MODE"] = "offline"
-    print(f"search {name}: {space.describe()}; {args.num_samples} trials; objective: "
-          f"{'dev Example-F1 (max)' if args.dev else 'stage-3 best validation loss on pseudo-labels (min)'}", flush=True)
-    if not ray.is_initialized():
-        from taxoclass.distributed.runtime import worker_env
+    _start_ray(cfg)
+    import ray
 
-        env = worker_env()
-        if cfg.ray.address:
-            ray.init(address=cfg.ray.address, runtime_env={"env_vars": env})
-        else:
-            ray.init(num_cpus=cfg.ray.num_cpus or None, include_dashboard=False, runtime_env={"env_vars": env},
-                     _node_ip_address="127.0.0.1")
-    if args.max_concurrent is None:
-        gpus = ray.cluster_resources().get("GPU", 0)
-        args.max_concurrent = max(1, int(gpus // args.gpus_per_trial)) if args.gpus_per_trial else 1
+    plan = plan_trials(args.gpus_per_trial, cfg.ray.num_workers, cfg.ray.cpus_per_worker, ray.cluster_resources(),
+                       args.max_concurrent)
+    for notice in plan.notices:
+        print(f"tune/search.py: note: {notice}", file=sys.stderr)
+    plan.apply(cfg)
+    args.max_concurrent = plan.concurrent
+    mode = objective_mode(args)
+    what = "dev Example-F1" if args.dev else {"silver_loss": "stage-3 best validation loss on pseudo-labels",
+                                               "silver_f1": "decoded Example-F1 on held-out pseudo-labels"}[args.objective]
+    print(f"search {name}: {space.describe()}; {args.num_samples} trials; {plan.describe()}; objective: {what} ({mode})",
+          flush=True)
+    first = None if space.sampler == "grid" else base_point(space, {p.key: _get(cfg, p.key) for p in space.params})
     compute_shared_stages(cfg, search_dir)
-    tuner = build_tuner(args, cfg, space, search_dir, name)
+    tuner = build_tuner(args, cfg, space, search_dir, name, TRIAL_CPUS, first)
+    # one line per trial (TrialLines) instead of Tune's banners, and a failed trial's traceback in its error.txt
+    logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
     results = tuner.fit()
-    mode = "max" if args.dev else "min"
-    rows, md = trials_table(results, [p.key for p in space.params], mode)
-    print(md)
+    finish(results, space, cfg, user_base, search_dir, name, mode, first)
+    return 0
+
+
+def _get(cfg: Config, key: str):
+    value = cfg
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def disk_use(folder: Path) -> int:
+    """Bytes under `folder`, a hard-linked file (a run's model.pt is its cached stage output) once."""
+    files = {}
+    for f in folder.rglob("*"):
+        if f.is_file():
+            st = f.stat()
+            files[(st.st_dev, st.st_ino)] = st.st_size
+    return sum(files.values())
+
+
+def finish(results, space: Space, cfg: Config, user_base: Config, search_dir: Path, name: str, mode: str, first) -> None:
+    """trials.md, trials.csv, best_config.yaml and the lines a user reads."""
+    for checkpoints in (search_dir / "runs").glob("*/ray"):  # a stopped trial's Train checkpoints: nothing resumes it now
+        shutil.rmtree(checkpoints, ignore_errors=True)
+    keys = [p.key for p in space.params]
+    rows = trial_rows(results, keys, COLUMNS, first)
+    md = markdown(rows, mode)
     (search_dir / "trials.md").write_text(md + "\n")
     with open(search_dir / "trials.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["trial"])
         writer.writeheader()
         writer.writerows(rows)
-    best = results.get_best_result(metric=OBJECTIVE, mode=mode, scope="last", filter_nan_and_inf=True)
-    best_cfg = from_dict(to_dict(cfg), "search base config")
-    for key in [p.key for p in space.params]:
-        if key in best.config:
-            set_value(best_cfg, key, best.config[key])
-    best_cfg.run_name, best_cfg.output_dir, best_cfg.cache_dir = f"best-{name}", "runs", ""
-    save_yaml(best_cfg, search_dir / "best_config.yaml")
-    print(f"best trial {best.metrics.get('trial_id')}: {OBJECTIVE}={best.metrics[OBJECTIVE]:.4f}; "
-          f"config: {search_dir / 'best_config.yaml'} (taxoclass run --config {search_dir / 'best_config.yaml'})")
-    del tuner, results  # let the wandb callback finish while the interpreter is whole
-    return 0
+    print(md)
+    best = winner(rows, mode)
+    if best is None:
+        raise ConfigError("objective", f"no trial of {name} finished with a finite objective; see {search_dir}")
+    trial_id = best["trial"]
+    params = {p.key: p.values[0] for p in space.params if p.kind == "constant"}
+    params.update({k: best[k] for k in keys if best.get(k) is not None})
+    path = write_best_config(user_base, params, search_dir / "runs" / str(trial_id), search_dir, name)
+    size = disk_use(search_dir)
+    print(f"best trial {trial_id}: {OBJECTIVE}={best[OBJECTIVE]:.4f}; taxoclass run --config {path}\n"
+          f"search folder {search_dir}: {size / 2**20:.0f} MiB (the cache holds each trial's models)")
 
 
 if __name__ == "__main__":

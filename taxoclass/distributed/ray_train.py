@@ -1,14 +1,15 @@
 """Stages 3 and 4 on Ray Train V2: the engine's training loops, data-parallel.
 
 Features:
-- `TorchTrainer(ScalingConfig(num_workers, use_gpu))` runs `train_loop_per_worker`, which
+- `TorchTrainer(ScalingConfig(num_workers, use_gpu, resources_per_worker))` runs `train_loop_per_worker`, which
   builds the engine's model and calls the engine's `train_classifier` / `self_train` with a
   `RayTrainEnv`: `prepare_model` (DDP; gloo on CPU), `prepare_data_loader` (a
   DistributedSampler over document indices), losses all-reduced, predictions all-gathered;
 - AMP through the engine (`torch.autocast` bf16, fp16 with `torch.amp.GradScaler`, whose
   state is in the checkpoint);
 - a checkpoint at each epoch (stage 3) and each target update (stage 4), every rank
-  reporting equally often; `FailureConfig(max_failures)`; a run killed with kill -9 and
+  reporting equally often, only the latest kept, all deleted once the stage's output is
+  cached; `FailureConfig(max_failures)`, which also bounds a worker group that cannot start; a run killed with kill -9 and
   started again with the same run dir resumes from its latest checkpoint (Ray Train V2
   restores the checkpoint manager from `storage_path/name`);
 - logging from rank 0 only: its log lines travel in the checkpoints and the driver replays
@@ -145,11 +146,30 @@ def train_loop_per_worker(config: dict) -> None:
     env.checkpoint({"final": 1}, {"final": True, "model": {k: v.cpu() for k, v in state.items()}, "stats": stats})
 
 
+def worker_resources(cfg: Config) -> dict[str, float]:
+    """What one Train worker holds: `ray.cpus_per_worker` CPUs and, with `ray.use_gpu`, a share of a GPU."""
+    r = cfg.ray
+    return {"CPU": r.cpus_per_worker, **({"GPU": r.gpus_per_worker} if r.use_gpu else {})}
+
+
+def scaling_config(cfg: Config):
+    from ray.train import ScalingConfig
+
+    return ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=cfg.ray.use_gpu, resources_per_worker=worker_resources(cfg))
+
+
+def discard_checkpoints(storage: Path, name: str) -> None:
+    """A stage's Train checkpoints, once its output is in the cache: only a restart needed them."""
+    import shutil
+
+    shutil.rmtree(Path(storage) / name, ignore_errors=True)
+
+
 def fit(stage: int, cfg: Config, taxonomy: Taxonomy, keywords, texts: list[str], storage: Path, name: str,
         targets: np.ndarray | None = None, mask: np.ndarray | None = None, init_state: dict | None = None,
         objective: float = float("nan"), silver=None):
     """Run stage 3 or 4 on Ray Train; returns (stats, rank-0 log lines, final model state)."""
-    from ray.train import FailureConfig, RunConfig, ScalingConfig  # Ray-specific lines start here
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig  # Ray-specific lines start here
     from ray.train.torch import TorchTrainer
     from ray.tune.trainable.trainable_fn_utils import _in_tune_session
 
@@ -164,9 +184,12 @@ def fit(stage: int, cfg: Config, taxonomy: Taxonomy, keywords, texts: list[str],
         train_loop_config={"cfg": to_dict(cfg), "stage": stage, "texts": texts, "targets": targets, "mask": mask,
                            "init_state": init_state, "keywords": keywords, "objective": objective, "silver": silver,
                            "taxonomy": taxonomy.to_dict()},
-        scaling_config=ScalingConfig(num_workers=r.num_workers, use_gpu=r.use_gpu),
-        run_config=RunConfig(name=name, storage_path=str(Path(storage).resolve()),
-                             failure_config=FailureConfig(max_failures=r.max_failures), callbacks=callbacks),
+        scaling_config=scaling_config(cfg),
+        # the latest checkpoint is all a restart needs (the engine keeps its best weights in it);
+        # a worker group that cannot start is a controller failure: bounded too, never retried forever
+        run_config=RunConfig(name=name, storage_path=str(Path(storage).resolve()), callbacks=callbacks,
+                             checkpoint_config=CheckpointConfig(num_to_keep=1),
+                             failure_config=FailureConfig(max_failures=r.max_failures, controller_failure_limit=r.max_failures)),
     )
     result = trainer.fit()
     with result.checkpoint.as_directory() as folder:

@@ -10,6 +10,7 @@ instance costs seconds to start and every stage's inputs must travel to its work
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,34 @@ from taxoclass.data.taxonomy import Taxonomy
 def worker_env() -> dict[str, str]:
     """The environment a local instance's workers need from the driver: offline model hub, wandb mode."""
     return {k: v for k, v in os.environ.items() if k.startswith(("HF_", "TRANSFORMERS_", "WANDB_"))}
+
+
+def bind_to_loopback() -> None:
+    """Make a local Ray instance listen on 127.0.0.1 only.
+
+    Ray rewrites `_node_ip_address="127.0.0.1"` to the host's address (and its GCS, raylet and
+    object manager then listen there) unless its "no cluster" switch is on, which it reads at
+    import: set it in the environment (for the workers) and in the loaded module (for us).
+    """
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    constants = sys.modules.get("ray._private.ray_constants")
+    if constants is not None:
+        constants.ENABLE_RAY_CLUSTER = False
+
+
+def start_local_ray(num_cpus: int | None = None, dashboard: bool = False, **kwargs) -> None:
+    """A local Ray instance on loopback, its workers with the driver's hub and wandb settings.
+
+    `dashboard`: Ray's State API, which Ray Train's placement-group cleaner needs to notice that a
+    Train run's driver was killed (a Tune trial stopped early); without it the run's workers'
+    resources stay reserved until Ray ends. It listens on 127.0.0.1 too.
+    """
+    bind_to_loopback()
+    import ray
+
+    env = worker_env()
+    ray.init(num_cpus=num_cpus or None, include_dashboard=dashboard, runtime_env={"env_vars": env} if env else None,
+             _node_ip_address="127.0.0.1", **kwargs)
 
 
 def make_runtime(cfg: Config):
@@ -42,14 +71,10 @@ class RayRuntime:
 
         if ray.is_initialized():
             return
-        kwargs = {"include_dashboard": False, "log_to_driver": False}
         if self.cfg.ray.address:
-            ray.init(address=self.cfg.ray.address, **kwargs)
+            ray.init(address=self.cfg.ray.address, include_dashboard=False, log_to_driver=False)
         else:
-            env = worker_env()
-            # bound to loopback: a local instance serves this process only
-            ray.init(num_cpus=self.cfg.ray.num_cpus or None, runtime_env={"env_vars": env} if env else None,
-                     _node_ip_address="127.0.0.1", **kwargs)
+            start_local_ray(self.cfg.ray.num_cpus, log_to_driver=False)  # a local instance serves this process only
             self._started_here = True
 
     def stop(self) -> None:
@@ -73,3 +98,9 @@ class RayRuntime:
 
         self.start()
         return fit(stage, cfg, taxonomy, keywords, texts, storage, name, **kw)
+
+    def stage_cached(self, storage: Path, name: str) -> None:
+        """The stage's output is in the cache: its Train checkpoints (hundreds of MB each) can go."""
+        from taxoclass.distributed.ray_train import discard_checkpoints
+
+        discard_checkpoints(storage, name)

@@ -1,0 +1,109 @@
+"""The end of a search: the trials table, how well the objective tracked held-out quality, and
+whether the winner beats the default configuration, said plainly (trials.md, trials.csv)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+OBJECTIVE = "objective"
+HELD_OUT = "test/example_f1"  # the held-out score a trial logs for the record (never the objective)
+
+
+def _number(v) -> float | None:
+    return v if isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v)) else None
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, float) or isinstance(b, float):
+        return _number(a) is not None and _number(b) is not None and math.isclose(a, b, rel_tol=1e-9)
+    return a == b
+
+
+def trial_rows(results, space_keys: list[str], columns: list[str], default_point: dict | None) -> list[dict]:
+    rows = []
+    for r in results:
+        m, config = r.metrics or {}, r.config or {}
+        row = {"trial": m.get("trial_id", Path(r.path).name if r.path else "?"), "status": "error" if r.error else "ok",
+               "reports": m.get("training_iteration", 0), "finished": HELD_OUT in m,
+               "default": bool(default_point) and all(_same(config.get(k), v) for k, v in default_point.items())}
+        row.update({k: config.get(k) for k in space_keys})
+        row[OBJECTIVE] = m.get(OBJECTIVE)
+        row.update({k: m.get(k) for k in columns})
+        rows.append(row)
+    return rows
+
+
+def rank_rows(rows: list[dict], mode: str) -> list[dict]:
+    """Best objective first; trials without one last."""
+    sign = 1 if mode == "min" else -1
+    return sorted(rows, key=lambda row: (_number(row[OBJECTIVE]) is None, sign * (_number(row[OBJECTIVE]) or 0)))
+
+
+def winner(rows: list[dict], mode: str) -> dict | None:
+    """The trial with the best objective among those that finished without error (a stopped or failed
+    trial's last report is an intermediate figure, and it has no model)."""
+    ranked = [r for r in rank_rows(rows, mode) if r["status"] == "ok" and r["finished"] and _number(r[OBJECTIVE]) is not None]
+    return ranked[0] if ranked else None
+
+
+def objective_check(rows: list[dict], mode: str, held_out: str = HELD_OUT, objective: str = OBJECTIVE) -> dict | None:
+    """Spearman correlation between the objective (signed so that higher = better) and the held-out
+    score over the trials that have both, and the regret: the best held-out score minus that of the
+    trial the objective picks. None with fewer than 3 such trials."""
+    from scipy.stats import spearmanr
+
+    pairs = [(_number(r[objective]), _number(r.get(held_out))) for r in rows]
+    pairs = [(o if mode == "max" else -o, h) for o, h in pairs if o is not None and h is not None]
+    if len(pairs) < 3:
+        return None
+    quality, held = zip(*pairs)
+    rho = spearmanr(quality, held).statistic
+    picked = max(pairs, key=lambda p: p[0])[1]
+    return {"trials": len(pairs), "spearman": float(rho) if not math.isnan(rho) else float("nan"),
+            "regret": max(held) - picked}
+
+
+def verdict(rows: list[dict], mode: str) -> str:
+    """Whether the winner beats the default trial, on the objective and on the held-out score."""
+    best = winner(rows, mode)
+    default = next((r for r in rows if r["default"]), None)
+    if best is None:
+        return "No trial finished with an objective: no winner."
+    if default is None:
+        return "No trial ran the default configuration: nothing to compare the winner with."
+    if best is default:
+        return f"The default configuration (trial {default['trial']}) won: the search found nothing better on the objective."
+    if not default["finished"] or default["status"] != "ok":
+        return f"The default trial ({default['trial']}) did not finish (stopped by ASHA or failed): the winner beat it only by ASHA's cut."
+    text = (f"The winner (trial {best['trial']}) beats the default (trial {default['trial']}) on the objective: "
+            f"{best[OBJECTIVE]:.4g} vs {default[OBJECTIVE]:.4g}.")
+    w, d = _number(best.get(HELD_OUT)), _number(default.get(HELD_OUT))
+    if w is not None and d is not None:
+        if w > d:
+            text += f" On held-out {HELD_OUT} it is better too: {w:.4f} vs {d:.4f}."
+        else:
+            text += f" **On held-out {HELD_OUT} the winner does not beat the default: {w:.4f} vs {d:.4f}.**"
+    return text
+
+
+def markdown(rows: list[dict], mode: str) -> str:
+    rows = rank_rows(rows, mode)
+    cols = list(rows[0]) if rows else []
+
+    def fmt(v):
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    md = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    md += ["| " + " | ".join(fmt(row[c]) for c in cols) + " |" for row in rows]
+    check = objective_check(rows, mode)
+    md.append("")
+    if check:
+        md.append(f"Objective vs held-out {HELD_OUT} over {check['trials']} finished trials: Spearman "
+                  f"{check['spearman']:.2f}, regret {check['regret']:.4f} (best held-out score minus that of the "
+                  "trial the objective picks).")
+    else:
+        md.append(f"No objective check: fewer than 3 finished trials with held-out labels ({HELD_OUT}).")
+    md.append("")
+    md.append(verdict(rows, mode))
+    return "\n".join(md)
