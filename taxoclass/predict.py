@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from taxoclass.data.readers import JSON_ID_FIELDS, JSON_TEXT_FIELDS
+from taxoclass.data.readers import JSON_ID_FIELDS, JSON_TEXT_FIELDS, json_type
 from taxoclass.data.textfile import read_lines
 from taxoclass.errors import DataError
 
@@ -25,7 +25,9 @@ def read_texts(path: Path) -> tuple[list[str], list[str]]:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
                 raise DataError(path, f"malformed JSON line: {err.msg} at column {err.colno}", number) from None
-            text = next((row[f] for f in JSON_TEXT_FIELDS if f in row), None)
+            text = next((row[f] for f in JSON_TEXT_FIELDS if f in row), None) if isinstance(row, dict) else None
+            if text is not None and not isinstance(text, str):
+                raise DataError(path, f"the text field must be a string, got {json_type(text)}", number)
             if not isinstance(text, str) or not text.strip():
                 raise DataError(path, f"no non-empty text field (one of {', '.join(JSON_TEXT_FIELDS)})", number)
             ids.append(next((str(row[f]) for f in JSON_ID_FIELDS if f in row), str(len(ids))))

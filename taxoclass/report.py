@@ -2,7 +2,9 @@
 
 Reads each run dir's `metrics.jsonl` and `summary.json` and draws, with one line (or bar)
 per run: stage-3 train and validation loss, the learning rate, stage-4 confidence ratio and
-average max prediction over iterations, and accuracy per taxonomy level.
+average max prediction over iterations, and accuracy per taxonomy level. metrics.jsonl holds
+every attempt on a run dir, each after an `{"attempt": N}` marker row: a curve is drawn from
+the last attempt that logged it (a rerun that took stage 3 from the cache keeps its curves).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 from taxoclass.errors import DataError
 from taxoclass.rundir import atomic_write_text
 
+ATTEMPT = "_attempt"  # added to each metrics row on reading: the attempt that logged it
 SUMMARY_KEYS = ["test/example_f1", "test/p_at_1", "test/p_at_3", "test/mrr", "test/accuracy", "zeroshot/example_f1",
                 "zeroshot/path_example_f1", "stage2/core_precision", "stage3/best_val_loss", "stage4/confidence_ratio"]
 
@@ -21,26 +24,32 @@ def load_run(run_dir: Path) -> tuple[list[dict], dict]:
     metrics_path, summary_path = run_dir / "metrics.jsonl", run_dir / "summary.json"
     if not metrics_path.is_file():
         raise DataError(metrics_path, "not a run dir (no metrics.jsonl)")
-    rows = []
+    rows, attempt = [], 0
     for number, line in enumerate(metrics_path.read_text(encoding="utf-8").splitlines(), start=1):
         if line.strip():
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError as err:
                 raise DataError(metrics_path, f"malformed JSON line: {err.msg}", number) from None
+            if isinstance(row, dict) and "attempt" in row:  # a marker, not metrics
+                attempt = row["attempt"]
+                continue
+            rows.append({**row, ATTEMPT: attempt})
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     return rows, summary
 
 
 def series(rows: list[dict], x_key: str | None, y_key: str) -> tuple[list, list]:
-    xs, ys = [], []
+    """(x, y) points of one curve, from the last attempt that logged it."""
+    points = []
     for r in rows:
         if y_key in r and r[y_key] is not None:
             x = r.get("step") if x_key is None else r.get(x_key)
             if x is not None:
-                xs.append(x)
-                ys.append(r[y_key])
-    return xs, ys
+                points.append((r.get(ATTEMPT, 0), x, r[y_key]))
+    last = max((a for a, _, _ in points), default=0)
+    points = [(x, y) for a, x, y in points if a == last]
+    return [x for x, _ in points], [y for _, y in points]
 
 
 def write_report(run_dirs: list[Path], out: Path | None = None) -> Path:
