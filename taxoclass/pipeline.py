@@ -564,7 +564,7 @@ def run_single_stage(run_dir: Path, number: int, overrides: list[str] | None = N
         else:
             _require(run, 3, ".pt")
             _, test_sim = run.similarity(force=False)
-            if cfg.self_training.enabled and run._intact(4):
+            if cfg.self_training.enabled and any(f.exists() for f in run._entry(4)):  # a damaged entry is computed again
                 run.self_training(force=False)
             else:
                 run.classifier(force=False)
