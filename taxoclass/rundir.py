@@ -3,7 +3,7 @@
 `<output_dir>/<run_name>/` holds:
 - `config.yaml`: the resolved config;
 - `summary.json`: every final metric under its tracking name (`test/example_f1`, ...);
-- `metrics.jsonl`: every logged step, one JSON object a line;
+- `metrics.jsonl`: every logged step, one JSON object a line; each attempt starts with an `{"attempt": N}` row;
 - `predictions/test.jsonl`: `{"doc_id", "ranked": [class ids, best first], "scores": [floats]}`.
 
 Files are written to a temporary name and renamed, so an interrupted run never
