@@ -166,7 +166,7 @@ def test_killed_search_resumes_keeping_finished_trials(tmp_path):
 
 @ray_tests
 def test_kill_9_during_a_trial_resumes_it_to_the_uninterrupted_result(tmp_path):
-    """Slow (several minutes on 2 cores): an uninterrupted one-trial search, then the same search killed
+    """Slow (4.6 minutes on 2 shared cores; the ray marker): an uninterrupted one-trial search, then the same search killed
     with -9 once its trial has checkpointed a stage-3 epoch, resumed with --resume."""
     one_trial = ["--smoke", "--num-samples", "1", "--no-asha", f"output_dir={tmp_path}", *FAST, "classifier.epochs=3",
                  "classifier.early_stopping_patience=5"]
@@ -187,6 +187,7 @@ def test_kill_9_during_a_trial_resumes_it_to_the_uninterrupted_result(tmp_path):
     summary = json.loads(next(search_dir.glob("runs/*/summary.json")).read_text())
     assert summary["stage3/resumed_from_epoch"] >= 1
     # model, optimizer and the epoch's data order come back from the checkpoint; the dropout draws after
-    # the restart do not, so the numbers agree closely but not bit for bit
+    # the restart do not, so the numbers agree closely but not bit for bit. Measured (2 cores, resumed from
+    # epoch 1): objective 2.681 against 2.770 (3 % apart), Example-F1 .7396 both. Tolerances with headroom.
     assert float(got["objective"]) == pytest.approx(float(want["objective"]), rel=0.1)
     assert abs(float(got["test/example_f1"]) - float(want["test/example_f1"])) <= 0.1
