@@ -165,6 +165,7 @@ def test_killed_search_resumes_keeping_finished_trials(tmp_path):
 
 
 @ray_tests
+@pytest.mark.slow
 def test_kill_9_during_a_trial_resumes_it_to_the_uninterrupted_result(tmp_path):
     """Slow (4.6 minutes on 2 shared cores; the ray marker): an uninterrupted one-trial search, then the same search killed
     with -9 once its trial has checkpointed a stage-3 epoch, resumed with --resume."""
