@@ -88,6 +88,7 @@ def cmd_validate(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from taxoclass.data.readers import load_dataset
+    from taxoclass.errors import DataError
     from taxoclass.evaluate import evaluate_predictions_file, format_metrics
     from taxoclass.rundir import write_json
 
@@ -95,7 +96,10 @@ def cmd_evaluate(args) -> int:
     metrics = evaluate_predictions_file(Path(args.predictions), ds)
     print(format_metrics(metrics))
     if args.output:
-        write_json(Path(args.output), metrics)
+        try:
+            write_json(Path(args.output), metrics)
+        except OSError as err:
+            raise DataError(args.output, f"cannot write the metrics: {err.strerror or err}") from None
     return 0
 
 

@@ -390,6 +390,8 @@ def build_config(
         if key != "preset":
             is_text = LEAF_TYPES[canonical_key(key)] is str  # keep `run_name=007` as written
             set_value(cfg, key, value if is_text else yaml_scalar(value))
+    check_ranges(cfg)
+    check_model_paths(cfg)
     return cfg
 
 
@@ -414,3 +416,110 @@ def from_dict(mapping: dict, source: str = "mapping") -> Config:
     cfg = Config()
     apply_mapping(cfg, mapping, source)
     return cfg
+
+
+# ---------------------------------------------------------------- value ranges
+# (lowest, highest, lowest allowed itself, highest allowed itself); None = unbounded.
+# A value out of range would crash after minutes of work (batch size 0: ZeroDivisionError)
+# or "succeed" with an untrained model (epochs 0), so the config is refused when it is built.
+RANGES = {
+    "seed": (0, 2**32 - 1, True, True),  # numpy's seed range
+    "max_docs": (0, None, True, None),
+    "force_stage": (0, 4, True, True),
+    "similarity.max_length": (1, None, True, None),
+    "similarity.batch_size": (1, None, True, None),
+    "similarity.refine_rounds": (0, None, True, None),
+    "similarity.refine_weight": (0.0, 1.0, True, True),  # 1 = the name alone
+    "similarity.refine_share": (0.0, 1.0, False, True),
+    "mining.root_width": (1, None, True, None),
+    "mining.top_share": (0.0, 1.0, False, True),
+    # conf is a difference of similarities; from 1 on no document keeps a core class
+    "mining.floor": (None, 1.0, None, False),
+    "classifier.max_length": (1, None, True, None),
+    "classifier.gnn_num_layers": (0, None, True, None),
+    "classifier.gnn_hidden_dim": (1, None, True, None),
+    "classifier.batch_size": (1, None, True, None),
+    "classifier.epochs": (1, None, True, None),
+    "classifier.learning_rate": (0.0, None, False, None),
+    "classifier.head_learning_rate": (0.0, None, False, None),
+    "classifier.weight_decay": (0.0, None, True, None),
+    "classifier.warmup_ratio": (0.0, 1.0, True, False),
+    "classifier.val_fraction": (0.0, 1.0, False, False),
+    "classifier.early_stopping_patience": (0, None, True, None),
+    "self_training.update_interval": (1, None, True, None),
+    "self_training.max_batches": (1, None, True, None),
+    "self_training.stop_tolerance": (0.0, 1.0, True, True),
+    "self_training.self_train_threshold": (0.0, 1.0, True, True),
+    "self_training.val_patience": (0, None, True, None),
+    "self_training.learning_rate": (0.0, None, False, None),
+    "self_training.head_learning_rate": (0.0, None, False, None),
+    "self_training.batch_size": (1, None, True, None),
+    "evaluation.save_top_k": (1, None, True, None),
+    "evaluation.batch_size": (1, None, True, None),
+    "ray.num_cpus": (0, None, True, None),
+    "ray.stage1_actors": (0, None, True, None),
+    "ray.stage1_batch_size": (1, None, True, None),
+    "ray.shard_size": (1, None, True, None),
+    "ray.num_workers": (1, None, True, None),
+    "ray.max_failures": (-1, None, True, None),  # -1: retry forever (Ray's convention)
+    "tracking.log_interval": (1, None, True, None),
+}
+
+
+def check_ranges(cfg: Config) -> None:
+    """Refuse a value outside its key's range, naming the key (ConfigError: exit 2)."""
+    import math
+
+    for key, (low, high, low_ok, high_ok) in RANGES.items():
+        value = get_value(cfg, key)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(key, f"expected a finite number, got {value!r}")
+        too_low = low is not None and (value < low or (value == low and not low_ok))
+        too_high = high is not None and (value > high or (value == high and not high_ok))
+        if too_low or too_high:
+            raise ConfigError(key, f"expected {_describe_range(low, high, low_ok, high_ok)}, got {value!r}")
+
+
+def _describe_range(low, high, low_ok, high_ok) -> str:
+    if high is None:
+        return f"{'at least' if low_ok else 'more than'} {low}"
+    if low is None:
+        return f"{'at most' if high_ok else 'less than'} {high}"
+    return f"a value in {'[' if low_ok else '('}{low}, {high}{']' if high_ok else ')'}"
+
+
+MODEL_KEYS = ("similarity.model", "classifier.encoder")
+
+
+def check_model_paths(cfg: Config) -> None:
+    """Each model setting must name a folder that exists, 'bundled', or a Hugging Face model name that can be
+    loaded (from the local cache when HF_HUB_OFFLINE is set); checked before any stage runs."""
+    for key in MODEL_KEYS:
+        name = get_value(cfg, key)
+        if name == "bundled":
+            continue
+        path = Path(name).expanduser()
+        looks_like_path = path.is_absolute() or name.startswith((".", "~")) or path.exists() or name.count("/") > 1
+        if looks_like_path:
+            if not path.is_dir():
+                raise ConfigError(key, f"model folder {name!r} does not exist")
+            continue
+        from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+        try:
+            validate_repo_id(name)
+        except HFValidationError:
+            raise ConfigError(key, f"{name!r} is neither 'bundled', a model folder, nor a Hugging Face model name") from None
+        if _hub_offline() and not _in_hub_cache(name):
+            raise ConfigError(key, f"model {name!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set")
+
+
+def _hub_offline() -> bool:
+    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def _in_hub_cache(name: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(name, "config.json")
+    return isinstance(found, str)

@@ -7,17 +7,18 @@ from pathlib import Path
 from taxoclass.data.readers import Dataset
 from taxoclass.errors import DataError
 from taxoclass.metrics import evaluate_rankings, prefixed
-from taxoclass.rundir import read_predictions
+from taxoclass.rundir import read_prediction_lines
 
 
 def evaluate_predictions_file(path: Path, ds: Dataset, prefix: str = "test") -> dict:
     if ds.test is None or ds.test_labels is None:
         raise DataError(ds.root, "the dataset has no test set with labels to evaluate against")
-    predictions = read_predictions(path, ds.taxonomy)
+    rows = read_prediction_lines(path, ds.taxonomy)
     test_ids = set(ds.test.doc_ids)
-    for doc_id in predictions:
+    for doc_id, (number, _) in rows.items():
         if doc_id not in test_ids:
-            raise DataError(path, f"prediction for document '{doc_id}', which is not in the test set {ds.test.source}")
+            raise DataError(path, f"prediction for document '{doc_id}', which is not in the test set {ds.test.source}", number)
+    predictions = {doc_id: ranked for doc_id, (_, ranked) in rows.items()}
     missing = [d for d in ds.test.doc_ids if d not in predictions]
     if missing:
         raise DataError(path, f"no prediction for {len(missing)} test documents (first: '{missing[0]}')")

@@ -5,7 +5,13 @@ Features:
   it imports neither Ray nor wandb: metrics go to `metrics.jsonl` and to `sink`;
 - each stage's output is cached in `<run_dir>/cache/` under a key made from its
   inputs' content and the config that affects it, so changing a stage-3 setting
-  reuses stages 1 and 2; `force_stage=N` recomputes from stage N on;
+  reuses stages 1 and 2; `force_stage=N` recomputes from stage N on; an entry is
+  trusted only when its checksum, written last, matches (`cache.py`);
+- each stage seeds the random generators from (seed, stage) when it starts, so a stage
+  run alone, or after cached stages, computes what it computes in a full run;
+- `metrics.jsonl` is appended to, each attempt starting with an `{"attempt": N}` row;
+  a run whose config differs from the run dir's `config.yaml` first removes the old
+  config's results (summary.json, predictions/, model.pt);
 - `run_single_stage(run_dir, N)` runs one stage on an existing run dir;
 - evaluation writes `predictions/test.jsonl` and `summary.json` (the run dir
   contract, `rundir.py`) with two zero-shot baselines from the stage-1 scores.
@@ -16,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -25,15 +32,25 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from taxoclass.config import Config, build_config, save_yaml
+from taxoclass.cache import is_intact, seal
+from taxoclass.config import Config, build_config, save_yaml, to_dict
 from taxoclass.data.readers import Dataset, keyword_files, load_dataset, read_keywords
 from taxoclass.data.taxonomy import ROOT, Taxonomy
 from taxoclass.errors import DataError
 from taxoclass.metrics import evaluate_rankings, example_f1, prefixed
-from taxoclass.rundir import PREDICTIONS, atomic_write_text, write_json, write_predictions
+from taxoclass.rundir import (
+    PREDICTIONS,
+    atomic_copy,
+    atomic_write_text,
+    remove_stale_outputs,
+    strict_json,
+    write_json,
+    write_predictions,
+)
 
 Sink = Callable[..., None]
 STAGE_NAMES = {1: "similarity", 2: "core mining", 3: "classifier", 4: "self-training", 5: "evaluation"}
+OUTPUT_SUFFIX = {1: ".npz", 2: ".json", 3: ".pt", 4: ".pt"}
 
 
 def log(msg: str) -> None:
@@ -44,6 +61,14 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def seed_stage(seed: int, stage: int) -> None:
+    """Seed every generator from (seed, stage) at a stage's start: without it a stage draws (dropout, ...)
+    from whatever state the stages before it left, so `taxoclass stage 4` or a rerun with stage 3 cached
+    gave other numbers than a full run."""
+    digest = hashlib.sha256(f"taxoclass:{seed}:{stage}".encode()).digest()
+    seed_everything(int.from_bytes(digest[:4], "little"))
 
 
 # ---------------------------------------------------------------- inputs
@@ -128,26 +153,39 @@ def stage_keys(cfg: Config, inputs: Inputs) -> dict[int, str]:
     search = (cfg.mining.root_width, cfg.mining.confidence_over) if pruned else None
     k1 = _digest("stage1", content, asdict(cfg.similarity), search)
     k2 = _digest("stage2", k1, asdict(cfg.mining))
-    k3 = _digest("stage3", k2, asdict(cfg.classifier), cfg.seed)
+    k3 = _digest("stage3", k2, asdict(cfg.classifier), cfg.seed, training_setup(cfg))
     k4 = _digest("stage4", k3, asdict(cfg.self_training))
     return {1: k1, 2: k2, 3: k3, 4: k4}
 
 
+def training_setup(cfg: Config) -> tuple:
+    """What changes stage 3-4 numbers besides their own settings (amp is one of those): data-parallel
+    workers see larger global batches (1 and 2 Ray Train workers: validation losses up to 14 % apart)."""
+    return ("ray", cfg.ray.num_workers) if cfg.runtime == "ray" else ("local",)
+
+
 # ---------------------------------------------------------------- metrics log
 class MetricsLog:
-    """Writes every logged dict to metrics.jsonl and forwards it to the sink."""
+    """Appends every logged dict to metrics.jsonl (strict JSON) and forwards it to the sink.
 
-    def __init__(self, path: Path, sink: Sink | None, append: bool):
+    Each attempt on a run dir starts with a marker row `{"attempt": N, "time": ..., "command": ...}`:
+    earlier attempts' curves stay, and a reader can tell the attempts apart.
+    """
+
+    def __init__(self, path: Path, sink: Sink | None, command: str = "run"):
         self.path = path
         self.sink = sink
         self.stats: dict = {}
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = open(path, "a" if append else "w", encoding="utf-8")
+        attempt = _previous_attempts(path) + 1
+        self._fh = open(path, "a", encoding="utf-8")
+        self._fh.write(strict_json({"attempt": attempt, "time": round(time.time(), 3), "command": command}) + "\n")
+        self._fh.flush()
 
     def __call__(self, metrics: dict, step: int | None = None) -> None:
         self.stats.update(metrics)
         row = {"step": step, "time": round(time.time(), 3), **metrics}
-        self._fh.write(json.dumps(row, default=float) + "\n")
+        self._fh.write(strict_json(row) + "\n")
         self._fh.flush()
         if self.sink is not None:
             self.sink(metrics, step=step)
@@ -156,11 +194,24 @@ class MetricsLog:
         self._fh.close()
 
 
+def _previous_attempts(path: Path) -> int:
+    """Attempts already in metrics.jsonl (a file from before markers counts as one); a torn last line,
+    left by a kill mid-write, is cut so the file stays JSON lines."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return 0
+    data = path.read_bytes()
+    if not data.endswith(b"\n"):
+        with open(path, "rb+") as fh:
+            fh.truncate(data.rfind(b"\n") + 1)
+    markers = sum(1 for line in data.splitlines() if line.startswith(b'{"attempt":'))
+    return max(markers, 1)
+
+
 # ---------------------------------------------------------------- stages
 class Run:
     """One pipeline invocation on one run dir."""
 
-    def __init__(self, cfg: Config, sink: Sink | None = None, append_metrics: bool = False, runtime=None):
+    def __init__(self, cfg: Config, sink: Sink | None = None, runtime=None, command: str = "run"):
         from taxoclass.stages.text_encoder import resolve_device
 
         self.cfg = cfg
@@ -174,10 +225,15 @@ class Run:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.cache = Path(cfg.cache_dir) if cfg.cache_dir else self.dir / "cache"
         self.cache.mkdir(parents=True, exist_ok=True)
+        stale = remove_stale_outputs(self.dir, to_dict(cfg))
+        if stale:
+            log(f"the config differs from {self.dir / 'config.yaml'}: removed {', '.join(stale)} (the old config's results)")
+        for leftover in self.dir.glob(".*.tmp"):  # temporary files of a run killed mid-write (this dir is the run's own)
+            leftover.unlink(missing_ok=True)
         save_yaml(cfg, self.dir / "config.yaml")
         self.keys = stage_keys(cfg, self.inputs)
         self.sink = sink
-        self.log = MetricsLog(self.dir / "metrics.jsonl", sink, append_metrics)
+        self.log = MetricsLog(self.dir / "metrics.jsonl", sink, command)
         self._bundle = None
         self._mining = None  # stage 2's output once produced or loaded: stages 3 and 4 both read it
         self.stage1: dict[str, np.ndarray] | None = None  # stage 1's arrays once produced or loaded
@@ -194,8 +250,15 @@ class Run:
     def _path(self, stage: int, suffix: str) -> Path:
         return self.cache / f"stage{stage}-{self.keys[stage]}{suffix}"
 
+    def _entry(self, stage: int) -> list[Path]:
+        return [self._path(stage, OUTPUT_SUFFIX[stage]), self._path(stage, ".stats.json")]
+
+    def _intact(self, stage: int) -> bool:
+        """The stage's cache entry exists and matches its checksum (else a warning, when partly there)."""
+        return is_intact(self._path(stage, ".sha256"), self._entry(stage))
+
     def _cached(self, stage: int, suffix: str, force: bool) -> bool:
-        return not force and self._path(stage, suffix).is_file() and self._path(stage, ".stats.json").is_file()
+        return not force and self._intact(stage)
 
     def _replay(self, stage: int) -> dict:
         stats = json.loads(self._path(stage, ".stats.json").read_text())
@@ -204,7 +267,9 @@ class Run:
         return stats
 
     def _save_stats(self, stage: int, stats: dict) -> None:
-        atomic_write_text(self._path(stage, ".stats.json"), json.dumps(stats, default=float))
+        """The entry's last files: its stats, then the checksum that makes the entry trusted."""
+        atomic_write_text(self._path(stage, ".stats.json"), strict_json(stats))
+        seal(self._path(stage, ".sha256"), self._entry(stage))
 
     # stage 1
     def similarity(self, force: bool) -> tuple[np.ndarray, np.ndarray | None]:
@@ -215,6 +280,7 @@ class Run:
             from taxoclass.rundir import atomic_replace_with
             from taxoclass.stages.similarity import run_similarity
 
+            seed_stage(self.cfg.seed, 1)
             t0 = time.time()
             inp = self.inputs
             same = _same_docs(inp.corpus, inp.test)
@@ -222,9 +288,8 @@ class Run:
             if self.runtime is None:
                 out = run_similarity(self.cfg, inp.taxonomy, inp.corpus.texts, test_texts, inp.keywords, self.device)
             else:
-                out = self._similarity_on_runtime(inp.corpus.texts, test_texts)
+                out = self._similarity_on_runtime(inp.corpus.texts, test_texts, fresh=force)
             arrays = out.arrays(test_is_corpus=same or out.test is None)
-
             def write(tmp):
                 with open(tmp, "wb") as fh:
                     np.savez(fh, **arrays)
@@ -246,12 +311,14 @@ class Run:
                 self.stage1["names_test"] = self.stage1["names_corpus"]
         return self.stage1["corpus"], self.stage1.get("test")
 
-    def _similarity_on_runtime(self, corpus_texts, test_texts):
+    def _similarity_on_runtime(self, corpus_texts, test_texts, fresh: bool):
         from taxoclass.stages.similarity import SimilarityOutput, class_texts, hypotheses, make_scorer, refines, score_embeddings
 
         inp, cfg = self.inputs, self.cfg
         hyps = hypotheses(cfg.similarity.template, class_texts(inp.taxonomy, cfg.similarity.class_text, inp.keywords))
         folder = self.cache / f"stage1-{self.keys[1]}-shards"
+        if fresh:  # a forced stage 1 scores every shard again instead of resuming from the old ones
+            shutil.rmtree(folder, ignore_errors=True)
         # with refined prototypes the actors return document embeddings, and the scores are made here
         embed = refines(cfg)
         corpus, extra = self.runtime.similarity(cfg, inp.taxonomy, corpus_texts, hyps, folder / "corpus", embed=embed)
@@ -282,6 +349,7 @@ class Run:
             return self._mining
         if sim is None:
             sim, _ = self.similarity(force=False)
+        seed_stage(self.cfg.seed, 2)
         t0 = time.time()
         out = mine_core_classes(sim, self.inputs.taxonomy, self.cfg.mining)
         stats = mining_stats(out)
@@ -348,6 +416,7 @@ class Run:
         keep, targets, mask = self.pseudo_labels(mining or self.mining(force=False))
         t0 = time.time()
         bundle = self.bundle()
+        seed_stage(self.cfg.seed, 3)  # after building the model, which seeds its own initial weights
         self.log(label_stats(targets, mask))
         texts = [self.inputs.corpus.texts[i] for i in keep]
         self.hook("on_model", bundle.model)
@@ -359,7 +428,8 @@ class Run:
                                      self.cfg.tracking.log_interval)
         else:
             init = bundle.model.head_state_dict() if self.cfg.classifier.freeze_encoder else bundle.model.state_dict()
-            stats = self._train_on_runtime(3, texts, targets=targets, mask=mask, init_state={k: v.cpu() for k, v in init.items()})
+            stats = self._train_on_runtime(3, texts, fresh=force, targets=targets, mask=mask,
+                                           init_state={k: v.cpu() for k, v in init.items()})
         stats.update(label_stats(targets, mask))
         # stage3/best_epoch counts from 0; the progress bar and stage3/epoch count from 1
         self._finish_training(3, stats, t0, f"best epoch {stats['stage3/best_epoch'] + 1} of {self.cfg.classifier.epochs}, val loss {stats['stage3/best_val_loss']:.4f}")
@@ -374,10 +444,11 @@ class Run:
             self._replay(4)
             load_state(self.bundle(), path)
             return
-        if not self._path(3, ".pt").is_file():
+        if not self._intact(3):
             raise DataError(self.dir, "stage 3 output missing: run stage 3 first")
         bundle = self.bundle()
         load_state(bundle, self._path(3, ".pt"))
+        seed_stage(self.cfg.seed, 4)  # the model is built and loaded: what follows is stage 4's own randomness
         t0 = time.time()
         st = self.cfg.self_training
         silver = self.silver_validation() if st.val_patience > 0 else None
@@ -387,7 +458,7 @@ class Run:
                                self.cfg.evaluation.batch_size, silver=silver)
         else:
             init = bundle.model.head_state_dict() if self.cfg.classifier.freeze_encoder else bundle.model.state_dict()
-            stats = self._train_on_runtime(4, self.inputs.corpus.texts, init_state={k: v.cpu() for k, v in init.items()},
+            stats = self._train_on_runtime(4, self.inputs.corpus.texts, fresh=force, init_state={k: v.cpu() for k, v in init.items()},
                                            objective=self.log.stats.get("stage3/best_val_loss", float("nan")), silver=silver)
         self._finish_training(4, stats, t0, f"{stats['stage4/batches']} batches, stopped by {stats['stage4/stopped_by']}")
 
@@ -416,17 +487,20 @@ class Run:
         storage = Path(self.cfg.ray.storage_path) if self.cfg.ray.storage_path else self.dir / "ray"
         return storage, f"stage{stage}-{self.keys[stage]}"
 
-    def _train_on_runtime(self, stage: int, texts: list[str], **kw) -> dict:
+    def _train_on_runtime(self, stage: int, texts: list[str], fresh: bool, **kw) -> dict:
         """Stage 3 or 4 on the runtime's workers; their rank-0 log lines are replayed here, in order."""
-        stats, logs, state = self.runtime.train(stage, self.cfg, self.inputs.taxonomy, self.inputs.keywords, texts,
-                                                *self._train_storage(stage), **kw)
+        storage, name = self._train_storage(stage)
+        if fresh:  # Ray Train resumes a run of the same name: a forced stage must not restore the old final checkpoint
+            shutil.rmtree(storage / name, ignore_errors=True)
+        stats, logs, state = self.runtime.train(stage, self.cfg, self.inputs.taxonomy, self.inputs.keywords, texts, storage,
+                                                name, **kw)
         for metrics, step in logs:
             self.log(metrics, step=step)
         self.bundle().model.load_state_dict(state, strict=not self.cfg.classifier.freeze_encoder)
         return stats
 
     def final_model_path(self) -> Path:
-        if self.cfg.self_training.enabled and self._path(4, ".pt").is_file():
+        if self.cfg.self_training.enabled and self._intact(4):
             return self._path(4, ".pt")
         return self._path(3, ".pt")
 
@@ -437,7 +511,9 @@ class Run:
 
         inp = self.inputs
         summary: dict = {}
-        _link(self.final_model_path(), self.dir / "model.pt")
+        seed_stage(self.cfg.seed, 5)
+        # a copy, not a link: truncating or replacing model.pt must never touch the cache entry
+        atomic_copy(self.final_model_path(), self.dir / "model.pt")
         if inp.test is None:
             log("no test set: predictions and test metrics skipped")
             return summary
@@ -498,20 +574,6 @@ def greedy_path(scores: np.ndarray, taxonomy: Taxonomy) -> list[int]:
     return path
 
 
-def _link(src: Path, dst: Path) -> None:
-    """dst becomes the same file as src (a hard link where possible)."""
-    import os
-    import shutil
-
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(src, tmp)
-    except OSError:
-        shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
-
-
 # ---------------------------------------------------------------- entry points
 def run_pipeline(cfg: Config, sink: Sink | None = None, runtime=None) -> dict:
     """All stages, then the evaluation. Returns the summary (also in summary.json).
@@ -549,7 +611,10 @@ def run_single_stage(run_dir: Path, number: int, overrides: list[str] | None = N
     # the run dir's config is authoritative: no environment overrides here
     cfg = build_config(config_file=str(config_path), overrides=overrides or [], environ={})
     cfg.output_dir, cfg.run_name = str(Path(run_dir).parent), Path(run_dir).name
-    run = Run(cfg, append_metrics=True)
+    from taxoclass.distributed.runtime import make_runtime  # no Ray import unless runtime=ray
+
+    runtime = make_runtime(cfg)  # the stage runs where the run's config says: its cache key depends on it
+    run = Run(cfg, runtime=runtime, command=f"stage {number}")
     try:
         if number == 1:
             run.similarity(force=True)
@@ -565,7 +630,7 @@ def run_single_stage(run_dir: Path, number: int, overrides: list[str] | None = N
         else:
             _require(run, 3, ".pt")
             _, test_sim = run.similarity(force=False)
-            if cfg.self_training.enabled and run._path(4, ".pt").is_file():
+            if cfg.self_training.enabled and any(f.exists() for f in run._entry(4)):  # a damaged entry is computed again
                 run.self_training(force=False)
             else:
                 run.classifier(force=False)
@@ -575,8 +640,10 @@ def run_single_stage(run_dir: Path, number: int, overrides: list[str] | None = N
         return None
     finally:
         run.close()
+        if runtime is not None:
+            runtime.stop()
 
 
 def _require(run: Run, stage: int, suffix: str) -> None:
-    if not run._path(stage, suffix).is_file():
+    if not run._intact(stage):
         raise DataError(run.dir, f"stage {stage} output missing for this config: run `taxoclass stage {stage} --run {run.dir}` first")

@@ -9,6 +9,9 @@ Reads each run dir's `metrics.jsonl` and `summary.json` and draws, one colour pe
 - `level_accuracy.png`: accuracy per taxonomy level, bars grouped per level (pipeline
   and zero-shot per run), each labelled with its value.
 `summary.md` leads with the pipeline's Example-F1, the best-path zero-shot's and their ratio.
+metrics.jsonl holds every attempt on a run dir, each after an `{"attempt": N}` marker row: a
+curve is drawn from the last attempt that logged it (a rerun that took stage 3 from the cache
+keeps its curves).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pathlib import Path
 from taxoclass.errors import DataError
 from taxoclass.rundir import atomic_write_text
 
+ATTEMPT = "_attempt"  # added to each metrics row on reading: the attempt that logged it
 PIPELINE, ZEROSHOT_BEST, GAIN = "test/example_f1", "zeroshot/bestpath_example_f1", "test/gain_over_zeroshot"
 SUMMARY_KEYS = [PIPELINE, ZEROSHOT_BEST, GAIN, "test/p_at_1", "test/p_at_3", "test/mrr", "test/accuracy", "zeroshot/example_f1",
                 "zeroshot/path_example_f1", "stage2/core_precision", "stage3/best_val_loss", "stage4/best_iteration"]
@@ -45,13 +49,17 @@ def load_run(run_dir: Path) -> tuple[list[dict], dict]:
     metrics_path, summary_path = run_dir / "metrics.jsonl", run_dir / "summary.json"
     if not metrics_path.is_file():
         raise DataError(metrics_path, "not a run dir (no metrics.jsonl)")
-    rows = []
+    rows, attempt = [], 0
     for number, line in enumerate(metrics_path.read_text(encoding="utf-8").splitlines(), start=1):
         if line.strip():
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError as err:
                 raise DataError(metrics_path, f"malformed JSON line: {err.msg}", number) from None
+            if isinstance(row, dict) and "attempt" in row:  # a marker, not metrics
+                attempt = row["attempt"]
+                continue
+            rows.append({**row, ATTEMPT: attempt})
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     return rows, summary
 
@@ -70,13 +78,15 @@ def load_runs(run_dirs: list[Path]) -> dict[str, tuple[list[dict], dict]]:
 
 
 def series(rows: list[dict], x_key: str | None, y_key: str) -> tuple[list, list]:
-    """(xs, ys) sorted by x; a point logged twice at the same x (a stage's final stats repeat its
-    last update) counts once, the later value winning."""
-    points = {}
+    """(xs, ys) sorted by x, from the last attempt that logged the curve; a point logged twice at the
+    same x (a stage's final stats repeat its last update) counts once, the later value winning."""
+    points, last = {}, None
     for r in rows:
         if y_key in r and isinstance(r[y_key], (int, float)):
             x = r.get("step") if x_key is None else r.get(x_key)
             if isinstance(x, (int, float)):
+                if r.get(ATTEMPT, 0) != last:  # a later attempt logged it again: its curve replaces the earlier one
+                    points, last = {}, r.get(ATTEMPT, 0)
                 points[x] = r[y_key]
     xs = sorted(points)
     return xs, [points[x] for x in xs]

@@ -3,11 +3,13 @@
 `<output_dir>/<run_name>/` holds:
 - `config.yaml`: the resolved config;
 - `summary.json`: every final metric under its tracking name (`test/example_f1`, ...);
-- `metrics.jsonl`: every logged step, one JSON object a line;
+- `metrics.jsonl`: every logged step, one JSON object a line; each attempt starts with an `{"attempt": N}` row;
 - `predictions/test.jsonl`: `{"doc_id", "ranked": [class ids, best first], "scores": [floats]}`.
 
 Files are written to a temporary name and renamed, so an interrupted run never
-leaves a half-written file that a rerun would trust.
+leaves a half-written file that a rerun would trust; they get the mode the umask
+allows, like any other tool's (a shared `output_dir` stays readable). JSON is strict:
+a non-finite number is written as null.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,14 +42,82 @@ def atomic_replace_with(path: Path, writer) -> None:
     os.close(fd)
     try:
         writer(tmp)
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; a plain open() would honour the umask
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
+def current_umask() -> int:
+    mask = os.umask(0)  # the only portable way to read it is to set it
+    os.umask(mask)
+    return mask
+
+
+def atomic_copy(src: Path, dst: Path) -> None:
+    """dst becomes an independent copy of src: truncating one never touches the other."""
+    atomic_replace_with(dst, lambda tmp: shutil.copyfile(src, tmp))
+
+
+def json_safe(value):
+    """`value` with NaN and +-Infinity as None and numpy scalars as Python numbers: strict JSON."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
+        value = value.item()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, int):
+        return value
+    return str(value)
+
+
+def strict_json(data, **kw) -> str:
+    return json.dumps(json_safe(data), allow_nan=False, **kw)
+
+
 def write_json(path: Path, data) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(path, strict_json(data, indent=2, sort_keys=True) + "\n")
+
+
+STALE_WHEN_CONFIG_CHANGES = ("summary.json", "predictions", "model.pt")
+# where a run lives and how it is tracked: changing these does not change its results
+NOT_RESULT_KEYS = ("output_dir", "run_name", "cache_dir", "force_stage", "resume", "tracking")
+
+
+def remove_stale_outputs(run_dir: Path, new_config: dict) -> list[str]:
+    """Delete the results a run dir holds when its config.yaml is about to change: they belong to the old config."""
+    import yaml
+
+    old_path = Path(run_dir) / "config.yaml"
+    if not old_path.is_file():
+        return []
+    try:
+        old = yaml.safe_load(old_path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError):
+        old = {}
+
+    def results_part(cfg: dict) -> dict:
+        return {k: v for k, v in cfg.items() if k not in NOT_RESULT_KEYS} if isinstance(cfg, dict) else {}
+
+    if results_part(old) == results_part(new_config):
+        return []
+    removed = []
+    for name in STALE_WHEN_CONFIG_CHANGES:
+        target = Path(run_dir) / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+        else:
+            continue
+        removed.append(name)
+    return removed
 
 
 def write_predictions(path: Path, doc_ids: Sequence[str], rankings, scores, taxonomy: Taxonomy) -> None:
@@ -64,8 +135,13 @@ def write_predictions(path: Path, doc_ids: Sequence[str], rankings, scores, taxo
 
 def read_predictions(path: Path, taxonomy: Taxonomy) -> dict[str, list[int]]:
     """{doc_id: ranked class indices}; every malformed line is a file:line error."""
+    return {doc_id: ranked for doc_id, (_, ranked) in read_prediction_lines(path, taxonomy).items()}
+
+
+def read_prediction_lines(path: Path, taxonomy: Taxonomy) -> dict[str, tuple[int, list[int]]]:
+    """{doc_id: (its line number, ranked class indices)}, for errors that name the line."""
     path = Path(path)
-    out: dict[str, list[int]] = {}
+    out: dict[str, tuple[int, list[int]]] = {}
     for number, line in read_lines(path):
         try:
             row = json.loads(line)
@@ -91,7 +167,7 @@ def read_predictions(path: Path, taxonomy: Taxonomy) -> dict[str, list[int]]:
             indices.append(taxonomy.index[str(cid)])
         if len(set(indices)) != len(indices):
             raise DataError(path, "a class appears twice in 'ranked'", number)
-        out[doc_id] = indices
+        out[doc_id] = (number, indices)
     if not out:
         raise DataError(path, "no predictions")
     return out

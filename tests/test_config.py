@@ -68,3 +68,48 @@ def test_presets_all_load():
         build_config(name, environ={})
     assert build_config("dbpedia-298", environ={}).similarity.template == "This example is {}."
     assert build_config("amazon-531", environ={}).similarity.template == "This product is about {}."
+
+
+@pytest.mark.parametrize("override, message", [
+    ("classifier.batch_size=0", "config key 'classifier.batch_size': expected at least 1, got 0"),
+    ("classifier.batch_size=-4", "config key 'classifier.batch_size': expected at least 1, got -4"),
+    ("self_training.update_interval=0", "config key 'self_training.update_interval': expected at least 1"),
+    ("classifier.epochs=0", "config key 'classifier.epochs': expected at least 1"),
+    ("classifier.epochs=-1", "config key 'classifier.epochs': expected at least 1"),
+    ("classifier.learning_rate=0", "config key 'classifier.learning_rate': expected more than 0"),
+    ("self_training.learning_rate=-1e-6", "config key 'self_training.learning_rate': expected more than 0"),
+    ("max_docs=-1", "config key 'max_docs': expected at least 0"),
+    ("classifier.val_fraction=0", "config key 'classifier.val_fraction': expected a value in (0.0, 1.0)"),
+    ("classifier.val_fraction=1.5", "config key 'classifier.val_fraction': expected a value in (0.0, 1.0)"),
+    ("mining.root_width=0", "config key 'mining.root_width': expected at least 1"),
+    ("mining.top_share=0", "config key 'mining.top_share': expected a value in (0.0, 1.0]"),
+    ("similarity.refine_share=1.5", "config key 'similarity.refine_share': expected a value in (0.0, 1.0]"),
+    ("similarity.refine_rounds=-1", "config key 'similarity.refine_rounds': expected at least 0"),
+    ("evaluation.save_top_k=0", "config key 'evaluation.save_top_k': expected at least 1"),
+    ("mining.floor=2", "config key 'mining.floor': expected less than 1.0, got 2.0"),
+    ("classifier.learning_rate=.inf", "config key 'classifier.learning_rate': expected a finite number"),
+    ("classifier.encoder=/nonexistent", "config key 'classifier.encoder': model folder '/nonexistent' does not exist"),
+    ("similarity.model=./no/such/model", "config key 'similarity.model': model folder './no/such/model' does not exist"),
+    ("similarity.model=not a name!", "config key 'similarity.model': 'not a name!' is neither 'bundled'"),
+])
+def test_ranges_and_models_are_checked_when_the_config_is_built(override, message):
+    with pytest.raises(ConfigError) as err:
+        build_config("debug", overrides=[override], environ={})
+    assert message in str(err.value)
+
+
+def test_model_name_not_loadable_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ConfigError, match="'classifier.encoder': model 'no-such-org/no-such-model' is not in the local Hugging Face cache"):
+        build_config(overrides=["classifier.encoder=no-such-org/no-such-model"], environ={})
+
+
+def test_bad_value_exits_2_before_any_work(tmp_path):
+    from conftest import run_cli
+
+    for override in ["classifier.batch_size=0", "classifier.encoder=/nonexistent", "mining.floor=2"]:
+        res = run_cli("run", "--preset", "debug", override, f"output_dir={tmp_path}")
+        assert res.returncode == 2, res.stderr
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"taxoclass: error: config key '{override.split('=')[0]}': ")
+        assert not any(tmp_path.iterdir())  # no run dir, no stage started

@@ -61,3 +61,18 @@ def test_every_subcommand_has_help():
     for cmd in ["run", "stage", "evaluate", "predict", "validate", "config", "report"]:
         res = run_cli(cmd, "--help")
         assert res.returncode == 0 and "usage: taxoclass" in res.stdout, cmd
+
+
+def test_evaluate_unknown_document_names_its_line(tiny_dataset, tmp_path):
+    preds = _write(tmp_path / "p.jsonl", [{"doc_id": "t1", "ranked": [0]}, {"doc_id": "t2", "ranked": [1]}, {"doc_id": "zz", "ranked": [1]}])
+    with pytest.raises(DataError, match=r"p.jsonl:3: prediction for document 'zz'"):
+        evaluate_predictions_file(preds, load_dataset(tiny_dataset))
+
+
+def test_evaluate_output_to_an_unwritable_path(tiny_dataset, tmp_path):
+    preds = _write(tmp_path / "p.jsonl", [{"doc_id": "t1", "ranked": [0]}, {"doc_id": "t2", "ranked": [1]}])
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    res = run_cli("evaluate", "--predictions", preds, "--data", tiny_dataset, "--output", blocker / "m.json")
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "a-file/m.json: cannot write the metrics" in res.stderr and len(res.stderr.strip().splitlines()) == 1

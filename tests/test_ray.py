@@ -107,6 +107,15 @@ def test_one_and_two_train_workers_agree(ray_instance, tmp_path):
     history = read_run(runs[0]).history
     assert any("stage3/epoch_val_loss" in row for row in history)
     assert any("stage4/iteration" in row for row in history)
+    # issue 11: force_stage=3 on runtime=ray trains stage 3 again; before, Ray Train restored the final
+    # checkpoint of the run of the same name (the cache key) in the same storage, and nothing was trained
+    storage = tmp_path / "w1" / "ray"
+    before = {p.name for p in storage.glob("stage3-*/checkpoint_*") if p.is_dir()}
+    cfg = cfg_for(tmp_path, "w1", "runtime=ray", "ray.num_workers=1", "classifier.epochs=2", "force_stage=3",
+                  "self_training.enabled=false")
+    run_pipeline(cfg, runtime=RayRuntime(cfg))
+    after = {p.name for p in storage.glob("stage3-*/checkpoint_*") if p.is_dir()}
+    assert before and after and before.isdisjoint(after)
 
 
 def _spawn(args, cwd):

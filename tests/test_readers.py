@@ -144,3 +144,42 @@ def test_amazon_531_real_test_reviews():
     ds = load_dataset(SHARED_DATA / "amazon-531", test_corpus=SHARED_DATA / "amazon-531" / "test" / "corpus_first10.txt")
     assert len(ds.test) == 10 and not ds.transductive
     assert ds.test_labels["0"] == [10, 64, 93]
+
+
+# ---------------------------------------------------------------- issue 11: files that used to end in a traceback
+@pytest.mark.parametrize("content, message", [
+    (b"d1\tplain text, not gzip\n", "train/corpus.txt.gz: not a gzip file"),
+    (gzip.compress(b"d1\tfirst\nd2\tsecond document with more words\n" * 50)[:-40], "train/corpus.txt.gz: truncated or corrupt gzip file"),
+])
+def test_bad_gzip_corpus_is_one_line(tmp_path, content, message):
+    root = write_dataset(tmp_path / "gz")
+    (root / "train" / "corpus.txt").unlink()
+    (root / "train" / "corpus.txt.gz").write_bytes(content)
+    with pytest.raises(DataError) as err:
+        load_dataset(root)
+    assert message in str(err.value)
+    res = run_cli("validate", root)
+    assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_utf8_bom_is_read(tmp_path):
+    bom = "\ufeff"
+    root = write_dataset(tmp_path / "bom", labels=bom + "0\ta\n1\tb\n2\tc\n3\td\n4\te_class\n", corpus=bom + "d1\tfirst\n",
+                         test=bom + "t1\tx\n", test_labels=bom + "t1\t0\n")
+    ds = load_dataset(root)
+    assert ds.taxonomy.ids[0] == "0" and ds.corpus.doc_ids == ["d1"] and ds.test_labels == {"t1": [0]}
+
+
+def test_json_text_that_is_a_list(tmp_path):
+    root = write_dataset(tmp_path / "js")
+    (root / "train" / "corpus.txt").unlink()
+    (root / "docs.json").write_text('{"text": "fine", "labels": [0]}\n{"text": ["a", "list"], "labels": [0]}\n')
+    with pytest.raises(DataError, match=r"docs.json:2: the text field must be a string, got a list"):
+        load_dataset(root)
+
+
+def test_classes_whose_readable_names_collide(tmp_path):
+    root = write_dataset(tmp_path / "names", labels="0\thome_audio\n1\tb\n2\tHome Audio\n3\td\n4\te_class\n")
+    with pytest.raises(DataError, match=r"labels.txt:3: class name 'Home Audio' reads the same as 'home_audio' \(line 1\)"):
+        load_dataset(root)

@@ -348,3 +348,33 @@ def test_gpus_per_trial_places_trials_on_logical_gpus(tmp_path):
                 assert len({i for n in notes for i in n["ids"]}) == 4  # two trials x two workers: all four GPUs, one each
     finally:
         ray.shutdown()
+
+
+@ray_tests
+@pytest.mark.slow
+def test_kill_9_during_a_trial_resumes_it_to_the_uninterrupted_result(tmp_path):
+    """Slow (4.6 minutes on 2 shared cores; the ray marker): an uninterrupted one-trial search, then the same search killed
+    with -9 once its trial has checkpointed a stage-3 epoch, resumed with --resume."""
+    one_trial = ["--smoke", "--num-samples", "1", "--no-asha", f"output_dir={tmp_path}", *FAST, "classifier.epochs=3",
+                 "classifier.early_stopping_patience=5"]
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    ref = subprocess.run([*SEARCH, *one_trial, "--name", "ref"], capture_output=True, text=True, cwd=REPO, timeout=1500, env=env)
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    args = [*SEARCH, *one_trial, "--name", "killed"]
+    search_dir = tmp_path / "killed"
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env=env)
+    assert _wait_for(lambda: any(search_dir.glob("runs/*/ray/stage3-*/checkpoint_manager_snapshot.json")), proc, timeout=900)
+    _kill_tree(proc)
+    assert not list(search_dir.glob("runs/*/summary.json"))  # killed inside the trial
+    res = subprocess.run(args + ["--resume"], capture_output=True, text=True, cwd=REPO, timeout=1500, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    (want,), (got,) = _rows(tmp_path / "ref"), _rows(search_dir)
+    assert got["mining.top_share"] == want["mining.top_share"]  # the seeded sampler drew the same trial
+    summary = json.loads(next(search_dir.glob("runs/*/summary.json")).read_text())
+    assert summary["stage3/resumed_from_epoch"] >= 1
+    # model, optimizer and the epoch's data order come back from the checkpoint; the dropout draws after
+    # the restart do not, so the numbers agree closely but not bit for bit. Measured (2 cores, resumed from
+    # epoch 1): objective 2.681 against 2.770 (3 % apart), Example-F1 .7396 both. Tolerances with headroom.
+    assert float(got["objective"]) == pytest.approx(float(want["objective"]), rel=0.1)
+    assert abs(float(got["test/example_f1"]) - float(want["test/example_f1"])) <= 0.1

@@ -253,10 +253,18 @@ def parse_json_doc(path: Path, number: int, line: str, default_id: str) -> tuple
     text = next((row[f] for f in JSON_TEXT_FIELDS if f in row), None)
     if text is None:
         raise DataError(path, f"no text field (one of {', '.join(JSON_TEXT_FIELDS)})", number)
-    if not isinstance(text, str) or not text.strip():
+    if not isinstance(text, str):
+        raise DataError(path, f"the text field must be a string, got {json_type(text)}", number)
+    if not text.strip():
         raise DataError(path, "empty text", number)
     doc_id = next((str(row[f]) for f in JSON_ID_FIELDS if f in row), default_id)
     return row, doc_id, text.strip()
+
+
+def json_type(value) -> str:
+    """The JSON name of a parsed value's type, for messages."""
+    names = {dict: "an object", list: "a list", bool: "a boolean", int: "a number", float: "a number", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
 
 
 def read_keywords(path: Path, taxonomy: Taxonomy) -> dict[int, list[str]]:

@@ -65,7 +65,7 @@ class Taxonomy:
 
     @classmethod
     def from_files(cls, labels_path: Path, hierarchy_path: Path) -> Taxonomy:
-        ids, names, seen_ids, seen_names = [], [], {}, {}
+        ids, names, seen_ids, seen_names, seen_readable = [], [], {}, {}, {}
         for number, line in read_lines(labels_path):
             cid, name = split_tab(labels_path, number, line, 2, "'id<TAB>name'")
             if not cid or not name:
@@ -74,7 +74,12 @@ class Taxonomy:
                 raise DataError(labels_path, f"duplicate class id '{cid}' (first on line {seen_ids[cid]})", number)
             if name in seen_names:
                 raise DataError(labels_path, f"duplicate class name '{name}' (first on line {seen_names[name]})", number)
-            seen_ids[cid], seen_names[name] = number, number
+            # the model sees readable names: two that read the same give two identical hypotheses
+            first = seen_readable.get(readable_name(name))
+            if first is not None:
+                raise DataError(labels_path, f"class name '{name}' reads the same as '{first[1]}' (line {first[0]}) "
+                                f"once '_' is a space and case is ignored: '{readable_name(name)}'", number)
+            seen_ids[cid], seen_names[name], seen_readable[readable_name(name)] = number, number, (number, name)
             ids.append(cid)
             names.append(name)
         if not ids:

@@ -95,7 +95,13 @@ def load_checkpoint(path: Path, device: torch.device) -> tuple[ModelBundle, Taxo
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "no trained model here: has the run finished stage 3?")
-    payload = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # torch raises RuntimeError, EOFError, UnpicklingError... for a cut or foreign file
+        raise DataError(path, f"not a readable checkpoint (truncated or corrupt: {type(err).__name__}); "
+                        "rerun `taxoclass run` or `taxoclass stage 5 --run DIR`") from None
+    if not isinstance(payload, dict) or not {"state_dict", "config", "taxonomy"} <= set(payload):
+        raise DataError(path, "not a taxoclass checkpoint (no state_dict, config and taxonomy)")
     cfg = from_dict(payload["config"], str(path))
     taxonomy = Taxonomy.from_dict(payload["taxonomy"])
     bundle = build_model(cfg, taxonomy, device)

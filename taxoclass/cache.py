@@ -1,0 +1,58 @@
+"""Stage cache entries that cannot lie: the stage's files, then a checksum of them, written last.
+
+An entry whose checksum is missing (the run was killed before it was written) or does not
+match (a file was truncated or replaced since) is a cache miss with a one-line warning: the
+stage runs again and rewrites the entry. Nothing is trusted because it merely exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+from taxoclass.rundir import atomic_write_text
+
+CHUNK = 1 << 20
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(CHUNK):
+            h.update(block)
+    return h.hexdigest()
+
+
+def seal(checksum: Path, files: list[Path]) -> None:
+    """Record the files' checksums; call once every file of the entry is complete."""
+    atomic_write_text(checksum, json.dumps({f.name: file_sha256(f) for f in files}, sort_keys=True))
+
+
+def problem(checksum: Path, files: list[Path]) -> str | None:
+    """Why the entry cannot be trusted, or None when it is intact."""
+    for f in files:
+        if not f.is_file():
+            return f"{f.name} is missing"
+    if not checksum.is_file():
+        return "it has no checksum (the run that wrote it was interrupted)"
+    try:
+        recorded = json.loads(checksum.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return f"its checksum file {checksum.name} is unreadable"
+    for f in files:
+        if not isinstance(recorded, dict) or recorded.get(f.name) != file_sha256(f):
+            return f"{f.name} does not match its checksum (truncated or changed since it was written)"
+    return None
+
+
+def is_intact(checksum: Path, files: list[Path]) -> bool:
+    """True for an intact entry; False, with a warning when anything of it exists, otherwise."""
+    if not checksum.exists() and not any(f.exists() for f in files):
+        return False  # never computed: an ordinary miss
+    why = problem(checksum, files)
+    if why is not None:
+        print(f"taxoclass: warning: cache entry {checksum.parent / checksum.stem} is not usable ({why}): computing it again",
+              file=sys.stderr, flush=True)
+    return why is None
