@@ -375,8 +375,10 @@ class Run:
 
     def _class_init(self) -> np.ndarray | None:
         """Stage 3 starts at stage 1's refined prototypes when they live in its encoder's space."""
+        from taxoclass.stages.similarity import refines
+
         c, s = self.cfg.classifier, self.cfg.similarity
-        if c.head_init != "zeroshot" or c.encoder != s.model or c.pooling != "mean":
+        if not refines(self.cfg) or c.head_init != "zeroshot" or c.encoder != s.model or c.pooling != "mean":
             return None
         if self.stage1 is None:
             self.similarity(force=False)

@@ -308,7 +308,7 @@ def test_a_corrupt_cache_entry_is_a_miss_and_model_pt_is_a_copy(second_run, capf
 
     run_dir, _ = second_run
     cfg = debug_config(run_dir.parent, "b")
-    stage2 = next((run_dir / "cache").glob("stage2-*.json"))
+    stage2 = next(p for p in (run_dir / "cache").glob("stage2-*.json") if not p.name.endswith(".stats.json"))
     cores = json.loads(stage2.read_text())["cores"]
     stage2.write_text(stage2.read_text()[:100])  # truncated
     (run_dir / "model.pt").write_bytes((run_dir / "model.pt").read_bytes()[:1000])
@@ -360,9 +360,10 @@ class RecordingRuntime:
         self.found = []
         self.bundle_state = bundle_state
 
-    def similarity(self, cfg, taxonomy, texts, hyps, folder, progress=True):
+    def similarity(self, cfg, taxonomy, texts, hyps, folder, progress=True, embed=False):
         self.found.append(sorted(p.name for p in folder.glob("*")) if folder.exists() else [])
-        return np.zeros((len(texts), len(taxonomy)), np.float32), {"stage1/actors": 1}
+        width = 384 if embed else len(taxonomy)  # embed: MiniLM document embeddings, from which prototypes are refined
+        return np.zeros((len(texts), width), np.float32), {"stage1/actors": 1}
 
     def train(self, stage, cfg, taxonomy, keywords, texts, storage, name, **kw):
         self.found.append(sorted(p.name for p in (storage / name).glob("*")) if (storage / name).exists() else [])
@@ -370,7 +371,8 @@ class RecordingRuntime:
 
 
 def test_force_starts_ray_stages_afresh(tmp_path):
-    cfg = debug_config(tmp_path, "f", "runtime=ray", "ray.storage_path=" + str(tmp_path / "storage"))
+    # names only: no prototypes, so building the model reads no stage-1 output through the stand-in runtime
+    cfg = debug_config(tmp_path, "f", "runtime=ray", "ray.storage_path=" + str(tmp_path / "storage"), "similarity.refine_rounds=0")
     runtime = RecordingRuntime()
     run = Run(cfg, runtime=runtime)
     try:

@@ -41,7 +41,7 @@ def silver_example_f1(cfg: Config, run_dir: Path) -> float:
     """The decoder's Example-F1 against the pseudo-labels (positive targets) of stage 3's held-out documents."""
     from taxoclass.pipeline import Run
 
-    run = Run(cfg, append_metrics=True)  # the finished run again: its stages 1-2 come from the cache
+    run = Run(cfg, command="silver objective")  # the finished run again: its stages 1-2 come from the cache
     try:
         silver = run.silver_validation()
         texts = [run.inputs.corpus.texts[i] for i in silver.rows]
