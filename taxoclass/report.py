@@ -145,7 +145,7 @@ def stage3_figure(runs: dict):
     _finish(loss_ax, "training loss", "global step", "loss")
     _finish(epoch_ax, "loss per epoch (validation: held-out pseudo-labels)", "epoch")
     epoch_ax.xaxis.get_major_locator().set_params(integer=True)
-    _finish(lr_ax, "learning rate (encoder)", "global step")
+    _finish(lr_ax, "learning rate (encoder; the head when frozen)", "global step")
     fig.suptitle("Stage 3: classifier training")
     fig.tight_layout()
     return fig
