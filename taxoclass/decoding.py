@@ -34,6 +34,12 @@ def similarity_best_paths(sim: np.ndarray, taxonomy: Taxonomy) -> list[list[int]
     return best_paths(np.where(np.isnan(sim), -1.0, sim), taxonomy)
 
 
+def top_share(rows: np.ndarray, scores: np.ndarray, share: float) -> np.ndarray:
+    """The best-scored `share` of `rows` (at least one; ties keep row order), `scores` aligned with `rows`.
+    Per-class selection shared by prototype refinement and the per-class core rule."""
+    return rows[np.argsort(-scores, kind="stable")[: max(1, int(np.ceil(len(rows) * share)))]]
+
+
 def rank_with_paths(probs: np.ndarray, paths: list[list[int]], top_k: int) -> tuple[np.ndarray, np.ndarray]:
     """The decoded path first (top level first), then the other classes by score."""
     k = probs.shape[1] if top_k <= 0 else min(top_k, probs.shape[1])

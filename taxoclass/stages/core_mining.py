@@ -29,7 +29,7 @@ import numpy as np
 
 from taxoclass.config import MiningConfig
 from taxoclass.data.taxonomy import Taxonomy
-from taxoclass.decoding import similarity_best_paths
+from taxoclass.decoding import similarity_best_paths, top_share
 from taxoclass.stages.search import confidence_neighbours, run_search
 
 
@@ -91,7 +91,7 @@ def top_paths_per_class(sim: np.ndarray, taxonomy: Taxonomy, share: float) -> Mi
     chosen, thresholds = set(), {}
     for end, docs in by_end.items():
         docs = np.asarray(docs)
-        top = docs[np.argsort(-score[docs], kind="stable")[: max(1, int(np.ceil(len(docs) * share)))]]
+        top = top_share(docs, score[docs], share)
         chosen.update(top.tolist())
         thresholds[end] = float(score[top].min())
     confidences = [[float(score[i])] * len(p) for i, p in enumerate(paths)]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from taxoclass.data.taxonomy import Taxonomy
-from taxoclass.decoding import best_paths
+from taxoclass.decoding import best_paths, top_share
 
 
 def _normalize(x: np.ndarray) -> np.ndarray:
@@ -42,9 +42,7 @@ def refine_prototypes(doc_emb: np.ndarray, name_emb: np.ndarray, taxonomy: Taxon
             if not docs:
                 continue
             docs = np.asarray(docs)
-            keep = max(1, int(np.ceil(len(docs) * share)))
-            # stable order: ties keep document order, so a round is deterministic
-            top = docs[np.argsort(-scores[docs, c], kind="stable")[:keep]]
+            top = top_share(docs, scores[docs, c], share)
             centroid = _normalize(doc_emb[top].mean(0))
             refined[c] = _normalize(weight * names[c] + (1 - weight) * centroid)
         protos = refined
