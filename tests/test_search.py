@@ -16,6 +16,7 @@ from wandb_reader import find_runs, read_run
 
 from taxoclass.config import build_config
 from taxoclass.errors import ConfigError
+from tune.objectives import corpus_view, path_margin
 from tune.space import Param, read_sweep, to_tune
 
 SEARCH = [sys.executable, str(REPO / "tune" / "search.py")]
@@ -115,7 +116,8 @@ def test_smoke_search_one_offline_run_per_trial_with_comparable_names(smoke):
         keys = {k for row in r.history for k in row}
         assert "objective" in keys and "stage3/epoch_val_loss" in keys
         if r.run_id in finished:
-            assert {"test/example_f1", "stage4/iteration", "stage3/best_val_loss", "silver/example_f1"} <= keys
+            assert {"test/example_f1", "stage4/iteration", "stage3/best_val_loss", "silver/example_f1",
+                    "label_free/path_margin", "label_free/teacher_f1"} <= keys
 
 
 @ray_tests
@@ -141,11 +143,15 @@ def test_objective_is_label_free_and_best_config_runs(smoke):
 
     search_dir, res = smoke
     for row in _rows(search_dir):
-        if row["finished"] == "True":  # the searcher's objective is the pseudo-label loss, not a test metric
-            summary = json.loads((search_dir / "runs" / row["trial"] / "summary.json").read_text())
-            assert float(row["objective"]) == pytest.approx(summary["stage3/best_val_loss"])
+        if row["finished"] == "True":  # the searcher's objective is the path margin of corpus documents, not a test metric
+            run_dir = search_dir / "runs" / row["trial"]
+            summary = json.loads((run_dir / "summary.json").read_text())
+            cfg = build_config(config_file=str(run_dir / "config.yaml"), environ={})
+            assert float(row["objective"]) == pytest.approx(path_margin(corpus_view(cfg, run_dir)))
+            assert float(row["objective"]) == pytest.approx(float(row["label_free/path_margin"]))
+            assert float(row["stage3/best_val_loss"]) == pytest.approx(summary["stage3/best_val_loss"])
             assert float(row["test/example_f1"]) == pytest.approx(summary["test/example_f1"])
-    best = min(_rows(search_dir), key=lambda row: float(row["objective"]))
+    best = max((r for r in _rows(search_dir) if r["finished"] == "True"), key=lambda row: float(row["objective"]))
     written = yaml.safe_load((search_dir / "best_config.yaml").read_text())
     assert "runtime" not in written and "device" not in written  # the base the user gave, not the search's or --smoke's
     cfg = build_config(config_file=str(search_dir / "best_config.yaml"), environ={})
@@ -164,7 +170,9 @@ def test_asha_stops_a_diverging_trial(tmp_path):
     space = tmp_path / "grid.yaml"
     # head learning rate 100 diverges: worse than the first trial at the first rung, so ASHA stops it there
     space.write_text("method: grid\nparameters:\n  classifier.head_learning_rate:\n    values: [100.0, 0.004]\n")
-    res = subprocess.run([*SEARCH, "--smoke", "--space", space, "--num-samples", "2", "--name", "asha", f"output_dir={tmp_path}",
+    # --objective silver_loss: the one objective reported every epoch, which ASHA compares
+    res = subprocess.run([*SEARCH, "--smoke", "--space", space, "--num-samples", "2", "--name", "asha", "--objective", "silver_loss",
+                          f"output_dir={tmp_path}",
                           *FAST, "classifier.epochs=3", "classifier.early_stopping_patience=5"],
                          capture_output=True, text=True, cwd=REPO, timeout=1500, env={**os.environ, "WANDB_MODE": "offline"})
     assert res.returncode == 0, res.stderr[-3000:]
@@ -355,7 +363,7 @@ def test_gpus_per_trial_places_trials_on_logical_gpus(tmp_path):
 def test_kill_9_during_a_trial_resumes_it_to_the_uninterrupted_result(tmp_path):
     """Slow (4.6 minutes on 2 shared cores; the ray marker): an uninterrupted one-trial search, then the same search killed
     with -9 once its trial has checkpointed a stage-3 epoch, resumed with --resume."""
-    one_trial = ["--smoke", "--num-samples", "1", "--no-asha", f"output_dir={tmp_path}", *FAST, "classifier.epochs=3",
+    one_trial = ["--smoke", "--num-samples", "1", "--no-asha", "--objective", "silver_loss", f"output_dir={tmp_path}", *FAST, "classifier.epochs=3",
                  "classifier.early_stopping_patience=5"]
     env = {**os.environ, "WANDB_MODE": "offline"}
     ref = subprocess.run([*SEARCH, *one_trial, "--name", "ref"], capture_output=True, text=True, cwd=REPO, timeout=1500, env=env)

@@ -1,24 +1,68 @@
 """A trial's objective, computed from its finished run dir; none of them reads the test set.
 
-- `silver_loss` (default, minimised): stage 3's best validation loss on the held-out
-  pseudo-labelled documents; reported at every stage-3 epoch, so ASHA can compare trials;
+- `path_margin` (default, maximised): over a fixed sample of corpus documents (`SAMPLE_DOCS`),
+  the mean gap between the score of the best root-to-leaf path and the runner-up's, the path
+  decoder's own criterion (mean probability along the path). A model that separates the
+  documents' paths clearly, where the documents are, is the better one (the cluster
+  assumption behind entropy-based unsupervised model selection); unlike agreement with the
+  teacher it does not reward staying at the zero-shot start. Chosen on the dev halves of
+  `scripts/validate_objective.py`; it would not catch a model that sends every document to one
+  path with confidence (none of the default space's trials does);
+- `silver_loss` (minimised): stage 3's best validation loss on the held-out pseudo-labelled
+  documents; reported at every stage-3 epoch, so ASHA can compare trials; its scale moves with
+  `classifier.label_scope` (which labels it counts), and fitting the pseudo-labels better hurt
+  the gold (docs/quality.md);
 - `silver_f1` (maximised): the Example-F1 of the pipeline's own decoder (the final model,
-  `evaluation.decoding`) against the pseudo-labels of those same held-out documents; it
-  scores what a prediction is scored on (a decoded label set), but only at the end;
+  `evaluation.decoding`) against the pseudo-labels of those same held-out documents;
+- `teacher_f1` (maximised): over the sample, the decoded model's Example-F1 against the best
+  path of stage 1's scores, the teacher that made the pseudo-labels;
 - `--dev FILE` (maximised): the Example-F1 on a labelled dev split of corpus documents.
+
+Every trial reports all four (trials.csv, wandb); `--objective` says which one drives the search.
 """
 
 from __future__ import annotations
 
+import json
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from taxoclass.config import Config
+from taxoclass.config import Config, from_dict, to_dict
 from taxoclass.errors import ConfigError
 
-OBJECTIVES = {"silver_loss": "min", "silver_f1": "max"}
+OBJECTIVES = {"silver_loss": "min", "silver_f1": "max", "path_margin": "max", "teacher_f1": "max"}
 SILVER_F1 = "silver/example_f1"
+# where a trial reports each objective (trials.csv, wandb)
+COLUMN = {"silver_loss": "stage3/best_val_loss", "silver_f1": SILVER_F1, "path_margin": "label_free/path_margin",
+          "teacher_f1": "label_free/teacher_f1"}
+DESCRIBE = {"silver_loss": "stage-3 best validation loss on held-out pseudo-labels (min)",
+            "silver_f1": "decoded Example-F1 against held-out pseudo-labels (max)",
+            "path_margin": "mean gap between the best and the runner-up root-to-leaf path on corpus documents (max)",
+            "teacher_f1": "decoded Example-F1 against stage 1's best paths on corpus documents (max)"}
+# chosen on the dev halves of scripts/validate_objective.py's searches (README, "Is the objective any good?")
+DEFAULT_OBJECTIVE = "path_margin"
+SAMPLE_DOCS = 1000  # corpus documents the corpus-wide objectives score: a fixed sample, the same in every trial
+
+
+@contextmanager
+def finished_run(cfg: Config, run_dir: Path):
+    """The finished run's inputs and stages 1-2 (from its cache), opened in a scratch folder: the
+    run dir (its metrics.jsonl, config.yaml) stays as the run wrote it."""
+    from taxoclass.pipeline import Run
+
+    scratch = from_dict(to_dict(cfg), "objective")
+    scratch.cache_dir = cfg.cache_dir or str(Path(run_dir) / "cache")
+    with tempfile.TemporaryDirectory(prefix="taxoclass-objective-") as tmp:
+        scratch.output_dir, scratch.run_name = tmp, "objective"
+        run = Run(scratch, command="objective")
+        try:
+            yield run
+        finally:
+            run.close()
 
 
 def decoded_example_f1(cfg: Config, run_dir: Path, texts: list[str], golds: list[list[int]]) -> float:
@@ -39,18 +83,84 @@ def decoded_example_f1(cfg: Config, run_dir: Path, texts: list[str], golds: list
 
 def silver_example_f1(cfg: Config, run_dir: Path) -> float:
     """The decoder's Example-F1 against the pseudo-labels (positive targets) of stage 3's held-out documents."""
-    from taxoclass.pipeline import Run
-
-    run = Run(cfg, command="silver objective")  # the finished run again: its stages 1-2 come from the cache
-    try:
+    with finished_run(cfg, run_dir) as run:
         silver = run.silver_validation()
         texts = [run.inputs.corpus.texts[i] for i in silver.rows]
-    finally:
-        run.close()
     if not texts:
         return float("nan")  # too few pseudo-labelled documents to hold any out
     golds = [np.flatnonzero((t > 0.5) & (m > 0)).tolist() for t, m in zip(silver.targets, silver.mask)]
     return decoded_example_f1(cfg, run_dir, texts, golds)
+
+
+@dataclass
+class CorpusView:
+    """A finished run's final model and its stage-1 teacher on a fixed sample of corpus documents."""
+
+    probs: np.ndarray  # the model's probabilities, documents x classes
+    teacher: np.ndarray  # stage 1's scores of the same documents (the refined ones, which made the pseudo-labels)
+    taxonomy: object
+
+
+def corpus_view(cfg: Config, run_dir: Path) -> CorpusView:
+    """With a frozen encoder the sample's document vectors are the same in every trial: the first
+    trial stores them in the cache folder (`objective-<key>.npy`, written whole or not at all)."""
+    import hashlib
+
+    import torch
+
+    from taxoclass.rundir import atomic_replace_with
+    from taxoclass.stages.model import DocBatches, predict_probs
+    from taxoclass.stages.model_io import load_checkpoint
+
+    with finished_run(cfg, run_dir) as run:
+        sim, _ = run.similarity(force=False)
+        texts, cache = run.inputs.corpus.texts, run.cache
+    rows = np.sort(np.random.default_rng(cfg.seed).permutation(len(texts))[:SAMPLE_DOCS])
+    sample = [texts[i] for i in rows]
+    bundle, taxonomy = load_checkpoint(run_dir / "model.pt", torch.device("cpu"))
+    c = cfg.classifier
+    stored = cache / f"objective-{hashlib.sha1(repr((c.encoder, c.max_length, c.pooling, sample)).encode()).hexdigest()[:16]}.npy"
+    if c.freeze_encoder and stored.is_file():
+        docs = DocBatches(embeddings=torch.from_numpy(np.load(stored)))
+    else:
+        docs = bundle.docs(sample)
+        if c.freeze_encoder:
+            def write(tmp):
+                with open(tmp, "wb") as fh:
+                    np.save(fh, docs.embeddings.numpy())
+
+            atomic_replace_with(stored, write)
+    probs = predict_probs(bundle.model, docs, torch.device("cpu"), cfg.evaluation.batch_size)
+    return CorpusView(probs, np.where(np.isnan(sim[rows]), -1.0, sim[rows]), taxonomy)
+
+
+def path_margin(view: CorpusView) -> float:
+    """Mean over documents of the best root-to-leaf path's score minus the runner-up's (the path
+    decoder's criterion, the mean probability along the path): how clearly the model decides."""
+    from taxoclass.decoding import root_to_leaf_paths
+    from taxoclass.predict import path_scores
+
+    scores = np.sort(path_scores(view.probs, root_to_leaf_paths(view.taxonomy)), axis=1)
+    return float((scores[:, -1] - scores[:, -2]).mean()) if scores.shape[1] > 1 else float("nan")
+
+
+def teacher_f1(view: CorpusView, decoding: str) -> float:
+    """Example-F1 of the decoded model against the best path of stage 1's scores: how close the
+    student stays to the teacher that labelled its data."""
+    from taxoclass.decoding import best_paths, decode
+    from taxoclass.metrics import evaluate_rankings
+
+    ranked, _ = decode(view.probs, view.taxonomy, decoding, 3)
+    return evaluate_rankings(ranked.tolist(), best_paths(view.teacher, view.taxonomy), view.taxonomy.levels)["example_f1"]
+
+
+def label_free_objectives(cfg: Config, run_dir: Path) -> dict[str, float]:
+    """Every objective of a finished run, by its column name."""
+    run_dir = Path(run_dir)
+    view = corpus_view(cfg, run_dir)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    return {COLUMN["silver_loss"]: summary["stage3/best_val_loss"], SILVER_F1: silver_example_f1(cfg, run_dir),
+            COLUMN["path_margin"]: path_margin(view), COLUMN["teacher_f1"]: teacher_f1(view, cfg.evaluation.decoding)}
 
 
 def dev_example_f1(cfg: Config, run_dir: Path, dev: str) -> float:

@@ -14,13 +14,15 @@ Features:
   pattern); stages 1-2 are computed once, before the trials, into `<search>/cache`, which every
   trial reads; the trials' run dirs are `<search>/runs/<trial>`;
 - `OptunaSearch` (TPE, seeded; random or grid for sweep files) with a persistent study
-  (`<search>/optuna.db`, or `--storage URL`) named after the search, and `ASHAScheduler` over
-  the trial's reports (stage-3 epochs, then stage-4 target updates); the first trial runs the
-  base config's values (the "default" trial);
-- the objective never sees the test set: by default the stage-3 best validation loss on the
-  pseudo-labels (minimised); `--objective silver_f1`: the decoder's Example-F1 against the
-  pseudo-labels of the held-out pseudo-labelled documents (maximised); with `--dev FILE` the
-  Example-F1 on that labelled dev split (maximised). Test metrics are logged for the record;
+  (`<search>/optuna.db`, or `--storage URL`) named after the search; with `--objective
+  silver_loss`, the one objective reported during a trial, `ASHAScheduler` over the trial's
+  reports (stage-3 epochs, then stage-4 target updates); the first trial runs the base
+  config's values (the "default" trial);
+- the objective never sees the test set (tune/objectives.py): by default `path_margin`, the
+  final model's mean gap between the best and the runner-up root-to-leaf path on a fixed sample
+  of corpus documents (maximised; validated by scripts/validate_objective.py); `--objective`
+  `silver_loss`, `silver_f1` or `teacher_f1`; with `--dev FILE` the Example-F1 on that labelled
+  dev split (maximised). Every trial reports all of them; test metrics only for the record;
 - `WandbLoggerCallback`: one wandb run per trial (the parameters as config; the objective and
   the pipeline's `stage3/...`, `stage4/...`, `test/...` metrics), all in one group named after
   the search, job type `hpo-trial`; `WANDB_MODE=offline` works;
@@ -50,13 +52,13 @@ import yaml  # noqa: E402
 
 from taxoclass.config import LEAF_TYPES, Config, build_config, from_dict, set_value, to_dict  # noqa: E402
 from taxoclass.errors import ConfigError, TaxoclassError  # noqa: E402
-from tune.objectives import OBJECTIVES, SILVER_F1, dev_example_f1, silver_example_f1  # noqa: E402
+from tune.objectives import COLUMN, DEFAULT_OBJECTIVE, DESCRIBE, OBJECTIVES, dev_example_f1, label_free_objectives  # noqa: E402
 from tune.report import OBJECTIVE, markdown, trial_rows, winner  # noqa: E402
 from tune.resources import TRIAL_CPUS, plan_trials  # noqa: E402
 from tune.space import Space, base_point, default_space, grid_points, read_sweep, to_tune  # noqa: E402
 
 RECORD_METRICS = ["test/example_f1", "test/p_at_1", "test/p_at_3", "test/mrr", "test/accuracy"]
-COLUMNS = RECORD_METRICS + ["stage3/best_val_loss", SILVER_F1]
+COLUMNS = RECORD_METRICS + list(COLUMN.values())
 
 
 def parse_args(argv=None):
@@ -72,9 +74,8 @@ def parse_args(argv=None):
     ap.add_argument("--name", default=None, help="search name: the wandb group, the Optuna study and the folder under output_dir")
     ap.add_argument("--resume", action="store_true", help="continue the search of this --name")
     ap.add_argument("--smoke", action="store_true", help="a tiny CPU search on the debug preset")
-    ap.add_argument("--objective", choices=sorted(OBJECTIVES), default="silver_loss",
-                    help="label-free objective: silver_loss (stage-3 validation loss, min) or silver_f1 (decoded Example-F1 "
-                         "against held-out pseudo-labels, max)")
+    ap.add_argument("--objective", choices=sorted(OBJECTIVES), default=DEFAULT_OBJECTIVE,
+                    help=f"label-free objective (default {DEFAULT_OBJECTIVE}): " + "; ".join(f"{k}: {v}" for k, v in DESCRIBE.items()))
     ap.add_argument("--dev", default=None, help="labelled dev split of corpus documents (doc_id<TAB>id,id): objective = its Example-F1")
     ap.add_argument("--storage", default=None, help="Optuna storage URL (default: sqlite:///<search dir>/optuna.db)")
     ap.add_argument("--no-asha", action="store_true", help="run every trial to the end (FIFO)")
@@ -102,11 +103,8 @@ def run_trial(params: dict, base: dict, search_dir: str, dev: str | None, object
     summary = run_pipeline(cfg, runtime=RayRuntime(cfg))
     run_dir = Path(summary["run_dir"])
     final = {k: summary[k] for k in COLUMNS + ["stage4/iteration"] if k in summary}
-    final[SILVER_F1] = silver_example_f1(cfg, run_dir)
-    if dev:
-        final[OBJECTIVE] = dev_example_f1(cfg, run_dir, dev)
-    else:
-        final[OBJECTIVE] = final[SILVER_F1] if objective == "silver_f1" else summary["stage3/best_val_loss"]
+    final.update(label_free_objectives(cfg, run_dir))  # all of them, whichever drives the search: trials.csv compares them
+    final[OBJECTIVE] = dev_example_f1(cfg, run_dir, dev) if dev else final[COLUMN[objective]]
     tune.report(final)
 
 
@@ -173,7 +171,7 @@ def build_tuner(args, cfg: Config, space: Space, search_dir: Path, name: str, tr
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     domains = OptunaSearch.convert_search_space(to_tune(space))  # Optuna's own distributions: no conversion warning
     searcher = OptunaSearch(space=domains, metric=OBJECTIVE, mode=mode, sampler=make_sampler(space, cfg.seed), storage=storage, study_name=name, points_to_evaluate=[first] if first else None)
-    if args.no_asha or mode == "max":  # silver_f1 and dev scores exist only at the end of a trial: nothing for ASHA to compare
+    if args.no_asha or mode == "max":  # the max objectives exist only at the end of a trial: nothing for ASHA to compare
         scheduler = FIFOScheduler()
     else:
         scheduler = ASHAScheduler(metric=OBJECTIVE, mode=mode, time_attr="training_iteration", max_t=max_reports(cfg, space),
@@ -301,8 +299,7 @@ def _main(args) -> int:
     plan.apply(cfg)
     args.max_concurrent = plan.concurrent
     mode = objective_mode(args)
-    what = "dev Example-F1" if args.dev else {"silver_loss": "stage-3 best validation loss on pseudo-labels",
-                                               "silver_f1": "decoded Example-F1 on held-out pseudo-labels"}[args.objective]
+    what = "dev Example-F1" if args.dev else f"{args.objective}, {DESCRIBE[args.objective]}"
     print(f"search {name}: {space.describe()}; {args.num_samples} trials; {plan.describe()}; objective: {what} ({mode})",
           flush=True)
     first = None if space.sampler == "grid" else base_point(space, {p.key: _get(cfg, p.key) for p in space.params})
