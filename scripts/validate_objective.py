@@ -29,7 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "scripts")]
 
-from bench_quality import SHARED  # noqa: E402
+from bench_quality import HALVES, SHARED  # noqa: E402
 
 from taxoclass.config import build_config  # noqa: E402
 from taxoclass.metrics import evaluate_rankings  # noqa: E402
@@ -44,7 +44,6 @@ SETS = {
     "dbpedia": ["--preset", "dbpedia-298", f"data={SHARED / 'dbpedia-298'}", "data_variant=generated"],
     "amazon": ["--preset", "amazon-531", f"data={SHARED / 'amazon-531'}", "data_variant=generated"],
 }
-HALVES = {"dev": 0, "held-out": 1}  # position in the gold file modulo 2
 
 
 def gold_f1(run_dir: Path, gold: dict) -> dict[str, float]:
@@ -62,8 +61,7 @@ def gold_f1(run_dir: Path, gold: dict) -> dict[str, float]:
 
 def trial_objectives(row: dict, run_dir: Path) -> None:
     """Every objective's value into `row`: as the trial reported it, else computed from its run dir."""
-    missing = [name for name in OBJECTIVES if row.get(COLUMN[name]) in (None, "")]
-    if missing:
+    if any(row.get(column) in (None, "") for column in COLUMN.values()):
         cfg = build_config(config_file=str(run_dir / "config.yaml"), environ={})
         row.update({k: v for k, v in label_free_objectives(cfg, run_dir).items() if row.get(k) in (None, "")})
     for name in OBJECTIVES:

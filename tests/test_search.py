@@ -16,7 +16,7 @@ from wandb_reader import find_runs, read_run
 
 from taxoclass.config import build_config
 from taxoclass.errors import ConfigError
-from tune.objectives import corpus_view, path_margin
+from tune.objectives import COLUMN, label_free_objectives
 from tune.space import Param, read_sweep, to_tune
 
 SEARCH = [sys.executable, str(REPO / "tune" / "search.py")]
@@ -147,7 +147,7 @@ def test_objective_is_label_free_and_best_config_runs(smoke):
             run_dir = search_dir / "runs" / row["trial"]
             summary = json.loads((run_dir / "summary.json").read_text())
             cfg = build_config(config_file=str(run_dir / "config.yaml"), environ={})
-            assert float(row["objective"]) == pytest.approx(path_margin(corpus_view(cfg, run_dir)))
+            assert float(row["objective"]) == pytest.approx(label_free_objectives(cfg, run_dir)[COLUMN["path_margin"]])
             assert float(row["objective"]) == pytest.approx(float(row["label_free/path_margin"]))
             assert float(row["stage3/best_val_loss"]) == pytest.approx(summary["stage3/best_val_loss"])
             assert float(row["test/example_f1"]) == pytest.approx(summary["test/example_f1"])

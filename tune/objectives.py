@@ -65,31 +65,39 @@ def finished_run(cfg: Config, run_dir: Path):
             run.close()
 
 
-def decoded_example_f1(cfg: Config, run_dir: Path, texts: list[str], golds: list[list[int]]) -> float:
-    """Example-F1 of the run's final model, decoded as the pipeline decodes, on these documents."""
+def _decoded_f1(bundle, taxonomy, cfg: Config, docs, golds: list[list[int]]) -> float:
+    """Example-F1 of a loaded model, decoded as the pipeline decodes, on these documents."""
     import torch
 
     from taxoclass.decoding import decode
     from taxoclass.metrics import evaluate_rankings
     from taxoclass.stages.model import predict_probs
+
+    # a trial's own process holds no GPU; these are a few hundred documents
+    probs = predict_probs(bundle.model, docs, torch.device("cpu"), cfg.evaluation.batch_size)
+    ranked, _ = decode(probs, taxonomy, cfg.evaluation.decoding, cfg.evaluation.save_top_k)
+    return evaluate_rankings(ranked.tolist(), golds, taxonomy.levels)["example_f1"]
+
+
+def decoded_example_f1(cfg: Config, run_dir: Path, texts: list[str], golds: list[list[int]]) -> float:
+    """Example-F1 of the run's final model, decoded as the pipeline decodes, on these documents."""
+    import torch
+
     from taxoclass.stages.model_io import load_checkpoint
 
-    device = torch.device("cpu")  # a trial's own process holds no GPU; these are a few hundred documents
-    bundle, tax = load_checkpoint(run_dir / "model.pt", device)
-    probs = predict_probs(bundle.model, bundle.docs(texts), device, cfg.evaluation.batch_size)
-    ranked, _ = decode(probs, tax, cfg.evaluation.decoding, cfg.evaluation.save_top_k)
-    return evaluate_rankings(ranked.tolist(), golds, tax.levels)["example_f1"]
+    bundle, taxonomy = load_checkpoint(run_dir / "model.pt", torch.device("cpu"))
+    return _decoded_f1(bundle, taxonomy, cfg, bundle.docs(texts), golds)
 
 
-def silver_example_f1(cfg: Config, run_dir: Path) -> float:
-    """The decoder's Example-F1 against the pseudo-labels (positive targets) of stage 3's held-out documents."""
-    with finished_run(cfg, run_dir) as run:
-        silver = run.silver_validation()
-        texts = [run.inputs.corpus.texts[i] for i in silver.rows]
-    if not texts:
+def silver_example_f1(run, bundle, taxonomy) -> float:
+    """The decoder's Example-F1 against the pseudo-labels (positive targets) of stage 3's held-out
+    documents (`run`: the finished run, as `finished_run` opens it; `bundle`: its final model)."""
+    silver = run.silver_validation()
+    if not silver.rows:
         return float("nan")  # too few pseudo-labelled documents to hold any out
     golds = [np.flatnonzero((t > 0.5) & (m > 0)).tolist() for t, m in zip(silver.targets, silver.mask)]
-    return decoded_example_f1(cfg, run_dir, texts, golds)
+    docs = bundle.docs([run.inputs.corpus.texts[i] for i in silver.rows])
+    return _decoded_f1(bundle, taxonomy, run.cfg, docs, golds)
 
 
 @dataclass
@@ -101,7 +109,7 @@ class CorpusView:
     taxonomy: object
 
 
-def corpus_view(cfg: Config, run_dir: Path) -> CorpusView:
+def corpus_view(run, bundle, taxonomy) -> CorpusView:
     """With a frozen encoder the sample's document vectors are the same in every trial: the first
     trial stores them in the cache folder (`objective-<key>.npy`, written whole or not at all)."""
     import hashlib
@@ -110,16 +118,14 @@ def corpus_view(cfg: Config, run_dir: Path) -> CorpusView:
 
     from taxoclass.rundir import atomic_replace_with
     from taxoclass.stages.model import DocBatches, predict_probs
-    from taxoclass.stages.model_io import load_checkpoint
 
-    with finished_run(cfg, run_dir) as run:
-        sim, _ = run.similarity(force=False)
-        texts, cache = run.inputs.corpus.texts, run.cache
+    cfg = run.cfg
+    sim, _ = run.similarity(force=False)
+    texts = run.inputs.corpus.texts
     rows = np.sort(np.random.default_rng(cfg.seed).permutation(len(texts))[:SAMPLE_DOCS])
     sample = [texts[i] for i in rows]
-    bundle, taxonomy = load_checkpoint(run_dir / "model.pt", torch.device("cpu"))
     c = cfg.classifier
-    stored = cache / f"objective-{hashlib.sha1(repr((c.encoder, c.max_length, c.pooling, sample)).encode()).hexdigest()[:16]}.npy"
+    stored = run.cache / f"objective-{hashlib.sha1(repr((c.encoder, c.max_length, c.pooling, sample)).encode()).hexdigest()[:16]}.npy"
     if c.freeze_encoder and stored.is_file():
         docs = DocBatches(embeddings=torch.from_numpy(np.load(stored)))
     else:
@@ -131,7 +137,7 @@ def corpus_view(cfg: Config, run_dir: Path) -> CorpusView:
 
             atomic_replace_with(stored, write)
     probs = predict_probs(bundle.model, docs, torch.device("cpu"), cfg.evaluation.batch_size)
-    return CorpusView(probs, np.where(np.isnan(sim[rows]), -1.0, sim[rows]), taxonomy)
+    return CorpusView(probs, sim[rows], taxonomy)
 
 
 def path_margin(view: CorpusView) -> float:
@@ -147,19 +153,27 @@ def path_margin(view: CorpusView) -> float:
 def teacher_f1(view: CorpusView, decoding: str) -> float:
     """Example-F1 of the decoded model against the best path of stage 1's scores: how close the
     student stays to the teacher that labelled its data."""
-    from taxoclass.decoding import best_paths, decode
+    from taxoclass.decoding import decode, similarity_best_paths
     from taxoclass.metrics import evaluate_rankings
 
     ranked, _ = decode(view.probs, view.taxonomy, decoding, 3)
-    return evaluate_rankings(ranked.tolist(), best_paths(view.teacher, view.taxonomy), view.taxonomy.levels)["example_f1"]
+    return evaluate_rankings(ranked.tolist(), similarity_best_paths(view.teacher, view.taxonomy),
+                             view.taxonomy.levels)["example_f1"]
 
 
 def label_free_objectives(cfg: Config, run_dir: Path) -> dict[str, float]:
-    """Every objective of a finished run, by its column name."""
+    """Every objective of a finished run, by its column name: the run opened once, its model loaded once."""
+    import torch
+
+    from taxoclass.stages.model_io import load_checkpoint
+
     run_dir = Path(run_dir)
-    view = corpus_view(cfg, run_dir)
+    bundle, taxonomy = load_checkpoint(run_dir / "model.pt", torch.device("cpu"))
+    with finished_run(cfg, run_dir) as run:
+        view = corpus_view(run, bundle, taxonomy)
+        silver = silver_example_f1(run, bundle, taxonomy)
     summary = json.loads((run_dir / "summary.json").read_text())
-    return {COLUMN["silver_loss"]: summary["stage3/best_val_loss"], SILVER_F1: silver_example_f1(cfg, run_dir),
+    return {COLUMN["silver_loss"]: summary["stage3/best_val_loss"], SILVER_F1: silver,
             COLUMN["path_margin"]: path_margin(view), COLUMN["teacher_f1"]: teacher_f1(view, cfg.evaluation.decoding)}
 
 
