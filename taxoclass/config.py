@@ -1,175 +1,255 @@
-"""One typed config: dataclasses, YAML presets/files, env and `key=value` overrides.
+"""One typed config: pydantic models, YAML presets/files, env and `key=value` overrides.
 
-Precedence (later wins): defaults < preset (`preset=NAME` / `--preset`) <
-`--config FILE` < environment (the seed's names, e.g. `USE_WANDB=1`) <
-command-line `key=value`.
-
-Keys are dotted (`classifier.gnn_num_layers=4`); a leaf name that is unique
-across sections may be used alone (`gnn_num_layers=4`), and the seed's
-upper-case names are aliases (`WANDB_PROJECT=x`). An unknown key or a value of
-the wrong type is a `ConfigError` naming the key and the closest valid name.
+Features:
+- each section is a pydantic model: a key is one line (type, default, `Literal` choices,
+  `Field(ge=, gt=, le=, lt=)` range, description); assignment is validated too;
+- precedence (later wins): defaults < preset (`preset=NAME` / `--preset`) < `--config FILE` <
+  environment (the seed's names, e.g. `USE_WANDB=1`) < command-line `key=value`; the value
+  that wins is validated, and its error names where it came from;
+- keys are dotted (`classifier.gnn_num_layers=4`); a leaf name that is unique across sections
+  may be used alone (`gnn_num_layers=4`), and the seed's upper-case names are aliases
+  (`WANDB_PROJECT=x`); command-line values are YAML scalars, text keys keep their text (`run_name=007`);
+- every bad value is a one-line `ConfigError` naming the dotted key: the closest valid name for an
+  unknown key, the choices, the range in words; the hypothesis template, the run name and the
+  model settings (`model_paths.py`) are checked when the config is built, before any work.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import os
+import string
 import typing
-from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
+from typing import Annotated, ClassVar, Literal
 
 import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 
 from taxoclass.errors import ConfigError
+from taxoclass.metrics import TOPK_ACCURACY
+from taxoclass.model_paths import MODEL_KEYS, check_model_paths
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 
 
-@dataclass
-class SimilarityConfig:
+# ---------------------------------------------------------------- value types
+# pydantic's lax mode, narrowed where the CLI and the environment would otherwise surprise:
+# True is not the number 1, a number in a text key is its text, `a,b` is a list.
+def _number(value):
+    if isinstance(value, bool):
+        raise PydanticCustomError("bool_is_not_a_number", "a bool is not a number")
+    return value
+
+
+def _text(value):
+    if value is None:
+        return ""
+    return str(value) if isinstance(value, (bool, int, float)) else value
+
+
+def _flag(value):
+    return value.strip() if isinstance(value, str) else value
+
+
+def _names(value):
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return [str(v) for v in value] if isinstance(value, list) else value
+
+
+Int = Annotated[int, BeforeValidator(_number)]
+Float = Annotated[float, BeforeValidator(_number)]
+Text = Annotated[str, BeforeValidator(_text)]
+Flag = Annotated[bool, BeforeValidator(_flag)]
+Names = Annotated[list[str], BeforeValidator(_names)]
+
+
+class Section(BaseModel):
+    """A config section: unknown keys refused, assignment validated, errors as one-line ConfigErrors."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+    section: ClassVar[str] = ""  # the dotted prefix of this section's keys
+
+    def __setattr__(self, name, value):
+        try:
+            super().__setattr__(name, value)
+        except ValidationError as err:
+            key = f"{self.section}.{name}" if self.section else name
+            raise _config_error(err.errors()[0], key, key) from None
+
+
+class SimilarityConfig(Section):
     """Stage 1: document-class similarity."""
 
-    backend: str = "biencoder"  # biencoder | nli
-    model: str = "bundled"  # 'bundled' = the packaged all-MiniLM-L6-v2; else a HF name or path
-    template: str = "This product is about {}."
-    max_length: int = 256  # tokens per document
-    batch_size: int = 64
-    lowercase: bool = True
-    nli_normalization: str = "softmax3"  # softmax3 | entail_vs_contra
-    pruning: bool = True  # score only the classes the stage-2 search visits
-    class_text: str = "name"  # name | llm_enrichment | enrichment (keywords appended)
+    section: ClassVar[str] = "similarity"
+    backend: Literal["biencoder", "nli"] = "biencoder"
+    model: Text = Field("bundled", description="'bundled' = the packaged all-MiniLM-L6-v2; else a HF name or path")
+    template: Text = Field("This product is about {}.", description="the hypothesis; '{}' is the class text")
+    max_length: Int = Field(256, ge=1, description="tokens per document")
+    batch_size: Int = Field(64, ge=1)
+    lowercase: Flag = True
+    nli_normalization: Literal["softmax3", "entail_vs_contra"] = "softmax3"
+    pruning: Flag = Field(True, description="score only the classes the stage-2 search visits")
+    class_text: Literal["name", "llm_enrichment", "enrichment"] = Field("name", description="enrichment: keywords appended")
     # class prototypes refined from the corpus (bi-encoder only; ours, after X-Class): each class
     # vector becomes normalize(w * name vector + (1 - w) * centroid of the documents whose best path
     # holds the class, the more similar `refine_share` of them), `refine_rounds` times; 0 = off (paper)
-    refine_rounds: int = 3
-    refine_weight: float = 0.5
-    refine_share: float = 0.5
+    refine_rounds: Int = Field(3, ge=0, description="prototype refinement rounds (0 = the names alone, the paper)")
+    refine_weight: Float = Field(0.5, ge=0.0, le=1.0, description="weight of the name vector (1 = the name alone)")
+    refine_share: Float = Field(0.5, gt=0.0, le=1.0, description="share of a class's documents in its centroid")
+
+    @field_validator("template")
+    @classmethod
+    def _one_slot(cls, template: str) -> str:
+        # `{name}` would be a KeyError after stage 1's setup; no `{}` gives every class the same hypothesis
+        try:
+            fields = [(name, spec, conversion) for _, name, spec, conversion in string.Formatter().parse(template)
+                      if name is not None]
+        except ValueError as err:
+            raise ValueError(f"not a format template ({err}): {template!r}") from None
+        if fields != [("", "", None)]:
+            raise ValueError(f"expected exactly one '{{}}' (the class name) and no other '{{...}}' field "
+                             f"(write '{{{{' for a literal brace), got {template!r}")
+        return template
 
 
-@dataclass
-class MiningConfig:
+class MiningConfig(Section):
     """Stage 2: core class mining."""
 
-    root_width: int = 2  # children of ROOT taken into the search
-    positivity: bool = True  # also require conf > 0
-    floor: float = 0.05  # absolute floor on conf (bi-encoder scale)
-    confidence_over: str = "parents"  # conf compares with Par(c) + Sib(c) (paper) | ancestors: Anc(c) + Sib(c)
-    path_consistent: bool = True  # margin rule: keep only cores on the document's best root-to-leaf path (our addition)
+    section: ClassVar[str] = "mining"
+    root_width: Int = Field(2, ge=1, description="children of ROOT taken into the search")
+    positivity: Flag = Field(True, description="also require conf > 0")
+    # conf is a difference of similarities; from 1 on no document keeps a core class
+    floor: Float = Field(0.05, lt=1.0, description="absolute floor on conf (bi-encoder scale)")
+    confidence_over: Literal["parents", "ancestors"] = Field(
+        "parents", description="conf compares with Par(c) + Sib(c) (paper) | ancestors: Anc(c) + Sib(c)")
+    path_consistent: Flag = Field(True, description="margin rule: keep only cores on the document's best path (ours)")
     # margin: the paper's confidence-margin rule | path_top (ours): a document's best root-to-leaf path is
     # its core set when the document ranks in the top `top_share` of the documents whose best path
     # ends in the same class (by the path's mean score)
-    rule: str = "path_top"
-    top_share: float = 0.5
+    rule: Literal["margin", "path_top"] = "path_top"
+    top_share: Float = Field(0.5, gt=0.0, le=1.0)
 
 
-@dataclass
-class ClassifierConfig:
+class ClassifierConfig(Section):
     """Stage 3: text encoder + GNN class encoder, trained on core classes."""
 
-    encoder: str = "bundled"
-    pooling: str = "mean"  # mean | cls
-    max_length: int = 256
-    gnn_num_layers: int = 3
-    gnn_hidden_dim: int = 512
-    head_init: str = "zeroshot"  # zeroshot (start at the bi-encoder's scores) | random (paper as printed)
-    label_scope: str = "path"  # paper (parents/children) | all (ancestors/descendants) | path (cores read as one path: ancestors positive, only below the deepest core ignored)
-    negatives: str = "core_depth"  # all (paper) | core_depth: none deeper than the document's deepest core (our addition)
-    batch_size: int = 64
-    epochs: int = 1  # more epochs fit the pseudo-labels better and the gold worse (docs/quality.md)
-    learning_rate: float = 5e-5  # encoder
-    head_learning_rate: float = 4e-3  # GNN, bilinear matrix, class features
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    val_fraction: float = 0.1
-    early_stopping_patience: int = 2
-    amp: str = "off"  # off | bf16 | fp16
-    freeze_encoder: bool = True  # embed documents once and train the head; fine-tuning measured worse (docs/quality.md)
+    section: ClassVar[str] = "classifier"
+    encoder: Text = Field("bundled", description="'bundled', a HF name or a model folder")
+    pooling: Literal["mean", "cls"] = "mean"
+    max_length: Int = Field(256, ge=1)
+    gnn_num_layers: Int = Field(3, ge=0)
+    gnn_hidden_dim: Int = Field(512, ge=1)
+    head_init: Literal["zeroshot", "random"] = Field(
+        "zeroshot", description="zeroshot (start at the bi-encoder's scores) | random (paper as printed)")
+    label_scope: Literal["paper", "all", "path"] = Field(
+        "path", description="paper (parents/children) | all (ancestors/descendants) | path (cores read as one path: "
+        "ancestors positive, only below the deepest core ignored)")
+    negatives: Literal["all", "core_depth"] = Field(
+        "core_depth", description="all (paper) | core_depth: none deeper than the document's deepest core (ours)")
+    batch_size: Int = Field(64, ge=1)
+    epochs: Int = Field(1, ge=1, description="more epochs fit the pseudo-labels better and the gold worse (docs/quality.md)")
+    learning_rate: Float = Field(5e-5, gt=0.0, description="encoder")
+    head_learning_rate: Float = Field(4e-3, gt=0.0, description="GNN, bilinear matrix, class features")
+    weight_decay: Float = Field(0.01, ge=0.0)
+    warmup_ratio: Float = Field(0.1, ge=0.0, lt=1.0)
+    val_fraction: Float = Field(0.1, gt=0.0, lt=1.0)
+    early_stopping_patience: Int = Field(2, ge=0)
+    amp: Literal["off", "bf16", "fp16"] = "off"
+    freeze_encoder: Flag = Field(True, description="embed documents once and train the head; fine-tuning measured worse")
 
 
-@dataclass
-class SelfTrainingConfig:
+class SelfTrainingConfig(Section):
     """Stage 4: multi-label self-training."""
 
+    section: ClassVar[str] = "self_training"
     # off by default: on the corpora measured (1,000-2,555 documents) it never raised held-out quality,
     # and the run says so when it skips it (docs/quality.md)
-    enabled: bool = False
-    update_interval: int = 25  # batches between target (Q) updates
-    max_batches: int = 500  # batch budget
-    stop_tolerance: float = 0.01  # stop when this share of top-3 sets changed, or fewer
-    self_train_threshold: float = 0.5  # max p above this counts as confident
-    confident_only: bool = False  # train each interval only on confident documents (our addition)
-    # label-free guard (our addition): after each target update, the stage-3 loss on its held-out
-    # pseudo-labelled documents; stop after this many updates without a new best and keep the best
-    # model (0 = off: the paper's stop rules only)
-    val_patience: int = 2
-    learning_rate: float = 1e-6
-    head_learning_rate: float = 5e-4
-    batch_size: int = 64
+    enabled: Flag = False
+    update_interval: Int = Field(25, ge=1, description="batches between target (Q) updates")
+    max_batches: Int = Field(500, ge=1, description="batch budget")
+    stop_tolerance: Float = Field(0.01, ge=0.0, le=1.0, description="stop when this share of top-3 sets changed, or fewer")
+    self_train_threshold: Float = Field(0.5, ge=0.0, le=1.0, description="max p above this counts as confident")
+    confident_only: Flag = Field(False, description="train each interval only on confident documents (ours)")
+    # label-free guard (ours): after each target update, the stage-3 loss on its held-out
+    # pseudo-labelled documents; stop after this many updates without a new best and keep the best model
+    val_patience: Int = Field(2, ge=0, description="0 = off: the paper's stop rules only")
+    learning_rate: Float = Field(1e-6, gt=0.0)
+    head_learning_rate: Float = Field(5e-4, gt=0.0)
+    batch_size: Int = Field(64, ge=1)
 
 
-@dataclass
-class EvaluationConfig:
-    save_top_k: int = 100  # classes per document in predictions/test.jsonl (metrics use the same list)
-    decoding: str = "path"  # path (best root-to-leaf path first) | flat (classes by score)
-    batch_size: int = 128
+class EvaluationConfig(Section):
+    section: ClassVar[str] = "evaluation"
+    # the metrics read the saved list: top10_accuracy needs at least 10 classes in it
+    save_top_k: Int = Field(100, ge=max(TOPK_ACCURACY), description="classes per document in predictions/test.jsonl")
+    decoding: Literal["path", "flat"] = Field("path", description="path (best root-to-leaf path first) | flat (by score)")
+    batch_size: Int = Field(128, ge=1)
 
 
-@dataclass
-class RayConfig:
+class RayConfig(Section):
     """runtime=ray: where and how wide the Ray parts run."""
 
-    address: str = ""  # '' = start a local Ray instance; 'auto' or ray://host:port = join a cluster
-    num_cpus: int = 0  # logical CPUs of a local instance (0 = Ray's default)
-    stage1_actors: int = 0  # scorer actors in the stage-1 pool (0 = one per GPU, or 1 without GPUs)
-    stage1_batch_size: int = 256  # documents per Ray Data batch
-    shard_size: int = 1024  # documents per Parquet shard (the unit of stage-1 resume)
-    num_workers: int = 2  # Ray Train workers for stages 3-4
-    use_gpu: bool = False  # one GPU per stage-1 actor and per Train worker
-    gpus_per_worker: float = 1.0  # with use_gpu: a Train worker's share of a GPU (0.25: four workers on one GPU)
-    cpus_per_worker: float = 1.0  # CPUs a Train worker holds
-    max_failures: int = 2  # Ray Train retries from the latest checkpoint
-    storage_path: str = ""  # checkpoints (default <run_dir>/ray); a shared path on a cluster
+    section: ClassVar[str] = "ray"
+    address: Text = Field("", description="'' = start a local Ray instance; 'auto' or ray://host:port = join a cluster")
+    num_cpus: Int = Field(0, ge=0, description="logical CPUs of a local instance (0 = Ray's default)")
+    stage1_actors: Int = Field(0, ge=0, description="scorer actors in the stage-1 pool (0 = one per GPU, or 1)")
+    stage1_batch_size: Int = Field(256, ge=1, description="documents per Ray Data batch")
+    shard_size: Int = Field(1024, ge=1, description="documents per Parquet shard (the unit of stage-1 resume)")
+    num_workers: Int = Field(2, ge=1, description="Ray Train workers for stages 3-4")
+    use_gpu: Flag = Field(False, description="one GPU per stage-1 actor and per Train worker")
+    gpus_per_worker: Float = Field(1.0, description="with use_gpu: a Train worker's share of a GPU")
+    cpus_per_worker: Float = Field(1.0, description="CPUs a Train worker holds")
+    max_failures: Int = Field(2, ge=-1, description="Ray Train retries from the latest checkpoint (-1: forever)")
+    storage_path: Text = Field("", description="checkpoints (default <run_dir>/ray); a shared path on a cluster")
 
 
-@dataclass
-class TrackingConfig:
+class TrackingConfig(Section):
     """Experiment tracking; the seed's upper-case names are aliases."""
 
-    use_wandb: bool = False
-    project: str = "taxoclass-hierarchical"
-    entity: str = ""
-    run_name: str = ""
-    tags: list[str] = field(default_factory=list)
-    group: str = ""
-    job_type: str = "train"
-    mode: str = ""  # online | offline | disabled; empty = WANDB_MODE or online
-    log_interval: int = 10
-    log_gradients: bool = False
+    section: ClassVar[str] = "tracking"
+    use_wandb: Flag = False
+    project: Text = "taxoclass-hierarchical"
+    entity: Text = ""
+    run_name: Text = Field("", description="the wandb run's name (default: made from the config)")
+    tags: Names = Field(default_factory=list)
+    group: Text = ""
+    job_type: Text = "train"
+    mode: Literal["", "online", "offline", "disabled"] = Field("", description="empty = WANDB_MODE or online")
+    log_interval: Int = Field(10, ge=1)
+    log_gradients: Flag = False
 
 
-@dataclass
-class Config:
-    data: str = "demo"  # dataset folder, JSON-lines file, or 'demo'
-    data_variant: str = "auto"  # auto | teleclass | generated | jsonl
-    test_corpus: str = ""  # evaluate on this doc_id<TAB>text file instead
-    transductive: bool = False  # unlabelled test texts join the corpus
-    output_dir: str = "runs"
-    run_name: str = ""
-    cache_dir: str = ""  # stage outputs (default <run_dir>/cache); a search's trials share one
-    seed: int = 42
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    runtime: str = "local"  # local | ray
-    force_stage: int = 0  # recompute from this stage on (0 = use caches)
-    resume: str = ""  # a run dir or wandb run id: continue that run, skipping finished stages
-    max_docs: int = 0  # keep only the first N corpus documents (0 = all); for smoke runs
-    similarity: SimilarityConfig = field(default_factory=SimilarityConfig)
-    mining: MiningConfig = field(default_factory=MiningConfig)
-    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
-    self_training: SelfTrainingConfig = field(default_factory=SelfTrainingConfig)
-    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
-    ray: RayConfig = field(default_factory=RayConfig)
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+class Config(Section):
+    data: Text = Field("demo", description="dataset folder, JSON-lines file, or 'demo'")
+    data_variant: Literal["auto", "teleclass", "generated", "jsonl"] = "auto"
+    test_corpus: Text = Field("", description="evaluate on this doc_id<TAB>text file instead")
+    transductive: Flag = Field(False, description="unlabelled test texts join the corpus")
+    output_dir: Text = "runs"
+    run_name: Text = Field("", description="the run dir is <output_dir>/<run_name>")
+    cache_dir: Text = Field("", description="stage outputs (default <run_dir>/cache); a search's trials share one")
+    seed: Int = Field(42, ge=0, le=2**32 - 1, description="numpy's seed range")
+    device: Text = Field("auto", description="auto | cpu | cuda | cuda:N")
+    runtime: Literal["local", "ray"] = "local"
+    force_stage: Int = Field(0, ge=0, le=4, description="recompute from this stage on (0 = use caches)")
+    resume: Text = Field("", description="a run dir or wandb run id: continue that run, skipping finished stages")
+    max_docs: Int = Field(0, ge=0, description="keep only the first N corpus documents (0 = all); for smoke runs")
+    similarity: SimilarityConfig = Field(default_factory=SimilarityConfig)
+    mining: MiningConfig = Field(default_factory=MiningConfig)
+    classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
+    self_training: SelfTrainingConfig = Field(default_factory=SelfTrainingConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+    @field_validator("run_name")
+    @classmethod
+    def _inside_output_dir(cls, name: str) -> str:
+        if PurePath(name).is_absolute() or ".." in PurePath(name).parts:
+            raise ValueError(f"expected a folder name inside output_dir (relative, without '..'), got {name!r}")
+        return name
 
 
 # The seed's names, accepted as environment variables and as keys.
@@ -185,38 +265,26 @@ SEED_ALIASES = {
     "WANDB_LOG_GRADIENTS": "tracking.log_gradients",
 }
 
-CHOICES = {
-    "data_variant": ("auto", "teleclass", "generated", "jsonl"),
-    "runtime": ("local", "ray"),
-    "similarity.backend": ("biencoder", "nli"),
-    "similarity.nli_normalization": ("softmax3", "entail_vs_contra"),
-    "similarity.class_text": ("name", "llm_enrichment", "enrichment"),
-    "classifier.pooling": ("mean", "cls"),
-    "mining.confidence_over": ("parents", "ancestors"),
-    "classifier.label_scope": ("paper", "all", "path"),
-    "mining.rule": ("margin", "path_top"),
-    "classifier.negatives": ("all", "core_depth"),
-    "classifier.amp": ("off", "bf16", "fp16"),
-    "classifier.head_init": ("zeroshot", "random"),
-    "evaluation.decoding": ("path", "flat"),
-    "tracking.mode": ("", "online", "offline", "disabled"),
-}
 
-
-def _leaf_types(cls=Config, prefix="") -> dict[str, type]:
+def _leaf_fields(model=Config, prefix="") -> dict:
     out = {}
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        key = prefix + f.name
-        t = hints[f.name]
-        if dataclasses.is_dataclass(t):
-            out.update(_leaf_types(t, key + "."))
+    for name, field in model.model_fields.items():
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            out.update(_leaf_fields(field.annotation, f"{prefix}{name}."))
         else:
-            out[key] = t
+            out[prefix + name] = field
     return out
 
 
-LEAF_TYPES = _leaf_types()
+def _leaf_type(field) -> type:
+    """int, float, bool, str or list[str]; a `Literal` key is text."""
+    if typing.get_origin(field.annotation) is Literal:
+        return type(typing.get_args(field.annotation)[0])
+    return field.annotation
+
+
+LEAF_FIELDS = _leaf_fields()
+LEAF_TYPES = {key: _leaf_type(field) for key, field in LEAF_FIELDS.items()}
 _SHORT = {}
 for _k in LEAF_TYPES:
     _SHORT.setdefault(_k.rsplit(".", 1)[-1], []).append(_k)
@@ -240,74 +308,46 @@ def canonical_key(key: str) -> str:
     raise ConfigError(key, f"unknown key{hint}")
 
 
-def _coerce(key: str, value, t):
-    """Turn a YAML/env/CLI value into the field's type, or raise naming the key."""
-    origin = typing.get_origin(t)
-    try:
-        if origin is list:
-            if isinstance(value, str):
-                value = [v.strip() for v in value.split(",") if v.strip()]
-            if not isinstance(value, list):
-                raise TypeError
-            return [str(v) for v in value]
-        if t is bool:
-            if isinstance(value, bool):
-                return value
-            if isinstance(value, (int, float)) and value in (0, 1):
-                return bool(value)
-            if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on"):
-                return True
-            if isinstance(value, str) and value.strip().lower() in ("0", "false", "no", "off"):
-                return False
-            raise TypeError
-        if t is int:
-            if isinstance(value, bool):
-                raise TypeError
-            if isinstance(value, float) and not value.is_integer():
-                raise TypeError
-            return int(value)
-        if t is float:
-            if isinstance(value, bool):
-                raise TypeError
-            return float(value)
-        if t is str:
-            if value is None:
-                return ""
-            if isinstance(value, (dict, list)):
-                raise TypeError
-            return str(value)
-    except (TypeError, ValueError):
-        pass
+# ---------------------------------------------------------------- pydantic errors in words
+RANGE_ERRORS = ("greater_than", "greater_than_equal", "less_than", "less_than_equal")
+
+
+def _config_error(error: dict, key: str, shown: str, where: str = "") -> ConfigError:
+    """One pydantic error on dotted `key` as the ConfigError of `shown` (the name the user wrote)."""
+    field, kind, value = LEAF_FIELDS[key], error["type"], error["input"]
+    if kind == "literal_error":
+        message = f"expected one of {', '.join(repr(c) for c in typing.get_args(field.annotation))}, got {value!r}"
+    elif kind == "value_error":
+        message = str(error["ctx"]["error"])
+    elif kind == "finite_number":
+        message = f"expected a finite number, got {float(value)!r}"
+    elif kind in RANGE_ERRORS:
+        message = f"expected {_range_words(field)}, got {LEAF_TYPES[key](value)!r}"
     else:
-        raise AssertionError(f"unsupported type {t} for {key}")
-    name = "list of strings" if origin is list else t.__name__
-    raise ConfigError(key, f"expected {name}, got {value!r}")
+        name = "list of strings" if LEAF_TYPES[key] == list[str] else LEAF_TYPES[key].__name__
+        message = f"expected {name}, got {value!r}"
+    return ConfigError(shown, message + where)
 
 
-def set_value(cfg: Config, key: str, value) -> None:
-    key = canonical_key(key)
-    value = _coerce(key, value, LEAF_TYPES[key])
-    if key in CHOICES and value not in CHOICES[key]:
-        raise ConfigError(key, f"expected one of {', '.join(repr(c) for c in CHOICES[key])}, got {value!r}")
-    *sections, leaf = key.split(".")
-    target = cfg
-    for s in sections:
-        target = getattr(target, s)
-    setattr(target, leaf, value)
+def _range_words(field) -> str:
+    bounds = {b: getattr(m, b) for m in field.metadata for b in ("ge", "gt", "le", "lt") if hasattr(m, b)}
+    low, high = bounds.get("ge", bounds.get("gt")), bounds.get("le", bounds.get("lt"))
+    if high is None:
+        return f"{'at least' if 'ge' in bounds else 'more than'} {low}"
+    if low is None:
+        return f"{'at most' if 'le' in bounds else 'less than'} {high}"
+    return f"a value in {'[' if 'ge' in bounds else '('}{low}, {high}{']' if 'le' in bounds else ')'}"
 
 
-def get_value(cfg: Config, key: str):
-    target = cfg
-    for part in canonical_key(key).split("."):
-        target = getattr(target, part)
-    return target
+# ---------------------------------------------------------------- sources
+# A layer of values: dotted key -> (value, the name the user wrote, where it came from).
+Layer = dict[str, tuple[object, str, str]]
 
 
 def _flatten(mapping: dict, prefix: str = "") -> dict:
     out = {}
     for k, v in mapping.items():
-        k = str(k)
-        full = prefix + k
+        full = prefix + str(k)
         if isinstance(v, dict) and (full not in LEAF_TYPES):
             out.update(_flatten(v, full + "."))
         else:
@@ -315,12 +355,50 @@ def _flatten(mapping: dict, prefix: str = "") -> dict:
     return out
 
 
-def apply_mapping(cfg: Config, mapping: dict, source: str) -> None:
+def _mapping_layer(mapping: dict, source: str) -> Layer:
+    where = f" (in {source})"
+    layer = {}
     for key, value in _flatten(mapping).items():
         try:
-            set_value(cfg, key, value)
+            full = canonical_key(key)
         except ConfigError as err:
-            raise ConfigError(err.key, f"{str(err).split(': ', 1)[1]} (in {source})") from None
+            raise ConfigError(err.key, f"{str(err).split(': ', 1)[1]}{where}") from None
+        layer[full] = (value, full, where)
+    return layer
+
+
+def _validated(layer: Layer) -> Config:
+    """The Config of these values over the defaults; the first bad value is a ConfigError."""
+    nested: dict = {}
+    for key, (value, _, _) in layer.items():
+        *sections, leaf = key.split(".")
+        target = nested
+        for s in sections:
+            target = target.setdefault(s, {})
+        target[leaf] = value
+    try:
+        return Config.model_validate(nested)
+    except ValidationError as err:
+        error = err.errors()[0]
+        key = ".".join(part for part in error["loc"] if isinstance(part, str))
+        _, shown, where = layer[key]
+        raise _config_error(error, key, shown, where) from None
+
+
+def set_value(cfg: Config, key: str, value) -> None:
+    key = canonical_key(key)
+    *sections, leaf = key.split(".")
+    target = cfg
+    for s in sections:
+        target = getattr(target, s)
+    setattr(target, leaf, value)  # validated: a ConfigError naming the key
+
+
+def get_value(cfg: Config, key: str):
+    target = cfg
+    for part in canonical_key(key).split("."):
+        target = getattr(target, part)
+    return target
 
 
 def load_yaml(path: str | Path) -> dict:
@@ -364,34 +442,30 @@ def build_config(
     environ: dict | None = None,
 ) -> Config:
     """Resolve a Config from every source, in precedence order."""
-    cfg = Config()
     pairs = parse_overrides(overrides or [])
     # `preset=NAME` may come on the command line like any key
-    for key, value in pairs:
-        if key == "preset":
-            preset = value
+    preset = next((value for key, value in reversed(pairs) if key == "preset"), preset)
+    layer: Layer = {}
     if preset:
         path = PRESET_DIR / f"{preset}.yaml"
         if not path.is_file():
             close = difflib.get_close_matches(preset, preset_names(), n=1)
             hint = f"; did you mean '{close[0]}'?" if close else f" (presets: {', '.join(preset_names())})"
             raise ConfigError("preset", f"unknown preset '{preset}'{hint}")
-        apply_mapping(cfg, load_yaml(path), f"preset {preset}")
+        layer.update(_mapping_layer(load_yaml(path), f"preset {preset}"))
     if config_file:
-        apply_mapping(cfg, load_yaml(config_file), config_file)
+        layer.update(_mapping_layer(load_yaml(config_file), config_file))
     environ = os.environ if environ is None else environ
     for name, key in SEED_ALIASES.items():
         if environ.get(name, "") != "":
-            try:
-                set_value(cfg, key, environ[name])
-            except ConfigError as err:
-                raise ConfigError(name, f"{str(err).split(': ', 1)[1]} (environment variable)") from None
+            layer[key] = (environ[name], name, " (environment variable)")
     for key, value in pairs:
         if key != "preset":
-            is_text = LEAF_TYPES[canonical_key(key)] is str  # keep `run_name=007` as written
-            set_value(cfg, key, value if is_text else yaml_scalar(value))
-    check_ranges(cfg)
-    check_model_paths(cfg)
+            full = canonical_key(key)
+            is_text = LEAF_TYPES[full] is str  # keep `run_name=007` as written
+            layer[full] = (value if is_text else yaml_scalar(value), full, "")
+    cfg = _validated(layer)
+    check_model_paths({key: get_value(cfg, key) for key in MODEL_KEYS})
     return cfg
 
 
@@ -404,8 +478,9 @@ def yaml_scalar(text: str):
     return text if value is None and text.strip() not in ("", "null", "~") else value
 
 
-def to_dict(cfg: Config) -> dict:
-    return dataclasses.asdict(cfg)
+def to_dict(cfg: Section) -> dict:
+    """Plain values in declaration order, of a whole Config or of one section (cache keys, config.yaml)."""
+    return cfg.model_dump()
 
 
 def save_yaml(cfg: Config, path: str | Path) -> None:
@@ -413,113 +488,4 @@ def save_yaml(cfg: Config, path: str | Path) -> None:
 
 
 def from_dict(mapping: dict, source: str = "mapping") -> Config:
-    cfg = Config()
-    apply_mapping(cfg, mapping, source)
-    return cfg
-
-
-# ---------------------------------------------------------------- value ranges
-# (lowest, highest, lowest allowed itself, highest allowed itself); None = unbounded.
-# A value out of range would crash after minutes of work (batch size 0: ZeroDivisionError)
-# or "succeed" with an untrained model (epochs 0), so the config is refused when it is built.
-RANGES = {
-    "seed": (0, 2**32 - 1, True, True),  # numpy's seed range
-    "max_docs": (0, None, True, None),
-    "force_stage": (0, 4, True, True),
-    "similarity.max_length": (1, None, True, None),
-    "similarity.batch_size": (1, None, True, None),
-    "similarity.refine_rounds": (0, None, True, None),
-    "similarity.refine_weight": (0.0, 1.0, True, True),  # 1 = the name alone
-    "similarity.refine_share": (0.0, 1.0, False, True),
-    "mining.root_width": (1, None, True, None),
-    "mining.top_share": (0.0, 1.0, False, True),
-    # conf is a difference of similarities; from 1 on no document keeps a core class
-    "mining.floor": (None, 1.0, None, False),
-    "classifier.max_length": (1, None, True, None),
-    "classifier.gnn_num_layers": (0, None, True, None),
-    "classifier.gnn_hidden_dim": (1, None, True, None),
-    "classifier.batch_size": (1, None, True, None),
-    "classifier.epochs": (1, None, True, None),
-    "classifier.learning_rate": (0.0, None, False, None),
-    "classifier.head_learning_rate": (0.0, None, False, None),
-    "classifier.weight_decay": (0.0, None, True, None),
-    "classifier.warmup_ratio": (0.0, 1.0, True, False),
-    "classifier.val_fraction": (0.0, 1.0, False, False),
-    "classifier.early_stopping_patience": (0, None, True, None),
-    "self_training.update_interval": (1, None, True, None),
-    "self_training.max_batches": (1, None, True, None),
-    "self_training.stop_tolerance": (0.0, 1.0, True, True),
-    "self_training.self_train_threshold": (0.0, 1.0, True, True),
-    "self_training.val_patience": (0, None, True, None),
-    "self_training.learning_rate": (0.0, None, False, None),
-    "self_training.head_learning_rate": (0.0, None, False, None),
-    "self_training.batch_size": (1, None, True, None),
-    "evaluation.save_top_k": (1, None, True, None),
-    "evaluation.batch_size": (1, None, True, None),
-    "ray.num_cpus": (0, None, True, None),
-    "ray.stage1_actors": (0, None, True, None),
-    "ray.stage1_batch_size": (1, None, True, None),
-    "ray.shard_size": (1, None, True, None),
-    "ray.num_workers": (1, None, True, None),
-    "ray.max_failures": (-1, None, True, None),  # -1: retry forever (Ray's convention)
-    "tracking.log_interval": (1, None, True, None),
-}
-
-
-def check_ranges(cfg: Config) -> None:
-    """Refuse a value outside its key's range, naming the key (ConfigError: exit 2)."""
-    import math
-
-    for key, (low, high, low_ok, high_ok) in RANGES.items():
-        value = get_value(cfg, key)
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(key, f"expected a finite number, got {value!r}")
-        too_low = low is not None and (value < low or (value == low and not low_ok))
-        too_high = high is not None and (value > high or (value == high and not high_ok))
-        if too_low or too_high:
-            raise ConfigError(key, f"expected {_describe_range(low, high, low_ok, high_ok)}, got {value!r}")
-
-
-def _describe_range(low, high, low_ok, high_ok) -> str:
-    if high is None:
-        return f"{'at least' if low_ok else 'more than'} {low}"
-    if low is None:
-        return f"{'at most' if high_ok else 'less than'} {high}"
-    return f"a value in {'[' if low_ok else '('}{low}, {high}{']' if high_ok else ')'}"
-
-
-MODEL_KEYS = ("similarity.model", "classifier.encoder")
-
-
-def check_model_paths(cfg: Config) -> None:
-    """Each model setting must name a folder that exists, 'bundled', or a Hugging Face model name that can be
-    loaded (from the local cache when HF_HUB_OFFLINE is set); checked before any stage runs."""
-    for key in MODEL_KEYS:
-        name = get_value(cfg, key)
-        if name == "bundled":
-            continue
-        path = Path(name).expanduser()
-        looks_like_path = path.is_absolute() or name.startswith((".", "~")) or path.exists() or name.count("/") > 1
-        if looks_like_path:
-            if not path.is_dir():
-                raise ConfigError(key, f"model folder {name!r} does not exist")
-            continue
-        from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-        try:
-            validate_repo_id(name)
-        except HFValidationError:
-            raise ConfigError(key, f"{name!r} is neither 'bundled', a model folder, nor a Hugging Face model name") from None
-        if _hub_offline() and not _in_hub_cache(name):
-            raise ConfigError(key, f"model {name!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set")
-
-
-def _hub_offline() -> bool:
-    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
-
-
-def _in_hub_cache(name: str) -> bool:
-    from huggingface_hub import try_to_load_from_cache
-
-    found = try_to_load_from_cache(name, "config.json")
-    return isinstance(found, str)
+    return _validated(_mapping_layer(mapping, source))

@@ -1,4 +1,5 @@
-"""Metrics of a predictions file against a dataset's test gold (`taxoclass evaluate`)."""
+"""Metrics of a predictions file against a dataset's test gold (`taxoclass evaluate`): the same figures, from the
+same functions, as the run's summary.json."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from pathlib import Path
 
 from taxoclass.data.readers import Dataset
 from taxoclass.errors import DataError
+from taxoclass.hier_metrics import hierarchical_metrics
 from taxoclass.metrics import evaluate_rankings, prefixed
 from taxoclass.rundir import read_prediction_lines
 
@@ -24,7 +26,8 @@ def evaluate_predictions_file(path: Path, ds: Dataset, prefix: str = "test") -> 
         raise DataError(path, f"no prediction for {len(missing)} test documents (first: '{missing[0]}')")
     rankings = [predictions[d] for d in ds.test.doc_ids]
     golds = [ds.test_labels[d] for d in ds.test.doc_ids]
-    return prefixed(evaluate_rankings(rankings, golds, ds.taxonomy.levels), prefix)
+    metrics = {**evaluate_rankings(rankings, golds, ds.taxonomy.levels), **hierarchical_metrics(rankings, golds, ds.taxonomy)}
+    return prefixed(metrics, prefix)
 
 
 def format_metrics(metrics: dict) -> str:

@@ -26,7 +26,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +37,7 @@ from taxoclass.config import Config, build_config, save_yaml, to_dict
 from taxoclass.data.readers import Dataset, keyword_files, load_dataset, read_keywords
 from taxoclass.data.taxonomy import ROOT, Taxonomy
 from taxoclass.errors import DataError
+from taxoclass.hier_metrics import hierarchical_metrics
 from taxoclass.metrics import evaluate_rankings, example_f1, prefixed
 from taxoclass.rundir import (
     PREDICTIONS,
@@ -151,10 +152,10 @@ def stage_keys(cfg: Config, inputs: Inputs) -> dict[int, str]:
     # the search decides which pairs a pruned (NLI) stage 1 scores; a bi-encoder scores them all
     pruned = cfg.similarity.backend == "nli" and cfg.similarity.pruning
     search = (cfg.mining.root_width, cfg.mining.confidence_over) if pruned else None
-    k1 = _digest("stage1", content, asdict(cfg.similarity), search)
-    k2 = _digest("stage2", k1, asdict(cfg.mining))
-    k3 = _digest("stage3", k2, asdict(cfg.classifier), cfg.seed, training_setup(cfg))
-    k4 = _digest("stage4", k3, asdict(cfg.self_training))
+    k1 = _digest("stage1", content, to_dict(cfg.similarity), search)
+    k2 = _digest("stage2", k1, to_dict(cfg.mining))
+    k3 = _digest("stage3", k2, to_dict(cfg.classifier), cfg.seed, training_setup(cfg))
+    k4 = _digest("stage4", k3, to_dict(cfg.self_training))
     return {1: k1, 2: k2, 3: k3, 4: k4}
 
 
@@ -526,6 +527,7 @@ class Run:
         write_predictions(self.dir / PREDICTIONS, inp.test.ids, ranked, scores, inp.taxonomy)
         levels = inp.taxonomy.levels
         summary.update(prefixed(evaluate_rankings(ranked.tolist(), inp.test.gold, levels), "test"))
+        summary.update(prefixed(hierarchical_metrics(ranked.tolist(), inp.test.gold, inp.taxonomy), "test"))
         if test_sim is not None:
             names = self.stage1.get("names_test") if self.stage1 else None
             if names is None:  # no refinement: the stage-1 scores are the name-only scores
@@ -556,12 +558,15 @@ def zero_shot_metrics(sim: np.ndarray, golds: list[list[int]], taxonomy: Taxonom
     out = prefixed(evaluate_rankings(ranked.tolist(), golds, taxonomy.levels), "zeroshot")
     paths = [greedy_path(row, taxonomy) for row in filled]
     out["zeroshot/path_example_f1"] = float(np.mean([example_f1(p, set(g), k=len(p)) for p, g in zip(paths, golds)]))
+    out.update(prefixed(hierarchical_metrics(ranked.tolist(), golds, taxonomy, paths=paths), "zeroshot"))  # path: the greedy one
     for name, scores in (("bestpath", sim), ("enriched_bestpath", enriched)):
         if scores is None:
             continue
         best = similarity_best_paths(scores, taxonomy)
         top3, _ = rank_with_paths(np.where(np.isnan(scores), -np.inf, scores), best, 3)
         out[f"zeroshot/{name}_example_f1"] = float(np.mean([example_f1(list(r), set(g), k=3) for r, g in zip(top3, golds)]))
+        hier = hierarchical_metrics(top3.tolist(), golds, taxonomy, paths=best)
+        out.update({f"zeroshot/{name}_{k}": v for k, v in hier.items() if "hier_" in k})
         # the path alone, as the figure was reported before (not comparable with the top-3 protocol)
         out[f"zeroshot/{name}_path_only_example_f1"] = float(np.mean([example_f1(p, set(g), k=len(p)) for p, g in zip(best, golds)]))
     return out

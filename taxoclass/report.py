@@ -8,7 +8,8 @@ Reads each run dir's `metrics.jsonl` and `summary.json` and draws, one colour pe
   iteration marked;
 - `level_accuracy.png`: accuracy per taxonomy level, bars grouped per level (pipeline
   and zero-shot per run), each labelled with its value.
-`summary.md` leads with the pipeline's Example-F1, the best-path zero-shot's and their ratio.
+`summary.md` leads with the pipeline's Example-F1, the best-path zero-shot's and their ratio, then
+tables of the main figures, of the hierarchical P/R/F1 (`hier_*`) and of the P/R/F1 per level.
 metrics.jsonl holds every attempt on a run dir, each after an `{"attempt": N}` marker row: a
 curve is drawn from the last attempt that logged it (a rerun that took stage 3 from the cache
 keeps its curves).
@@ -26,6 +27,9 @@ ATTEMPT = "_attempt"  # added to each metrics row on reading: the attempt that l
 PIPELINE, ZEROSHOT_BEST, GAIN = "test/example_f1", "zeroshot/bestpath_example_f1", "test/gain_over_zeroshot"
 SUMMARY_KEYS = [PIPELINE, ZEROSHOT_BEST, GAIN, "test/p_at_1", "test/p_at_3", "test/mrr", "test/accuracy", "zeroshot/example_f1",
                 "zeroshot/path_example_f1", "stage2/core_precision", "stage3/best_val_loss", "stage4/best_iteration"]
+HIER_KEYS = ["test/hier_precision_micro", "test/hier_recall_micro", "test/hier_f1_micro", "test/hier_f1_macro",
+             "test/path_hier_f1_micro", "test/path_hier_f1_macro", "zeroshot/bestpath_path_hier_f1_micro"]
+LEVEL_COLUMNS = ["precision_micro", "recall_micro", "f1_micro", "precision_macro", "recall_macro", "f1_macro"]
 
 
 def headline(summary: dict) -> dict:
@@ -238,17 +242,25 @@ def _cell(value) -> str:
     return str(value) if isinstance(value, int) else f"{value:.4f}"
 
 
+def _table(header: list[str], rows: list[list]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"] + ["| " + " | ".join(map(str, r)) + " |" for r in rows]
+
+
 def summary_markdown(runs: dict, images: list[str]) -> str:
     lines = ["# taxoclass report", "",
              "The pipeline against the best-path zero-shot baseline (the pipeline's path decoder on the stage-1 "
              "scores), Example-F1 of each, and their ratio:", ""]
     for run_name, (_, summary) in runs.items():
         lines.append(f"- {run_name}: {headline_line(summary) or 'no test metrics'}")
-    lines += ["", "| run | " + " | ".join(SUMMARY_KEYS) + " |", "|---|" + "---|" * len(SUMMARY_KEYS)]
-    for run_name, (_, summary) in runs.items():
-        values = {**summary, **headline(summary)}
-        cells = [_cell(values.get(k)) for k in SUMMARY_KEYS]
-        lines.append(f"| {run_name} | " + " | ".join(cells) + " |")
+    lines += [""] + _table(["run"] + SUMMARY_KEYS, [[run_name] + [_cell({**summary, **headline(summary)}.get(k)) for k in SUMMARY_KEYS]
+                                                    for run_name, (_, summary) in runs.items()])
+    lines += ["", "Hierarchical precision / recall / F1 (README, Metrics):", ""]
+    lines += _table(["run"] + HIER_KEYS, [[run_name] + [_cell(summary.get(k)) for k in HIER_KEYS] for run_name, (_, summary) in runs.items()])
+    level_rows = [[run_name, level] + [_cell(summary.get(f"test/level_{level}_{c}")) for c in LEVEL_COLUMNS]
+                  for run_name, (_, summary) in runs.items() for level in sorted(_levels(summary, "test/level_"))]
+    if level_rows:
+        lines += ["", "Per level, the top-3 set closed under ancestors:", ""]
+        lines += _table(["run", "level"] + LEVEL_COLUMNS, level_rows)
     return "\n".join(lines + [""] + [f"![{name}]({name})" for name in images]) + "\n"
 
 

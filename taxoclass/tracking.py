@@ -28,6 +28,7 @@ import warnings
 from pathlib import Path
 
 from taxoclass.config import Config, to_dict
+from taxoclass.hier_metrics import class_wise
 
 DEFAULT_HOST = "api.wandb.ai"
 ONLINE_INIT_TIMEOUT_S = 30
@@ -232,28 +233,6 @@ def level_pairs(tax, ranked, golds, level: int) -> tuple[list[int], list[int]]:
             y_true.append(pred if pred in gold_here else gold_here[0])
             y_pred.append(pred)
     return y_true, y_pred
-
-
-def class_wise(tax, ranked, golds, k: int = 3) -> list[list]:
-    """Per class: precision, recall, F1 of the top-k prediction set, and support (gold count)."""
-    n = len(tax)
-    tp, pred, support = [0] * n, [0] * n, [0] * n
-    for r, g in zip(ranked, golds):
-        p, g = set(r[:k]), set(g)
-        for c in p:
-            pred[c] += 1
-            tp[c] += c in g
-        for c in g:
-            support[c] += 1
-    rows = []
-    for c in range(n):
-        if not pred[c] and not support[c]:
-            continue
-        prec = tp[c] / pred[c] if pred[c] else 0.0
-        rec = tp[c] / support[c] if support[c] else 0.0
-        f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
-        rows.append([tax.names[c], tax.level(c), prec, rec, f1, support[c]])
-    return rows
 
 
 def make_tracker(cfg: Config, resume_id: str | None = None):

@@ -107,9 +107,224 @@ def test_model_name_not_loadable_offline(monkeypatch):
 def test_bad_value_exits_2_before_any_work(tmp_path):
     from conftest import run_cli
 
-    for override in ["classifier.batch_size=0", "classifier.encoder=/nonexistent", "mining.floor=2"]:
+    empty = tmp_path.parent / "empty-model"
+    empty.mkdir()
+    for override in ["classifier.batch_size=0", "classifier.encoder=/nonexistent", "mining.floor=2", f"similarity.model={empty}",
+                     "run_name=../escaped", "similarity.template=This is {name}."]:
         res = run_cli("run", "--preset", "debug", override, f"output_dir={tmp_path}")
         assert res.returncode == 2, res.stderr
         lines = res.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith(f"taxoclass: error: config key '{override.split('=')[0]}': ")
         assert not any(tmp_path.iterdir())  # no run dir, no stage started
+
+
+# to_dict of the default config as the dataclass config wrote it before pydantic (captured from that code):
+# cache keys and config.yaml files depend on these keys, their order and their values.
+GOLDEN_DEFAULTS = {'data': 'demo',
+ 'data_variant': 'auto',
+ 'test_corpus': '',
+ 'transductive': False,
+ 'output_dir': 'runs',
+ 'run_name': '',
+ 'cache_dir': '',
+ 'seed': 42,
+ 'device': 'auto',
+ 'runtime': 'local',
+ 'force_stage': 0,
+ 'resume': '',
+ 'max_docs': 0,
+ 'similarity': {'backend': 'biencoder',
+                'model': 'bundled',
+                'template': 'This product is about {}.',
+                'max_length': 256,
+                'batch_size': 64,
+                'lowercase': True,
+                'nli_normalization': 'softmax3',
+                'pruning': True,
+                'class_text': 'name',
+                'refine_rounds': 3,
+                'refine_weight': 0.5,
+                'refine_share': 0.5},
+ 'mining': {'root_width': 2,
+            'positivity': True,
+            'floor': 0.05,
+            'confidence_over': 'parents',
+            'path_consistent': True,
+            'rule': 'path_top',
+            'top_share': 0.5},
+ 'classifier': {'encoder': 'bundled',
+                'pooling': 'mean',
+                'max_length': 256,
+                'gnn_num_layers': 3,
+                'gnn_hidden_dim': 512,
+                'head_init': 'zeroshot',
+                'label_scope': 'path',
+                'negatives': 'core_depth',
+                'batch_size': 64,
+                'epochs': 1,
+                'learning_rate': 5e-05,
+                'head_learning_rate': 0.004,
+                'weight_decay': 0.01,
+                'warmup_ratio': 0.1,
+                'val_fraction': 0.1,
+                'early_stopping_patience': 2,
+                'amp': 'off',
+                'freeze_encoder': True},
+ 'self_training': {'enabled': False,
+                   'update_interval': 25,
+                   'max_batches': 500,
+                   'stop_tolerance': 0.01,
+                   'self_train_threshold': 0.5,
+                   'confident_only': False,
+                   'val_patience': 2,
+                   'learning_rate': 1e-06,
+                   'head_learning_rate': 0.0005,
+                   'batch_size': 64},
+ 'evaluation': {'save_top_k': 100, 'decoding': 'path', 'batch_size': 128},
+ 'ray': {'address': '',
+         'num_cpus': 0,
+         'stage1_actors': 0,
+         'stage1_batch_size': 256,
+         'shard_size': 1024,
+         'num_workers': 2,
+         'use_gpu': False,
+         'gpus_per_worker': 1.0,
+         'cpus_per_worker': 1.0,
+         'max_failures': 2,
+         'storage_path': ''},
+ 'tracking': {'use_wandb': False,
+              'project': 'taxoclass-hierarchical',
+              'entity': '',
+              'run_name': '',
+              'tags': [],
+              'group': '',
+              'job_type': 'train',
+              'mode': '',
+              'log_interval': 10,
+              'log_gradients': False}}
+
+
+def test_to_dict_is_the_same_as_before_pydantic(tmp_path):
+    import json
+
+    from taxoclass.config import Config, from_dict, load_yaml, save_yaml, to_dict
+
+    cfg = build_config(environ={})
+    assert json.dumps(to_dict(cfg)) == json.dumps(GOLDEN_DEFAULTS)  # same keys, same order, same values
+    assert to_dict(Config()) == GOLDEN_DEFAULTS
+    assert to_dict(cfg.classifier) == GOLDEN_DEFAULTS["classifier"]  # a section alone: the stage cache keys
+    save_yaml(cfg, tmp_path / "config.yaml")
+    assert list(load_yaml(tmp_path / "config.yaml")) == list(GOLDEN_DEFAULTS)
+    assert from_dict(load_yaml(tmp_path / "config.yaml")) == cfg
+
+
+def test_leaf_types_and_short_names():
+    from taxoclass.config import LEAF_TYPES, SHORT_NAMES
+
+    assert LEAF_TYPES["classifier.gnn_num_layers"] is int and LEAF_TYPES["classifier.learning_rate"] is float
+    assert LEAF_TYPES["classifier.amp"] is str and LEAF_TYPES["tracking.use_wandb"] is bool  # a Literal key is text
+    assert LEAF_TYPES["tracking.tags"] == list[str] and len(LEAF_TYPES) == 84
+    assert SHORT_NAMES["gnn_num_layers"] == "classifier.gnn_num_layers" and "learning_rate" not in SHORT_NAMES
+
+
+def test_assignment_is_validated_with_the_dotted_key():
+    from taxoclass.config import Config, set_value
+
+    cfg = Config()
+    cfg.run_name, cfg.classifier.epochs = "x", 3
+    assert cfg.run_name == "x" and cfg.classifier.epochs == 3
+    with pytest.raises(ConfigError, match=r"^config key 'classifier.epochs': expected at least 1, got 0$"):
+        cfg.classifier.epochs = 0
+    with pytest.raises(ConfigError, match=r"^config key 'classifier.amp': expected one of 'off', 'bf16', 'fp16', got 'fp8'$"):
+        set_value(cfg, "amp", "fp8")
+    with pytest.raises(ConfigError, match=r"^config key 'seed': expected int, got True$"):
+        set_value(cfg, "seed", True)
+    assert cfg.classifier.epochs == 3 and cfg.classifier.amp == "off"  # a refused value leaves the old one
+
+
+def test_a_range_error_names_where_the_value_came_from(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("classifier:\n  epochs: 0\n")
+    with pytest.raises(ConfigError, match=r"'classifier.epochs': expected at least 1, got 0 \(in .*c.yaml\)$"):
+        build_config(config_file=str(f), environ={})
+    assert build_config(config_file=str(f), overrides=["epochs=2"], environ={}).classifier.epochs == 2  # the winner is checked
+    with pytest.raises(ConfigError, match=r"^config key 'WANDB_LOG_INTERVAL': expected at least 1, got 0 \(environment variable\)$"):
+        build_config(environ={"WANDB_LOG_INTERVAL": "0"})
+
+
+@pytest.mark.parametrize("template", ["This is {name}.", "No slot.", "Two {} and {}.", "Numbered {0}.", "Padded {:>9}.",
+                                      "Converted {!r}.", "Open { brace."])
+def test_template_needs_exactly_one_slot(template):
+    with pytest.raises(ConfigError) as err:
+        build_config(overrides=[f"similarity.template={template}"], environ={})
+    assert str(err.value).startswith("config key 'similarity.template': ")
+    assert "\n" not in str(err.value)
+
+
+def test_template_error_message():
+    with pytest.raises(ConfigError) as err:
+        build_config(overrides=["similarity.template=This is {name}."], environ={})
+    assert str(err.value) == ("config key 'similarity.template': expected exactly one '{}' (the class name) and no other "
+                              "'{...}' field (write '{{' for a literal brace), got 'This is {name}.'")
+    cfg = build_config(overrides=["similarity.template={{literal}} braces and {}"], environ={})
+    assert cfg.similarity.template.format("x") == "{literal} braces and x"
+
+
+@pytest.mark.parametrize("name", ["../../x", "/tmp/elsewhere", "a/../../b", ".."])
+def test_run_name_stays_inside_output_dir(name):
+    with pytest.raises(ConfigError) as err:
+        build_config(overrides=[f"run_name={name}"], environ={})
+    assert str(err.value) == (f"config key 'run_name': expected a folder name inside output_dir (relative, without '..'), "
+                              f"got {name!r}")
+
+
+def test_run_name_may_have_subfolders():
+    assert build_config(overrides=["run_name=sweep-1/trial-2"], environ={}).run_name == "sweep-1/trial-2"
+
+
+def test_save_top_k_must_cover_top10_accuracy():
+    # top5_accuracy and top10_accuracy read the saved list: fewer than 10 classes would make them wrong
+    with pytest.raises(ConfigError, match=r"^config key 'evaluation.save_top_k': expected at least 10, got 9$"):
+        build_config(overrides=["evaluation.save_top_k=9"], environ={})
+    assert build_config(overrides=["evaluation.save_top_k=10"], environ={}).evaluation.save_top_k == 10
+
+
+def _stray(folder):
+    (folder / "notes.txt").write_text("not a model")
+
+
+def _config_only(folder):
+    (folder / "config.json").write_text('{"model_type": "bert"}')
+
+
+@pytest.mark.parametrize("key", ["classifier.encoder", "similarity.model"])
+@pytest.mark.parametrize("fill, reason", [(lambda f: None, "holds no model (no config.json)"), (_stray, "holds no model (no config.json)"),
+                                          (_config_only, "holds no weights (no *.safetensors or *.bin file)")],
+                         ids=["empty", "stray-file", "config-only"])
+def test_a_model_folder_without_a_model_is_refused(tmp_path, key, fill, reason):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    fill(folder)
+    with pytest.raises(ConfigError) as err:
+        build_config(overrides=[f"{key}={folder}"], environ={})
+    assert str(err.value) == f"config key '{key}': model folder '{folder}' {reason}"
+
+
+@pytest.mark.parametrize("config_json, weights", [("{}", b""), ('{"model_type": "bert"}', b"not safetensors")],
+                         ids=["no-model-type", "corrupt-weights"])
+def test_loaders_turn_an_unloadable_model_into_a_config_error(tmp_path, config_json, weights):
+    # past the folder check (config.json and a weights file), transformers raises ValueError or a SafetensorError
+    from taxoclass.stages.similarity import NLIScorer
+    from taxoclass.stages.text_encoder import load_encoder
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text(config_json)
+    (folder / "model.safetensors").write_bytes(weights)
+    build_config(overrides=[f"classifier.encoder={folder}"], environ={})
+    for load, key in ((lambda: load_encoder(str(folder)), "classifier.encoder"),
+                      (lambda: NLIScorer(str(folder), 32, 2, "cpu"), "similarity.model")):
+        with pytest.raises(ConfigError) as err:
+            load()
+        message = str(err.value)
+        assert message.startswith(f"config key '{key}': cannot load model '{folder}': ") and "\n" not in message

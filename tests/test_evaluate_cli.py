@@ -6,6 +6,7 @@ from conftest import run_cli
 from taxoclass.data.readers import load_dataset
 from taxoclass.errors import DataError
 from taxoclass.evaluate import evaluate_predictions_file
+from taxoclass.hier_metrics import hierarchical_metrics
 from taxoclass.metrics import evaluate_rankings
 
 
@@ -24,13 +25,19 @@ def test_evaluate_recomputes_metrics(tiny_dataset, tmp_path):
     m = evaluate_predictions_file(preds, ds)
     assert m["test/example_f1"] == pytest.approx((2 * 2 / 6 + 2 * 1 / 4) / 2)
     assert m["test/p_at_1"] == pytest.approx(1.0)
-    assert m == {f"test/{k}": v for k, v in evaluate_rankings([[2, 1, 0, 3, 4], [1, 0, 2, 3, 4]], [[0, 2, 4], [1]],
-                                                                ds.taxonomy.levels).items()}
+    rankings, golds = [[2, 1, 0, 3, 4], [1, 0, 2, 3, 4]], [[0, 2, 4], [1]]
+    expected = {**evaluate_rankings(rankings, golds, ds.taxonomy.levels), **hierarchical_metrics(rankings, golds, ds.taxonomy)}
+    assert m == {f"test/{k}": v for k, v in expected.items()}
+    # closed under ancestors (c has parents a and b): gold {a, b, c, e} and {b}; top-3 {a, b, c} twice
+    assert m["test/hier_precision_micro"] == pytest.approx(4 / 6) and m["test/hier_recall_micro"] == pytest.approx(4 / 5)
+    # t1 starts with c, not a top-level class: an empty path; t2's path is b alone
+    assert m["test/path_hier_precision_micro"] == pytest.approx(1.0) and m["test/path_hier_recall_micro"] == pytest.approx(1 / 5)
     out = tmp_path / "m.json"
     res = run_cli("evaluate", "--predictions", preds, "--data", tiny_dataset, "--output", out)
     assert res.returncode == 0, res.stderr
     assert json.loads(out.read_text())["test/example_f1"] == pytest.approx(m["test/example_f1"])
-    assert "test/example_f1" in res.stdout
+    printed = dict(line.split() for line in res.stdout.splitlines())
+    assert printed["test/example_f1"] == f"{m['test/example_f1']:.4f}" and printed["test/hier_f1_micro"] == f"{m['test/hier_f1_micro']:.4f}"
 
 
 @pytest.mark.parametrize(

@@ -84,3 +84,27 @@ def test_summary_leads_with_the_best_path_zero_shot(tmp_path, capsys):
     out = write_report([tmp_path / "a", tmp_path / "a"], tmp_path / "rep")
     for name in ("stage3_loss.png", "stage4_confidence.png", "level_accuracy.png"):
         assert (out / name).stat().st_size > 0 and f"![{name}]({name})" in (out / "summary.md").read_text()
+
+
+def _table_rows(md: str, first_header: str) -> list[dict]:
+    lines = md.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first_header} |"))
+    header = [c.strip() for c in lines[start].strip("|").split("|")]
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append(dict(zip(header, (c.strip() for c in line.strip("|").split("|")))))
+    return rows
+
+
+def test_summary_has_the_hierarchical_and_per_level_tables(tmp_path):
+    summary = {**SUMMARY, "test/hier_f1_micro": 0.8123, "test/path_hier_f1_macro": 0.7001, "test/level_1_precision_micro": 0.7777,
+               **{f"test/level_{lv}_f1_macro": 0.61 + lv / 100 for lv in (0, 1, 2)}}
+    md = summary_markdown(load_runs([write_run(tmp_path, "a", summary=summary)]), [])
+    hier = _table_rows(md, "run | test/hier_precision_micro")
+    assert hier == [{**hier[0], "run": "a", "test/hier_f1_micro": "0.8123", "test/path_hier_f1_macro": "0.7001",
+                     "test/hier_precision_micro": "-"}]
+    levels = _table_rows(md, "run | level")
+    assert [(r["level"], r["f1_macro"]) for r in levels] == [("0", "0.6100"), ("1", "0.6200"), ("2", "0.6300")]
+    assert levels[1]["precision_micro"] == "0.7777"

@@ -176,6 +176,10 @@ def test_zero_shot_baselines(tax):
     # best path on the top-3 protocol: doc 2's path B, B1 (2 classes) is followed by C (.6): 2 * 2 / (2 + 3)
     assert m["zeroshot/bestpath_example_f1"] == pytest.approx((1.0 + 0.8) / 2)
     assert m["zeroshot/bestpath_path_only_example_f1"] == pytest.approx(1.0)
+    # hierarchical: the greedy and the best path are the gold paths; the top-3 sets hold 3 + 2 gold of 3 + 3
+    assert m["zeroshot/path_hier_f1_micro"] == pytest.approx(1.0) and m["zeroshot/bestpath_path_hier_f1_macro"] == pytest.approx(1.0)
+    assert m["zeroshot/hier_precision_micro"] == pytest.approx(5 / 6) and m["zeroshot/hier_recall_micro"] == pytest.approx(1.0)
+    assert m["zeroshot/bestpath_hier_precision_micro"] == pytest.approx(5 / 6) and "zeroshot/level_2_f1_macro" in m
     enriched = zero_shot_metrics(sim, [[0, 3, 7], [1, 5]], tax, enriched=np.flip(sim, axis=0).copy())
     assert enriched["zeroshot/bestpath_example_f1"] == m["zeroshot/bestpath_example_f1"]
     assert enriched["zeroshot/enriched_bestpath_example_f1"] < m["zeroshot/bestpath_example_f1"]
@@ -198,8 +202,9 @@ def test_self_training_guard_keeps_the_best_silver_model(tax):
     for patience in (0, 2):
         model = TaxoClassifier(None, torch.randn(9, 8, generator=torch.Generator().manual_seed(1)), tax,
                                gnn_num_layers=1, gnn_hidden_dim=8)
-        cfg = SelfTrainingConfig(update_interval=1, max_batches=12, batch_size=8, head_learning_rate=0.05,
-                                 stop_tolerance=-1.0, val_patience=patience)
+        # stop_tolerance below the config's range (unchecked: model_construct) turns the top-3 stop rule off
+        cfg = SelfTrainingConfig.model_construct(update_interval=1, max_batches=12, batch_size=8, head_learning_rate=0.05,
+                                                 stop_tolerance=-1.0, val_patience=patience)
         logged = []
         stats = self_train(model, docs, cfg, "cpu", 0, lambda m, step=None, out=logged: out.append(m), silver=silver)
         losses = [m["stage4/val_loss"] for m in logged if "stage4/val_loss" in m]

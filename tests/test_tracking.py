@@ -46,7 +46,8 @@ def test_offline_run_has_every_metric_name_and_value(tracked_run):
     assert expected <= logged, expected - logged
     # values, not just names: the wandb summary holds what summary.json holds
     for key in ["test/example_f1", "test/mrr", "test/level_2_accuracy", "stage2/num_core_classes", "test/gain_over_zeroshot",
-                "zeroshot/bestpath_example_f1"]:
+                "zeroshot/bestpath_example_f1", "test/hier_f1_micro", "test/hier_precision_macro", "test/path_hier_f1_macro",
+                "test/level_1_f1_macro", "zeroshot/bestpath_path_hier_f1_micro"]:
         assert run.summary[key] == pytest.approx(summary[key]), key
     assert run.summary["final_accuracy"] == pytest.approx(summary["test/accuracy"])
     assert run.summary["final_f1"] == pytest.approx(summary["test/f1_score"])

@@ -25,7 +25,7 @@ import torch
 from taxoclass.config import Config
 from taxoclass.data.taxonomy import Taxonomy
 from taxoclass.stages.search import candidate_search, confidence_neighbours
-from taxoclass.stages.text_encoder import encode_texts, length_sorted_batches, load_encoder
+from taxoclass.stages.text_encoder import encode_texts, length_sorted_batches, load_encoder, load_pretrained
 
 SEARCH_CHUNK = 64  # documents whose searches advance together (one scoring call per round)
 
@@ -76,17 +76,10 @@ class NLIScorer:
 
     def __init__(self, model_name: str, max_length: int, batch_size: int, device, normalization: str = "softmax3",
                  lowercase: bool = True):
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoModelForSequenceClassification
 
-        from taxoclass.errors import ConfigError
-        from taxoclass.stages.text_encoder import resolve_model_path
-
-        path = resolve_model_path(model_name)
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(path)
-            self.model = AutoModelForSequenceClassification.from_pretrained(path).to(device).eval()
-        except OSError as err:
-            raise ConfigError("similarity.model", f"cannot load NLI model {model_name!r}: {str(err).splitlines()[0]}") from None
+        self.model, self.tokenizer = load_pretrained(model_name, "similarity.model", AutoModelForSequenceClassification)
+        self.model.to(device).eval()
         self.entail, self.contra = nli_label_indices(self.model.config.id2label)
         self.max_length, self.batch_size, self.device = max_length, batch_size, device
         self.normalization, self.lowercase = normalization, lowercase

@@ -46,18 +46,27 @@ def load_tokenizer(name: str):
 
 
 def load_encoder(name: str, key: str = "classifier.encoder"):
-    """AutoModel + tokenizer; a missing model is a ConfigError naming the key."""
-    from transformers import AutoModel, AutoTokenizer
+    """AutoModel + tokenizer; a model that cannot be loaded is a ConfigError naming the key."""
+    from transformers import AutoModel
+
+    return load_pretrained(name, key, AutoModel)
+
+
+def load_pretrained(name: str, key: str, auto_class):
+    """`auto_class.from_pretrained` + its tokenizer. A missing model (OSError), a folder that holds no
+    model or an unknown architecture (ValueError) and unreadable weights are one-line ConfigErrors."""
+    from safetensors import SafetensorError
+    from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     path = resolve_model_path(name)
     hf_logging.set_verbosity_error()  # weight-loading chatter is noise at every run
     hf_logging.disable_progress_bar()
     try:
+        model = auto_class.from_pretrained(path)  # first: its errors say more than the tokenizer's
         tok = AutoTokenizer.from_pretrained(path)
-        model = AutoModel.from_pretrained(path)
-    except OSError as err:
-        raise ConfigError(key, f"cannot load model {name!r}: {str(err).splitlines()[0]}") from None
+    except (OSError, ValueError, SafetensorError) as err:
+        raise ConfigError(key, f"cannot load model {name!r}: {str(err).strip().splitlines()[0]}") from None
     return model, tok
 
 
