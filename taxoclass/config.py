@@ -322,11 +322,19 @@ def _config_error(error: dict, key: str, shown: str, where: str = "") -> ConfigE
     elif kind == "finite_number":
         message = f"expected a finite number, got {float(value)!r}"
     elif kind in RANGE_ERRORS:
-        message = f"expected {_range_words(field)}, got {LEAF_TYPES[key](value)!r}"
+        message = f"expected {_range_words(field)}, got {_as_number(value, LEAF_TYPES[key])!r}"
     else:
         name = "list of strings" if LEAF_TYPES[key] == list[str] else LEAF_TYPES[key].__name__
         message = f"expected {name}, got {value!r}"
     return ConfigError(shown, message + where)
+
+
+def _as_number(value, kind: type):
+    """The value as the key's type, as the range compared it (`0` for a float key reads `0.0`)."""
+    try:
+        return kind(value)
+    except (TypeError, ValueError):  # `int('0.0')`: pydantic read it, int() does not
+        return value
 
 
 def _range_words(field) -> str:

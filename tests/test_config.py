@@ -250,6 +250,8 @@ def test_a_range_error_names_where_the_value_came_from(tmp_path):
     assert build_config(config_file=str(f), overrides=["epochs=2"], environ={}).classifier.epochs == 2  # the winner is checked
     with pytest.raises(ConfigError, match=r"^config key 'WANDB_LOG_INTERVAL': expected at least 1, got 0 \(environment variable\)$"):
         build_config(environ={"WANDB_LOG_INTERVAL": "0"})
+    with pytest.raises(ConfigError, match=r"^config key 'WANDB_LOG_INTERVAL': expected at least 1, got '0.0' \(environment variable\)$"):
+        build_config(environ={"WANDB_LOG_INTERVAL": "0.0"})  # read as an int by pydantic, shown as written
 
 
 @pytest.mark.parametrize("template", ["This is {name}.", "No slot.", "Two {} and {}.", "Numbered {0}.", "Padded {:>9}.",
