@@ -63,7 +63,7 @@ def _one_error_line(res, *fragments):
     """Exit 2; the error is one line, the last (progress lines of the cached stages may come before it)."""
     lines = res.stderr.strip().splitlines()
     assert res.returncode == 2, res.stderr
-    errors = [line for line in lines if "error" in line.lower()]
+    errors = [line for line in lines if line.startswith("taxoclass: error")]
     assert errors == [lines[-1]] and lines[-1].startswith("taxoclass: error: ") and "Traceback" not in res.stderr, res.stderr
     for fragment in fragments:
         assert fragment in lines[-1], lines[-1]

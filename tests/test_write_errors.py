@@ -25,7 +25,7 @@ DEBUG = ["run", "--preset", "debug", "self_training.enabled=false"]
 
 def _error_line(stderr: str) -> str:
     lines = stderr.strip().splitlines()
-    assert "Traceback" not in stderr and [ln for ln in lines if "error" in ln.lower()] == [lines[-1]], stderr
+    assert "Traceback" not in stderr and [ln for ln in lines if ln.startswith("taxoclass: error")] == [lines[-1]], stderr
     return lines[-1]
 
 
@@ -100,13 +100,13 @@ def _run_dir(root: Path, tracking: str | None) -> Path:
 def test_resume_skips_a_malformed_tracking_json_with_a_warning(tmp_path, capsys):
     out = tmp_path / "runs"
     _run_dir(out / "a", '{"wandb_run_id": "abc1')  # cut short by a kill
-    _run_dir(out / "b", json.dumps({"wandb_run_id": "abc123"}))
-    _run_dir(out / "c", "[1, 2]")
-    assert find_run("abc123", str(out)) == (out / "b", "abc123")
+    _run_dir(out / "b", "[1, 2]")
+    _run_dir(out / "c", json.dumps({"wandb_run_id": "abc123"}))
+    assert find_run("abc123", str(out)) == (out / "c", "abc123")
     warnings = capsys.readouterr().err.strip().splitlines()
     assert len(warnings) == 2 and all(w.startswith("taxoclass: warning: ") and "skipped" in w for w in warnings)
     assert f"{out / 'a' / 'tracking.json'}: unreadable tracking state (JSONDecodeError" in warnings[0]
-    assert f"{out / 'c' / 'tracking.json'}: unreadable tracking state (not a JSON object)" in warnings[1]
+    assert f"{out / 'b' / 'tracking.json'}: unreadable tracking state (not a JSON object)" in warnings[1]
     with pytest.raises(DataError, match=r"a/tracking.json: unreadable tracking state"):
         find_run(str(out / "a"), str(out))  # the run dir named itself: its own state must be readable
 
