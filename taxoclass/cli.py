@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
-from taxoclass.errors import TaxoclassError
+from taxoclass.errors import DataError, TaxoclassError
 
 EXIT_USAGE = 2
 
@@ -88,7 +89,6 @@ def cmd_validate(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from taxoclass.data.readers import load_dataset
-    from taxoclass.errors import DataError
     from taxoclass.evaluate import evaluate_predictions_file, format_metrics
     from taxoclass.rundir import write_json
 
@@ -96,10 +96,7 @@ def cmd_evaluate(args) -> int:
     metrics = evaluate_predictions_file(Path(args.predictions), ds)
     print(format_metrics(metrics))
     if args.output:
-        try:
-            write_json(Path(args.output), metrics)
-        except OSError as err:
-            raise DataError(args.output, f"cannot write the metrics: {err.strerror or err}") from None
+        write_json(Path(args.output), metrics, what="the metrics")
     return 0
 
 
@@ -142,21 +139,37 @@ def cmd_run(args) -> int:
 
 
 def find_run(value: str, output_dir: str) -> tuple[Path, str | None]:
-    """`resume=` takes a run dir or a wandb run id (looked up in <output_dir>/*/tracking.json)."""
+    """`resume=` takes a run dir or a wandb run id (looked up in <output_dir>/*/tracking.json; a file there that
+    cannot be read is skipped with a warning naming it: it belongs to another run)."""
     from taxoclass.errors import ConfigError
 
     candidate = Path(value)
     if not (candidate / "config.yaml").is_file():
         candidate = None
-        for state in Path(output_dir).glob("*/tracking.json"):
-            if json.loads(state.read_text()).get("wandb_run_id") == value:
+        for state in sorted(Path(output_dir).glob("*/tracking.json")):
+            try:
+                run_id = _tracked_run_id(state)
+            except DataError as err:
+                print(f"taxoclass: warning: {err}: skipped while looking for resume={value}", file=sys.stderr)
+                continue
+            if run_id == value:
                 candidate = state.parent
                 break
     if candidate is None:
         raise ConfigError("resume", f"{value!r} is neither a run dir nor a wandb run id of a run under {output_dir}/")
     state = candidate / "tracking.json"
-    run_id = json.loads(state.read_text()).get("wandb_run_id") if state.is_file() else None
-    return candidate, run_id
+    return candidate, _tracked_run_id(state) if state.is_file() else None
+
+
+def _tracked_run_id(state: Path) -> str | None:
+    """The wandb run id a run dir's tracking.json records; a file that is not a JSON object is a DataError."""
+    try:
+        data = json.loads(state.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataError(state, f"unreadable tracking state ({type(err).__name__}: {getattr(err, 'msg', err)})") from None
+    if not isinstance(data, dict):
+        raise DataError(state, "unreadable tracking state (not a JSON object)")
+    return data.get("wandb_run_id")
 
 
 def cmd_stage(args) -> int:
@@ -171,10 +184,14 @@ def cmd_stage(args) -> int:
 def cmd_predict(args) -> int:
     from taxoclass.predict import FORMATS, predict_file
 
-    fmt, rows = predict_file(Path(args.run), Path(args.input), top_k=args.top_k, path=args.path)
-    print(f"taxoclass: {args.input}: {len(rows)} texts read as {FORMATS[fmt]}", file=sys.stderr)
-    for row in rows:
-        print(json.dumps(row))
+    fmt, count, records = predict_file(Path(args.run), Path(args.input), top_k=args.top_k, path=args.path)
+    print(f"taxoclass: {args.input}: {count} texts read as {FORMATS[fmt]}", file=sys.stderr, flush=True)
+    try:
+        for row in records:  # streamed: each chunk's records are printed as soon as they are computed
+            sys.stdout.write(json.dumps(row) + "\n")
+            sys.stdout.flush()
+    except BrokenPipeError:  # `taxoclass predict ... | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's own exit flush must not fail again
     return 0
 
 

@@ -2,11 +2,13 @@
 
 A `DataError` names the file and line; a `ConfigError` names the config key.
 The CLI catches `TaxoclassError` and prints `str(err)` with no traceback.
+`warn` prints a problem the run goes on with, as one `taxoclass: warning:` line on stderr.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 
 
 class TaxoclassError(Exception):
@@ -28,3 +30,7 @@ class ConfigError(TaxoclassError):
     def __init__(self, key: str, message: str):
         self.key = key
         super().__init__(f"config key '{key}': {message}" if key else message)
+
+
+def warn(message: str) -> None:
+    print(f"taxoclass: warning: {message}", file=sys.stderr, flush=True)

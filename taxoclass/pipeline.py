@@ -43,8 +43,10 @@ from taxoclass.rundir import (
     PREDICTIONS,
     atomic_copy,
     atomic_write_text,
+    cannot_write,
     remove_stale_outputs,
     strict_json,
+    writable_dir,
     write_json,
     write_predictions,
 )
@@ -179,17 +181,20 @@ class MetricsLog:
         self.stats: dict = {}
         path.parent.mkdir(parents=True, exist_ok=True)
         attempt = _previous_attempts(path) + 1
-        self._fh = open(path, "a", encoding="utf-8")
-        self._fh.write(strict_json({"attempt": attempt, "time": round(time.time(), 3), "command": command}) + "\n")
-        self._fh.flush()
+        with cannot_write(path):
+            self._fh = open(path, "a", encoding="utf-8")
+        self._write({"attempt": attempt, "time": round(time.time(), 3), "command": command})
 
     def __call__(self, metrics: dict, step: int | None = None) -> None:
         self.stats.update(metrics)
-        row = {"step": step, "time": round(time.time(), 3), **metrics}
-        self._fh.write(strict_json(row) + "\n")
-        self._fh.flush()
+        self._write({"step": step, "time": round(time.time(), 3), **metrics})
         if self.sink is not None:
             self.sink(metrics, step=step)
+
+    def _write(self, row: dict) -> None:
+        with cannot_write(self.path):  # a full disk: one line naming the file, not a traceback
+            self._fh.write(strict_json(row) + "\n")
+            self._fh.flush()
 
     def close(self) -> None:
         self._fh.close()
@@ -222,16 +227,15 @@ class Run:
         self.inputs = prepare_inputs(cfg)
         if not cfg.run_name:
             cfg.run_name = f"{self.inputs.dataset.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        self.dir = Path(cfg.output_dir) / cfg.run_name
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.cache = Path(cfg.cache_dir) if cfg.cache_dir else self.dir / "cache"
-        self.cache.mkdir(parents=True, exist_ok=True)
+        self.dir = writable_dir(Path(cfg.output_dir) / cfg.run_name, "the run dir")
+        self.cache = writable_dir(Path(cfg.cache_dir) if cfg.cache_dir else self.dir / "cache", "the cache")
         stale = remove_stale_outputs(self.dir, to_dict(cfg))
         if stale:
             log(f"the config differs from {self.dir / 'config.yaml'}: removed {', '.join(stale)} (the old config's results)")
         for leftover in self.dir.glob(".*.tmp"):  # temporary files of a run killed mid-write (this dir is the run's own)
             leftover.unlink(missing_ok=True)
-        save_yaml(cfg, self.dir / "config.yaml")
+        with cannot_write(self.dir / "config.yaml"):
+            save_yaml(cfg, self.dir / "config.yaml")
         self.keys = stage_keys(cfg, self.inputs)
         self.sink = sink
         self.log = MetricsLog(self.dir / "metrics.jsonl", sink, command)

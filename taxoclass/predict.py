@@ -10,22 +10,31 @@ Each record: the top-k classes with their scores, or (`path=True`) the best root
 path by mean probability (the path evaluation ranks first) with its own score and the
 runner-up path. Scores are independent per-class sigmoid probabilities, not a distribution.
 
+Large inputs stream: the file is checked once (a bad line fails before the model loads) and
+counted, then read again lazily, `CHUNK` texts at a time: each chunk is predicted, its records
+handed on (printed) and forgotten, with a progress bar on stderr, so memory does not grow with
+the number of texts. The steps are small functions (`scan_input`, `iter_texts`, `chunks`,
+`Predictor.records`: one batch of ids and texts to its records) for a batch engine to call.
+
     model = taxoclass.load("runs/demo")
     model.predict(["Noise-cancelling earbuds"], top_k=5, path=True)
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
 
-from taxoclass.data.readers import parse_json_doc, read_corpus
+from taxoclass.data.readers import iter_corpus, parse_json_doc
 from taxoclass.data.textfile import read_lines
 from taxoclass.errors import DataError
 
 FORMATS = {"jsonl": "JSON lines", "tsv": "id<TAB>text lines", "plain": "plain text lines"}
+CHUNK = 512  # texts predicted, and their records handed on, at a time: the progress bar's step
 
 
 @dataclass
@@ -43,19 +52,44 @@ def detect_format(first_line: str) -> str:
     return "tsv" if sep and doc_id.strip() and not any(ch.isspace() for ch in doc_id.strip()) and text.strip() else "plain"
 
 
-def read_texts(path: Path) -> InputTexts:
-    path = Path(path)
-    lines = list(read_lines(path))
-    if not lines:
+def input_format(path: Path) -> str:
+    first = next(iter(read_lines(Path(path))), None)
+    if first is None:
         raise DataError(path, "no texts to classify (the file is empty)")
-    fmt = detect_format(lines[0][1])
+    return detect_format(first[1])
+
+
+def iter_texts(path: Path, fmt: str) -> Iterator[tuple[str, str]]:
+    """(doc_id, text) pairs of the file, read lazily; a bad line is a file:line DataError when reached."""
+    path = Path(path)
     if fmt == "tsv":  # the very reader of the corpus files, so ids and texts round-trip
-        corpus = read_corpus(path)
-        return InputTexts(corpus.doc_ids, corpus.texts, fmt)
-    if fmt == "jsonl":
-        docs = [parse_json_doc(path, number, line, default_id=str(i)) for i, (number, line) in enumerate(lines)]
-        return InputTexts([d[1] for d in docs], [d[2] for d in docs], fmt)
-    return InputTexts([str(number) for number, _ in lines], [line.strip() for _, line in lines], fmt)
+        yield from iter_corpus(path)
+    elif fmt == "jsonl":
+        for i, (number, line) in enumerate(read_lines(path)):
+            _, doc_id, text = parse_json_doc(path, number, line, default_id=str(i))
+            yield doc_id, text
+    else:
+        for number, line in read_lines(path):
+            yield str(number), line.strip()
+
+
+def scan_input(path: Path) -> tuple[str, int]:
+    """(format, number of texts): every line is checked, none is kept."""
+    fmt = input_format(path)
+    return fmt, sum(1 for _ in iter_texts(path, fmt))
+
+
+def read_texts(path: Path) -> InputTexts:
+    """The whole file in memory (tests, small inputs); `iter_texts` streams it."""
+    fmt = input_format(path)
+    pairs = list(iter_texts(path, fmt))
+    return InputTexts([i for i, _ in pairs], [t for _, t in pairs], fmt)
+
+
+def chunks(items: Iterable, size: int) -> Iterator[list]:
+    it = iter(items)
+    while chunk := list(islice(it, size)):
+        yield chunk
 
 
 def path_scores(probs: np.ndarray, paths: list[list[int]]) -> np.ndarray:
@@ -79,9 +113,12 @@ class Predictor:
     def probabilities(self, texts: list[str]) -> np.ndarray:
         from taxoclass.stages.model import predict_probs
 
-        return predict_probs(self.bundle.model, self.bundle.docs(list(texts)), self.device, self.bundle.cfg.evaluation.batch_size)
+        # remember=False: a frozen encoder's embeddings of one chunk are never asked for again
+        docs = self.bundle.docs(list(texts), remember=False)
+        return predict_probs(self.bundle.model, docs, self.device, self.bundle.cfg.evaluation.batch_size)
 
-    def predict(self, texts: list[str], top_k: int = 3, path: bool = False, ids: list[str] | None = None) -> list[dict]:
+    def predict(self, texts: list[str], top_k: int = 3, path: bool = False, ids: list[str] | None = None,
+                progress: bool = False) -> list[dict]:
         """One record per text, as `taxoclass predict` prints them; ids default to "1", "2", ...
         (a plain input file's line numbers)."""
         check_top_k(top_k)
@@ -90,6 +127,21 @@ class Predictor:
         ids = [str(i) for i in range(1, len(texts) + 1)] if ids is None else [str(i) for i in ids]
         if len(ids) != len(texts):
             raise ValueError(f"{len(ids)} ids for {len(texts)} texts")
+        return list(self.stream(zip(ids, texts), top_k, path, total=len(texts) if progress else None))
+
+    def stream(self, pairs: Iterable[tuple[str, str]], top_k: int = 3, path: bool = False,
+               total: int | None = None) -> Iterator[dict]:
+        """Records of (doc_id, text) pairs, `CHUNK` at a time (the same chunks, so the same numbers, as
+        `predict`); with `total`, a progress bar on stderr."""
+        from tqdm.auto import tqdm
+
+        with tqdm(total=total, disable=total is None, unit="text", desc="predict", dynamic_ncols=True) as bar:
+            for chunk in chunks(pairs, CHUNK):
+                yield from self.records([i for i, _ in chunk], [t for _, t in chunk], top_k, path)
+                bar.update(len(chunk))
+
+    def records(self, ids: list[str], texts: list[str], top_k: int = 3, path: bool = False) -> list[dict]:
+        """One batch of texts to its records: the unit a batch engine maps over."""
         if not texts:
             return []
         probs = self.probabilities(texts)
@@ -133,10 +185,14 @@ def load(run_dir: str | Path, device: str = "auto") -> Predictor:
     return Predictor(run_dir, device)
 
 
-def predict_file(run_dir: Path, input_path: Path, top_k: int = 3, path: bool = False) -> tuple[str, list[dict]]:
-    """(the detected input format, the records). The input is read before the model loads: bad input fails fast."""
+def predict_file(run_dir: Path, input_path: Path, top_k: int = 3, path: bool = False,
+                 progress: bool = True) -> tuple[str, int, Iterator[dict]]:
+    """(the detected input format, the number of texts, the records as they are computed). The input is
+    checked before the model loads: bad input fails fast, and a model that cannot load fails before
+    anything is printed."""
     if not Path(run_dir).is_dir():
         raise DataError(run_dir, "run dir not found")
-    inputs = read_texts(Path(input_path))
+    fmt, count = scan_input(Path(input_path))
     check_top_k(top_k)
-    return inputs.format, Predictor(run_dir).predict(inputs.texts, top_k=top_k, path=path, ids=inputs.ids)
+    predictor = Predictor(run_dir)
+    return fmt, count, predictor.stream(iter_texts(Path(input_path), fmt), top_k, path, total=count if progress else None)

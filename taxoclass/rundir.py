@@ -20,6 +20,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from taxoclass.data.taxonomy import Taxonomy
@@ -30,23 +31,55 @@ PREDICTIONS = Path("predictions") / "test.jsonl"
 MIN_RANKED = 10
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_replace_with(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+def atomic_write_text(path: Path, text: str, what: str = "this file") -> None:
+    atomic_replace_with(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), what)
 
 
-def atomic_replace_with(path: Path, writer) -> None:
-    """Call `writer(tmp_path)`, then move the result over `path` in one step."""
+def atomic_replace_with(path: Path, writer, what: str = "this file") -> None:
+    """Call `writer(tmp_path)`, then move the result over `path` in one step. A write the system refuses
+    (a read-only folder, a full disk) is one `DataError` line, `PATH: cannot write WHAT: reason`, and
+    leaves neither `path` changed nor a temporary file behind."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    with cannot_write(path, what):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
     try:
         writer(tmp)
         os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; a plain open() would honour the umask
         os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        if err.filename is not None and os.fsdecode(err.filename) != tmp:
+            raise  # about another file (the source of a copy), not this write
+        raise write_error(path, what, err) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_error(path: Path, what: str, err: OSError) -> DataError:
+    return DataError(path, f"cannot write {what}: {err.strerror or err}")
+
+
+@contextmanager
+def cannot_write(path: Path, what: str = "this file"):
+    """An OSError while writing `path` becomes `PATH: cannot write WHAT: reason` (exit 2, no traceback)."""
+    try:
+        yield
+    except OSError as err:
+        raise write_error(path, what, err) from None
+
+
+def writable_dir(path: Path, what: str) -> Path:
+    """Create `path` if needed and prove it takes files (a read-only folder or file system, a file in
+    the way), before any work is done."""
+    path = Path(path)
+    with cannot_write(path, what):
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path, prefix=".write-test."):
+            pass
+    return path
 
 
 def current_umask() -> int:
@@ -81,8 +114,8 @@ def strict_json(data, **kw) -> str:
     return json.dumps(json_safe(data), allow_nan=False, **kw)
 
 
-def write_json(path: Path, data) -> None:
-    atomic_write_text(path, strict_json(data, indent=2, sort_keys=True) + "\n")
+def write_json(path: Path, data, what: str = "this file") -> None:
+    atomic_write_text(path, strict_json(data, indent=2, sort_keys=True) + "\n", what)
 
 
 STALE_WHEN_CONFIG_CHANGES = ("summary.json", "predictions", "model.pt")

@@ -218,6 +218,36 @@ def test_python_api_returns_what_the_cli_prints(debug_run, tmp_path, capsys):
         taxoclass.load(tmp_path / "nope")
 
 
+def test_predict_streams_chunk_by_chunk_with_a_progress_bar(debug_run, tmp_path, monkeypatch, capsys):
+    """Issue 19: records leave as each chunk is predicted (memory flat in the number of texts), with a bar on stderr."""
+    import taxoclass
+    from taxoclass import predict
+    from taxoclass.cli import main
+
+    out, _ = debug_run
+    monkeypatch.setattr(predict, "CHUNK", 4)  # 11 texts: chunks of 4, 4 and 3
+    texts = [f"Review {i}: noise-cancelling earbuds with a case." if i % 2 else f"Review {i}: a tent for two." for i in range(11)]
+    path = tmp_path / "many.txt"
+    path.write_text("\n".join(texts) + "\n")
+    sizes = []
+    records_of = predict.Predictor.records
+    monkeypatch.setattr(predict.Predictor, "records", lambda self, ids, t, *a: sizes.append(len(t)) or records_of(self, ids, t, *a))
+    fmt, count, records = predict.predict_file(out / "a", path, top_k=2, progress=False)
+    assert (fmt, count, sizes) == ("plain", 11, [])  # checked and counted; nothing predicted yet
+    first = next(records)
+    assert sizes == [4] and first["doc_id"] == "1"  # one chunk predicted for the first record, not the whole file
+    streamed = [first, *records]
+    assert sizes == [4, 4, 3] and [r["doc_id"] for r in streamed] == [str(i) for i in range(1, 12)]
+    model = taxoclass.load(out / "a")
+    assert model.predict(texts, top_k=2) == streamed  # the API returns the very same records, in the same chunks
+    assert not model.bundle._frozen_cache  # no chunk's embeddings are kept after it is printed
+    capsys.readouterr()
+    assert main(["predict", "--run", str(out / "a"), "--input", str(path), "--top-k", "2"]) == 0
+    cap = capsys.readouterr()
+    assert [json.loads(line) for line in cap.out.splitlines()] == streamed
+    assert "many.txt: 11 texts read as plain text lines" in cap.err and "predict: 100%" in cap.err and "11/11" in cap.err
+
+
 def test_single_stage_on_a_run_dir(debug_run):
     out, _ = debug_run
     res = run_cli("stage", "2", "--run", out / "a", "mining.floor=0.1")
@@ -256,10 +286,10 @@ def _stage_stats(path):
 def test_stage_4_alone_reproduces_the_full_run(second_run, tmp_path):
     run_dir, full = second_run
     entry = next((run_dir / "cache").glob("stage4-*.pt"))
-    before = torch.load(entry, weights_only=False)["state_dict"]
+    before = torch.load(entry, weights_only=True)["state_dict"]
     stats_before = _stage_stats(entry.with_suffix(".stats.json"))
     run_single_stage(run_dir, 4)  # `taxoclass stage 4 --run DIR`, in this process
-    after = torch.load(entry, weights_only=False)["state_dict"]
+    after = torch.load(entry, weights_only=True)["state_dict"]
     # seeded from (seed, stage) at its start, stage 4 alone draws what it drew in the full run (torchtune's
     # resume-equivalence); before, it drew from the state stage 3 left (Example-F1 .7861 against .7806)
     assert _stage_stats(entry.with_suffix(".stats.json")) == pytest.approx(stats_before, rel=1e-5)

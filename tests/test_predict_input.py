@@ -8,7 +8,7 @@ from conftest import SHARED_DATA, needs_shared, write_dataset
 
 from taxoclass.data.readers import DEMO_DIR, load_dataset, read_corpus, read_jsonl
 from taxoclass.errors import DataError
-from taxoclass.predict import read_texts
+from taxoclass.predict import chunks, iter_texts, read_texts, scan_input
 
 
 def _same(inputs, corpus, fmt):
@@ -71,3 +71,19 @@ def test_bad_input_names_the_line(tmp_path, content, message):
     path.write_text(content)
     with pytest.raises(DataError, match=message):
         read_texts(path)
+
+
+def test_input_is_checked_up_front_then_read_lazily(tmp_path):
+    """`predict` checks and counts the whole file before the model loads, then streams it: the reader holds
+    one text at a time (a bad last line is met only when reached)."""
+    path = tmp_path / "texts.txt"
+    path.write_text("a1\tfirst\na2\tsecond\na1\tthe first id again\n")
+    with pytest.raises(DataError, match=r"texts.txt:3: duplicate document id 'a1'"):
+        scan_input(path)
+    lazy = iter_texts(path, "tsv")
+    assert next(lazy) == ("a1", "first") and next(lazy) == ("a2", "second")
+    with pytest.raises(DataError, match=r"texts.txt:3: duplicate"):
+        next(lazy)
+    path.write_text("\n".join(f"line {i}" for i in range(10)) + "\n")
+    assert scan_input(path) == ("plain", 10)
+    assert [len(c) for c in chunks(iter_texts(path, "plain"), 4)] == [4, 4, 2]

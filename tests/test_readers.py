@@ -183,3 +183,32 @@ def test_classes_whose_readable_names_collide(tmp_path):
     root = write_dataset(tmp_path / "names", labels="0\thome_audio\n1\tb\n2\tHome Audio\n3\td\n4\te_class\n")
     with pytest.raises(DataError, match=r"labels.txt:3: class name 'Home Audio' reads the same as 'home_audio' \(line 1\)"):
         load_dataset(root)
+
+
+# ---------------------------------------------------------------- issue 19: labels for documents the corpus lacks
+def test_labels_of_documents_not_in_the_corpus_are_a_warning(tmp_path, capfd):
+    root = write_dataset(tmp_path / "extra", corpus="d1\tfirst document\nd2\tsecond document\n",
+                         train_labels="d1\t0\nzz9\t1\nd2\t1\nzz8\t0\n", test="t1\tgreat thing\nt2\tbad thing\n",
+                         test_labels="t1\t0,2,4\nx7\t1\nt2\t1\n")
+    ds = load_dataset(root)
+    assert ds.corpus_labels == {"d1": [0], "zz9": [1], "d2": [1], "zz8": [0]} and ds.test.doc_ids == ["t1", "t2"]
+    warnings = capfd.readouterr().err.strip().splitlines()
+    assert warnings == [
+        f"taxoclass: warning: {root / 'train' / 'doc2labels.txt'}: 2 labelled documents are not in "
+        f"{root / 'train' / 'corpus.txt'} and are ignored (first: 'zz9')",
+        f"taxoclass: warning: {root / 'test' / 'doc2labels.txt'}: 1 labelled documents are not in "
+        f"{root / 'test' / 'corpus.txt'} and are ignored (first: 'x7')",
+    ]
+    report = validate(root)  # the validator reports them in its counts too
+    assert "train/doc2labels.txt: 4 documents" in report and f"2 not in {root / 'train' / 'corpus.txt'}, ignored (first: 'zz9')" in report
+    assert f"1 not in {root / 'test' / 'corpus.txt'}, ignored (first: 'x7')" in report
+    res = run_cli("validate", root)
+    assert res.returncode == 0 and res.stderr.count("taxoclass: warning:") == 2 and res.stdout.strip().endswith("ok")
+
+
+def test_matching_labels_and_a_chosen_test_subset_say_nothing(tiny_dataset, tmp_path, capfd):
+    load_dataset(tiny_dataset)
+    subset = tmp_path / "first.txt"  # test_corpus=FILE evaluates on part of test/doc2labels.txt's documents on purpose
+    subset.write_text("t1\tgreat thing\n")
+    assert load_dataset(tiny_dataset, test_corpus=subset).test.doc_ids == ["t1"]
+    assert "warning" not in capfd.readouterr().err

@@ -86,6 +86,17 @@ def test_sweep_translation_errors_name_the_key(tmp_path, text, key):
     assert key in str(err.value)
 
 
+@pytest.mark.parametrize("value, message", [("0", "expected at least 1, got 0"), ("-1", "expected at least 1, got -1"),
+                                            ("many", "expected a whole number, got 'many'")])
+def test_num_samples_below_1_is_refused_before_ray_starts(tmp_path, value, message):
+    # before: -1 searched without end (the timeout ends the test), 0 started Ray and ran stages 1-2 first
+    res = subprocess.run([*SEARCH, "--smoke", "--num-samples", value, f"output_dir={tmp_path}"], capture_output=True, text=True,
+                         cwd=REPO, timeout=120, env={**os.environ, "WANDB_MODE": "offline"})
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert f"tune/search.py: error: argument --num-samples: {message}" in res.stderr.strip().splitlines()[-1]
+    assert res.stdout == "" and not list(tmp_path.iterdir())  # no search folder, no Ray, no stage
+
+
 def _rows(search_dir):
     with open(search_dir / "trials.csv") as fh:
         return list(csv.DictReader(fh))

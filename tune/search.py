@@ -66,7 +66,7 @@ def parse_args(argv=None):
     ap.add_argument("--config", help="base config YAML (default: the defaults, or the debug preset with --smoke)")
     ap.add_argument("--preset", help="base preset (debug, demo, amazon-531, dbpedia-298)")
     ap.add_argument("--space", help="search space: a wandb sweep.yaml (default: tune/space.py's DEFAULT_SPACE)")
-    ap.add_argument("--num-samples", type=int, default=None, help="trials (default 16; 3 with --smoke)")
+    ap.add_argument("--num-samples", type=at_least_one, default=None, help="trials (default 16; 3 with --smoke)")
     ap.add_argument("--gpus-per-trial", type=float, default=0,
                     help="GPUs per trial: below 1 one Train worker with that share of a GPU (0.25: 4 trials per GPU); "
                          "from 1 on that many DDP workers")
@@ -81,6 +81,18 @@ def parse_args(argv=None):
     ap.add_argument("--no-asha", action="store_true", help="run every trial to the end (FIFO)")
     ap.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every trial")
     return ap.parse_args(argv)
+
+
+def at_least_one(text: str) -> int:
+    """An argparse type: a count of at least 1, refused when the arguments are parsed (before Ray starts);
+    -1 would search without end, 0 starts Ray and stages 1-2 before Tune refuses it."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
+    return value
 
 
 def objective_mode(args) -> str:

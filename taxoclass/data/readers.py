@@ -18,12 +18,13 @@ Features:
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from taxoclass.data.taxonomy import Taxonomy
 from taxoclass.data.textfile import read_lines, resolve_maybe_gz, split_tab
-from taxoclass.errors import DataError
+from taxoclass.errors import DataError, warn
 
 DEMO_DIR = Path(__file__).resolve().parent / "demo"
 VARIANTS = ("auto", "teleclass", "generated", "jsonl")
@@ -130,12 +131,14 @@ def _load_teleclass(root: Path, name: str, taxonomy: Taxonomy) -> Dataset:
     train_d2l = root / "train" / "doc2labels.txt"
     if train_d2l.is_file():
         corpus_labels = read_doc2labels(train_d2l, taxonomy)
+        warn_unmatched(corpus, corpus_labels, train_d2l)
     test = test_labels = None
     test_path = resolve_maybe_gz(root / "test" / "corpus.txt")
     if test_path is not None:
         test = read_corpus(test_path)
         test_labels = read_doc2labels(root / "test" / "doc2labels.txt", taxonomy)
         _check_labelled(test, test_labels, root / "test" / "doc2labels.txt")
+        warn_unmatched(test, test_labels, root / "test" / "doc2labels.txt")
     return Dataset(name, root, "teleclass", taxonomy, corpus, test, test_labels, corpus_labels)
 
 
@@ -154,10 +157,37 @@ def _check_labelled(corpus: Corpus, labels: dict[str, list[int]], labels_path: P
             raise DataError(labels_path, f"no labels for document '{doc_id}' of {corpus.source}")
 
 
+def unmatched_labels(corpus: Corpus, labels: dict[str, list[int]]) -> list[str]:
+    """The labelled document ids that are not in `corpus`, in the labels file's order: nothing uses their lines."""
+    known = set(corpus.doc_ids)
+    return [doc_id for doc_id in labels if doc_id not in known]
+
+
+def warn_unmatched(corpus: Corpus, labels: dict[str, list[int]], labels_path: Path) -> list[str]:
+    """A labels line for a document the corpus does not hold is ignored: say so, once, with the count and the first id."""
+    missing = unmatched_labels(corpus, labels)
+    if missing:
+        warn(f"{labels_path}: {len(missing)} labelled documents are not in {corpus.source} and are ignored "
+             f"(first: '{missing[0]}')")
+    return missing
+
+
 def read_corpus(path: Path) -> Corpus:
     """`doc_id<TAB>text` lines; duplicate ids and empty texts are errors."""
     path = Path(path)
-    ids, texts, seen = [], [], {}
+    ids, texts = [], []
+    for doc_id, text in iter_corpus(path):
+        ids.append(doc_id)
+        texts.append(text)
+    if not ids:
+        raise DataError(path, "no documents")
+    return Corpus(ids, texts, str(path))
+
+
+def iter_corpus(path: Path) -> Iterator[tuple[str, str]]:
+    """`read_corpus` one document at a time, (doc_id, text), with the same checks: only the ids are kept."""
+    path = Path(path)
+    seen: dict[str, int] = {}
     for number, line in read_lines(path):
         doc_id, sep, text = line.partition("\t")
         doc_id = doc_id.strip()
@@ -170,11 +200,7 @@ def read_corpus(path: Path) -> Corpus:
         if doc_id in seen:
             raise DataError(path, f"duplicate document id '{doc_id}' (first on line {seen[doc_id]})", number)
         seen[doc_id] = number
-        ids.append(doc_id)
-        texts.append(text.strip())
-    if not ids:
-        raise DataError(path, "no documents")
-    return Corpus(ids, texts, str(path))
+        yield doc_id, text.strip()
 
 
 def _class_indices(raw_ids, taxonomy: Taxonomy, path: Path, number: int | None) -> list[int]:

@@ -13,21 +13,48 @@ Features:
   started again with the same run dir resumes from its latest checkpoint (Ray Train V2
   restores the checkpoint manager from `storage_path/name`);
 - logging from rank 0 only: its log lines travel in the checkpoints and the driver replays
-  them into the pipeline's sink (metrics.jsonl, wandb): one run, not one per worker.
+  them into the pipeline's sink (metrics.jsonl, wandb): one run, not one per worker;
+- a checkpoint's `state.pt` loads without running code (`write_state` / `read_state`): the
+  model, optimiser, scaler and scheduler states and NumPy arrays as tensors (`weights_only=True`),
+  counters, stats and log lines as JSON text; a worker that finds a checkpoint it cannot read
+  safely (tampered, or from an older version) says so and trains the stage from its start.
 """
 
 from __future__ import annotations
 
+import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from taxoclass import tensorfile
 from taxoclass.config import Config, from_dict, to_dict
 from taxoclass.data.taxonomy import Taxonomy
+from taxoclass.errors import DataError
 
 STATE_FILE = "state.pt"
+# the training state's parts that are torch state dicts (tensors): everything else is JSON
+TORCH_PARTS = ("model", "optimizer", "scaler", "scheduler", "best_state")
+REDO_STATE = "delete the stage's folder under the run's ray/ storage (or rerun with force_stage=N): the stage then trains from its start"
+
+
+def write_state(state: dict, path: Path) -> None:
+    """A training checkpoint as tensors (torch state dicts, NumPy arrays) plus JSON text (the rest)."""
+    tensors = {k: v for k, v in state.items() if k in TORCH_PARTS}
+    arrays = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items() if isinstance(v, np.ndarray)}
+    plain = {k: v for k, v in state.items() if k not in tensors and k not in arrays}
+    tensorfile.save({"tensors": tensors, "arrays": arrays, "plain": tensorfile.to_json(plain)}, path)
+
+
+def read_state(path: Path) -> dict:
+    """`write_state`'s dict back, NumPy arrays as NumPy arrays; a file it cannot read safely is a DataError."""
+    stored = tensorfile.load(path, REDO_STATE)
+    if not isinstance(stored, dict) or not {"tensors", "arrays", "plain"} <= set(stored):
+        raise DataError(path, f"not a taxoclass training checkpoint; {REDO_STATE}")
+    plain = tensorfile.from_json(stored["plain"], path, REDO_STATE)
+    return {**plain, **stored["tensors"], **{k: v.numpy() for k, v in stored["arrays"].items()}}
 
 
 class RayTrainEnv:
@@ -95,7 +122,7 @@ class RayTrainEnv:
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = None
             if self.rank == 0:  # one copy of the state; the other ranks report metrics only
-                torch.save({**state, "logs": self.logs}, Path(tmp) / STATE_FILE)
+                write_state({**state, "logs": self.logs}, Path(tmp) / STATE_FILE)
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
             # `objective`: the label-free search signal (stage-3 best validation loss), in every report for Tune
             self.objective = metrics.get("stage3/best_val_loss", self.objective)
@@ -110,8 +137,12 @@ class RayTrainEnv:
             checkpoint = ray.train.get_checkpoint()
             if checkpoint is not None:
                 with checkpoint.as_directory() as folder:
-                    self._restored = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=False)
-                self.logs = self._restored.pop("logs", [])
+                    try:
+                        self._restored = read_state(Path(folder) / STATE_FILE)
+                    except DataError as err:  # only a resume aid: training from the start gives the same result
+                        print(f"taxoclass: warning: {err}", file=sys.stderr, flush=True)
+                if self._restored is not None:
+                    self.logs = self._restored.pop("logs", [])
         return None if self._restored is None or self._restored.get("final") else self._restored
 
 
@@ -193,5 +224,5 @@ def fit(stage: int, cfg: Config, taxonomy: Taxonomy, keywords, texts: list[str],
     )
     result = trainer.fit()
     with result.checkpoint.as_directory() as folder:
-        final = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=False)
+        final = read_state(Path(folder) / STATE_FILE)
     return final["stats"], final.get("logs", []), final["model"]

@@ -1,9 +1,15 @@
 """Building, saving and loading the stage-3/4 model, and turning texts into its input.
 
-A checkpoint is self-contained: weights, the resolved config and the taxonomy, so
-`taxoclass predict` needs the run dir only. With `classifier.freeze_encoder=true`
-the encoder is not trained: documents are embedded once and only the head
-(GNN, bilinear matrix, class features) is stored.
+A checkpoint is self-contained: weights, the config sections the model is built from
+(`seed`, `similarity`, `classifier`, `evaluation`: never the paths, Ray or tracking settings of the
+run that made it) and the taxonomy, so `taxoclass predict` needs the run dir only. With
+`classifier.freeze_encoder=true` the encoder is not trained: documents are embedded once and only
+the head (GNN, bilinear matrix, class features) is stored.
+
+Loading never runs code: the file is read with `torch.load(weights_only=True)` (`tensorfile.py`),
+the config and the taxonomy are JSON text inside it. A checkpoint from before that (its config and
+taxonomy as nested dicts of plain values) loads through the same safe path. A config key the model
+does not know (a renamed or removed setting) is ignored, so a checkpoint outlives config changes.
 """
 
 from __future__ import annotations
@@ -14,13 +20,18 @@ from pathlib import Path
 
 import torch
 
-from taxoclass.config import Config, from_dict, to_dict
+from taxoclass import tensorfile
+from taxoclass.config import LEAF_TYPES, Config, from_dict, to_dict
 from taxoclass.data.taxonomy import Taxonomy
-from taxoclass.errors import DataError
+from taxoclass.errors import DataError, TaxoclassError
 from taxoclass.stages.model import DocBatches, TaxoClassifier, tokenize
 from taxoclass.stages.text_encoder import encode_texts, load_encoder
 
 CLASS_NAME_MAX_LENGTH = 64
+FORMAT = "taxoclass-model/2"  # config and taxonomy as JSON text; format 1 held them as nested dicts
+MODEL_SECTIONS = ("seed", "similarity", "classifier", "evaluation")  # what build_model and predict read
+REDO_MODEL = "make it again from the run's cache with `taxoclass stage 5 --run RUN_DIR`, or train it with `taxoclass run`"
+REDO_ENTRY = "delete it and run again: its stage is computed anew"
 
 
 @dataclass
@@ -32,16 +43,20 @@ class ModelBundle:
     device: torch.device
     _frozen_cache: dict = field(default_factory=dict)
 
-    def docs(self, texts: list[str], desc: str | None = None) -> DocBatches:
+    def docs(self, texts: list[str], desc: str | None = None, remember: bool = True) -> DocBatches:
+        """`remember=False`: a frozen encoder's embeddings are not kept for a later call (predict's chunks)."""
         c = self.cfg.classifier
         if c.freeze_encoder:
             # a frozen encoder gives the same vectors every time: embed each distinct text list once
             key = hashlib.sha1("\x00".join(texts).encode()).hexdigest()
-            if key not in self._frozen_cache:
-                emb = encode_texts(self.encoder, self.tokenizer, texts, max_length=c.max_length,
-                                   batch_size=self.cfg.evaluation.batch_size, pooling=c.pooling, device=self.device, desc=desc)
-                self._frozen_cache[key] = DocBatches(embeddings=torch.from_numpy(emb))
-            return self._frozen_cache[key]
+            if key in self._frozen_cache:
+                return self._frozen_cache[key]
+            emb = encode_texts(self.encoder, self.tokenizer, texts, max_length=c.max_length,
+                               batch_size=self.cfg.evaluation.batch_size, pooling=c.pooling, device=self.device, desc=desc)
+            docs = DocBatches(embeddings=torch.from_numpy(emb))
+            if remember:
+                self._frozen_cache[key] = docs
+            return docs
         return tokenize(self.tokenizer, texts, c.max_length)
 
 
@@ -78,15 +93,53 @@ def save_checkpoint(bundle: ModelBundle, taxonomy: Taxonomy, path: Path) -> None
 
     state = bundle.model.head_state_dict() if bundle.cfg.classifier.freeze_encoder else bundle.model.state_dict()
     payload = {
+        "format": FORMAT,
         "state_dict": {k: v.detach().cpu() for k, v in state.items()},
-        "config": to_dict(bundle.cfg),
-        "taxonomy": taxonomy.to_dict(),
+        "config": tensorfile.to_json(model_config(to_dict(bundle.cfg))),
+        "taxonomy": tensorfile.to_json(taxonomy.to_dict()),
     }
-    atomic_replace_with(path, lambda tmp: torch.save(payload, tmp))
+    atomic_replace_with(path, lambda tmp: tensorfile.save(payload, tmp))
+
+
+def model_config(config: dict) -> dict:
+    """The sections of a config dict the model is built from, with only the keys this version knows."""
+    flat = {key: value for key, value in _flat_items(config) if key in LEAF_TYPES and key.split(".")[0] in MODEL_SECTIONS}
+    nested: dict = {}
+    for key, value in flat.items():
+        *sections, leaf = key.split(".")
+        target = nested
+        for section in sections:
+            target = target.setdefault(section, {})
+        target[leaf] = value
+    return nested
+
+
+def _flat_items(mapping: dict, prefix: str = ""):
+    for key, value in mapping.items():
+        full = f"{prefix}{key}"
+        if isinstance(value, dict) and full not in LEAF_TYPES:
+            yield from _flat_items(value, full + ".")
+        else:
+            yield full, value
+
+
+def _read(path: Path, redo: str) -> dict:
+    payload = tensorfile.load(path, redo)
+    if not isinstance(payload, dict) or not {"state_dict", "config", "taxonomy"} <= set(payload):
+        raise DataError(path, f"not a taxoclass checkpoint (no state_dict, config and taxonomy); {redo}")
+    return payload
+
+
+def _plain(value, path: Path, redo: str) -> dict:
+    """A JSON part of the checkpoint: text (format 2) or, from a format-1 file, the dict itself."""
+    value = value if isinstance(value, dict) else tensorfile.from_json(value, path, redo)
+    if not isinstance(value, dict):
+        raise DataError(path, f"not a taxoclass checkpoint (its config or taxonomy is not a mapping); {redo}")
+    return value
 
 
 def load_state(bundle: ModelBundle, path: Path) -> None:
-    payload = torch.load(path, map_location="cpu", weights_only=False)
+    payload = _read(path, REDO_ENTRY)
     bundle.model.load_state_dict(payload["state_dict"], strict=not bundle.cfg.classifier.freeze_encoder)
 
 
@@ -95,15 +148,14 @@ def load_checkpoint(path: Path, device: torch.device) -> tuple[ModelBundle, Taxo
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "no trained model here: has the run finished stage 3?")
+    payload = _read(path, REDO_MODEL)
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # torch raises RuntimeError, EOFError, UnpicklingError... for a cut or foreign file
-        raise DataError(path, f"not a readable checkpoint (truncated or corrupt: {type(err).__name__}); "
-                        "rerun `taxoclass run` or `taxoclass stage 5 --run DIR`") from None
-    if not isinstance(payload, dict) or not {"state_dict", "config", "taxonomy"} <= set(payload):
-        raise DataError(path, "not a taxoclass checkpoint (no state_dict, config and taxonomy)")
-    cfg = from_dict(payload["config"], str(path))
-    taxonomy = Taxonomy.from_dict(payload["taxonomy"])
+        cfg = from_dict(model_config(_plain(payload["config"], path, REDO_MODEL)), str(path))
+        taxonomy = Taxonomy.from_dict(_plain(payload["taxonomy"], path, REDO_MODEL))
+    except TaxoclassError:
+        raise
+    except (KeyError, TypeError, ValueError) as err:
+        raise DataError(path, f"not a taxoclass checkpoint (its taxonomy is malformed: {type(err).__name__}); {REDO_MODEL}") from None
     bundle = build_model(cfg, taxonomy, device)
     bundle.model.load_state_dict(payload["state_dict"], strict=not cfg.classifier.freeze_encoder)
     bundle.model.eval()

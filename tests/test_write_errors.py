@@ -1,0 +1,119 @@
+"""OS failures are one line too (issue 19, section 2): a run dir that cannot be written, a full disk,
+a malformed tracking.json met while looking for `resume=ID`.
+
+Each prints `taxoclass: error: PATH: ...` and exits with status 2, leaving nothing half-written that a
+rerun would trust. The read-only case is real (a path under a regular file, which even root cannot
+create; a chmod'ed folder when not root); the full disk is simulated in-process, and `/dev/full` shows
+that torch's writer raises the file system's own error through a file handle.
+"""
+
+import errno
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import run_cli
+
+from taxoclass import tensorfile
+from taxoclass.cli import find_run, main
+from taxoclass.errors import DataError
+
+DEBUG = ["run", "--preset", "debug", "self_training.enabled=false"]
+
+
+def _error_line(stderr: str) -> str:
+    lines = stderr.strip().splitlines()
+    assert "Traceback" not in stderr and [ln for ln in lines if ln.startswith("taxoclass: error")] == [lines[-1]], stderr
+    return lines[-1]
+
+
+def test_an_output_dir_under_a_regular_file_is_one_line(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    res = run_cli(*DEBUG, f"output_dir={blocker / 'runs'}", "run_name=x")
+    assert res.returncode == 2
+    assert _error_line(res.stderr) == f"taxoclass: error: {blocker / 'runs' / 'x'}: cannot write the run dir: Not a directory"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders; the case under a regular file covers it")
+def test_a_read_only_output_dir_or_run_dir_is_one_line(tmp_path):
+    out = tmp_path / "ro"
+    out.mkdir()
+    (out / "old").mkdir()
+    out.chmod(0o555)
+    (out / "old").chmod(0o555)
+    try:
+        for name in ("new", "old"):  # a run dir to create, and one that exists but takes no files
+            res = run_cli(*DEBUG, f"output_dir={out}", f"run_name={name}")
+            assert res.returncode == 2
+            assert _error_line(res.stderr).endswith(f"{out / name}: cannot write the run dir: Permission denied")
+    finally:
+        (out / "old").chmod(0o755)
+        out.chmod(0o755)
+
+
+def test_torch_writes_a_full_device_as_the_file_systems_own_error():
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full here")
+    with pytest.raises(OSError) as caught:
+        tensorfile.save({"w": torch.zeros(1_000_000)}, "/dev/full")  # torch.save to the path raised RuntimeError
+    assert caught.value.errno == errno.ENOSPC
+
+
+def test_a_full_disk_while_storing_stage_3_is_one_line_and_leaves_nothing_half_written(tmp_path, monkeypatch, capsys):
+    real_save = torch.save
+
+    def full_disk(obj, f, *args, **kwargs):  # what a full disk does to torch.save: some bytes, then ENOSPC
+        fh = open(f, "wb") if isinstance(f, (str, os.PathLike)) else f
+        fh.write(b"PK\x03\x04 the first bytes of a checkpoint")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    args = [*DEBUG, f"output_dir={tmp_path}", "run_name=x"]
+    assert main(args) == 2
+    run_dir = tmp_path / "x"
+    entries = sorted(p.name for p in (run_dir / "cache").iterdir())
+    err = _error_line(capsys.readouterr().err)
+    assert err.startswith(f"taxoclass: error: {run_dir / 'cache'}/stage3-") and err.endswith(
+        ".pt: cannot write this file: No space left on device"), err
+    # nothing a rerun would trust: no stage-3 entry (not even its checksum), no temporary file, no model
+    assert not [n for n in entries if n.startswith("stage3-")], entries
+    assert not list(run_dir.rglob("*.tmp")) and not (run_dir / "model.pt").exists() and not (run_dir / "summary.json").exists()
+    monkeypatch.setattr(torch, "save", real_save)  # space again: the rerun computes stage 3 and finishes
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "stage 3 (classifier): cached" not in err and "stage 2 (core mining): cached" in err
+    assert json.loads((run_dir / "summary.json").read_text())["test/example_f1"] > 0
+
+
+# ---------------------------------------------------------------- resume=ID
+def _run_dir(root: Path, tracking: str | None) -> Path:
+    root.mkdir(parents=True)
+    (root / "config.yaml").write_text("data: demo\n")
+    if tracking is not None:
+        (root / "tracking.json").write_text(tracking)
+    return root
+
+
+def test_resume_skips_a_malformed_tracking_json_with_a_warning(tmp_path, capsys):
+    out = tmp_path / "runs"
+    _run_dir(out / "a", '{"wandb_run_id": "abc1')  # cut short by a kill
+    _run_dir(out / "b", "[1, 2]")
+    _run_dir(out / "c", json.dumps({"wandb_run_id": "abc123"}))
+    assert find_run("abc123", str(out)) == (out / "c", "abc123")
+    warnings = capsys.readouterr().err.strip().splitlines()
+    assert len(warnings) == 2 and all(w.startswith("taxoclass: warning: ") and "skipped" in w for w in warnings)
+    assert f"{out / 'a' / 'tracking.json'}: unreadable tracking state (JSONDecodeError" in warnings[0]
+    assert f"{out / 'b' / 'tracking.json'}: unreadable tracking state (not a JSON object)" in warnings[1]
+    with pytest.raises(DataError, match=r"a/tracking.json: unreadable tracking state"):
+        find_run(str(out / "a"), str(out))  # the run dir named itself: its own state must be readable
+
+
+def test_resume_of_an_unknown_id_among_malformed_states_is_one_line(tmp_path):
+    out = tmp_path / "runs"
+    _run_dir(out / "a", "not json at all")
+    res = run_cli("run", f"output_dir={out}", "resume=zzz")
+    assert res.returncode == 2
+    assert _error_line(res.stderr) == f"taxoclass: error: config key 'resume': 'zzz' is neither a run dir nor a wandb run id of a run under {out}/"
