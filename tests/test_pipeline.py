@@ -232,7 +232,8 @@ def test_single_stage_on_a_run_dir(debug_run):
     res = run_cli("stage", "2", "--run", out / "a", "mining.floor=0.1")
     assert res.returncode == 0, res.stderr
     assert "stage 2 (core mining)" in res.stderr and "cached" not in res.stderr.split("stage 2")[1].splitlines()[0]
-    res = run_cli("stage", "4", "--run", out / "a", "mining.floor=0.3")
+    # self_training.enabled=true: earlier tests left run a's config with stage 4 off, which `stage 4` now skips
+    res = run_cli("stage", "4", "--run", out / "a", "mining.floor=0.3", "self_training.enabled=true")
     assert res.returncode == 2 and "stage 3 output missing" in res.stderr
 
 
@@ -480,3 +481,71 @@ def test_a_finished_run_opens_read_only(second_run, tmp_path):
     next((copy / "cache").glob("stage2-*.sha256")).unlink()
     with pytest.raises(DataError, match="stage 2 output missing"):
         open_finished(copy).mining()
+
+
+# ---------------------------------------------------------------- issue 19: one run per run dir, summaries, stage 4 when off
+@pytest.fixture(scope="module")
+def fresh_run(tmp_path_factory):
+    """A full debug run (stage 4 on) and the summary.json it wrote, before anything was cached."""
+    out = tmp_path_factory.mktemp("fresh")
+    run_pipeline(debug_config(out, "f"))
+    return out / "f", json.loads((out / "f" / "summary.json").read_text())
+
+
+def test_the_summary_does_not_depend_on_what_was_cached(fresh_run):
+    run_dir, first = fresh_run
+    assert {"stage3/epoch_train_loss", "stage3/epoch_val_loss", "stage3/learning_rate", "stage3/train_loss", "stage3/epoch",
+            "stage4/self_train_loss", "stage2/num_core_classes", "stage1/similarity_mean"} <= set(first)
+    rerun = run_pipeline(debug_config(run_dir.parent, "f"))  # every stage from the cache
+    cached = json.loads((run_dir / "summary.json").read_text())
+    single = run_single_stage(run_config(run_dir), 5)  # `taxoclass stage 5`: stages 1 and 4 loaded, 2 and 3 not
+    stage5 = json.loads((run_dir / "summary.json").read_text())
+    assert rerun["run_dir"] == single["run_dir"] == str(run_dir)
+    for summary in (cached, stage5):
+        assert set(summary) == set(first)
+        assert {k: v for k, v in summary.items() if k != "total_seconds"} == {k: v for k, v in first.items() if k != "total_seconds"}
+
+
+def test_stage_4_on_a_run_that_skips_it_does_nothing(fresh_run, tmp_path):
+    run_dir, _ = fresh_run
+    copy = tmp_path / "r"
+    shutil.copytree(run_dir, copy)
+    run_pipeline(debug_config(tmp_path, "r", "self_training.enabled=false"))  # stages 1-3 cached
+    entries = sorted(p.name for p in (copy / "cache").iterdir())
+    metrics = (copy / "metrics.jsonl").read_text()
+    res = run_cli("stage", "4", "--run", copy)
+    assert res.returncode == 0, res.stderr
+    assert "stage 4 (self-training): this run skips it (self_training.enabled=false), nothing done" in res.stderr
+    assert f"taxoclass stage 4 --run {copy} self_training.enabled=true" in res.stderr and "Traceback" not in res.stderr
+    # no work: no cache entry, no attempt in metrics.jsonl (before: 2 minutes of training into an entry nothing read)
+    assert sorted(p.name for p in (copy / "cache").iterdir()) == entries and (copy / "metrics.jsonl").read_text() == metrics
+    # the override it names runs it
+    run_single_stage(run_config(copy, ["self_training.enabled=true"]), 4)
+    last = (copy / "metrics.jsonl").read_text().split('{"attempt"')[-1]
+    assert '"command": "stage 4"' in last and '"stage4/iteration"' in last
+
+
+def test_a_second_run_on_a_run_dir_in_use_stops_at_once(tmp_path):
+    from test_ray import _kill_tree, _wait_for
+
+    # the first run: the whole demo corpus and a long stage 4, so that it is still going when the second one starts
+    args = ["run", "--preset", "debug", f"output_dir={tmp_path}", "run_name=x", "max_docs=0", "self_training.max_batches=3000",
+            "self_training.update_interval=1500", "self_training.val_patience=0", "self_training.stop_tolerance=0"]
+    first = subprocess.Popen([sys.executable, "-m", "taxoclass.cli", *args], cwd=REPO, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        metrics = tmp_path / "x" / "metrics.jsonl"
+        assert _wait_for(lambda: metrics.is_file(), first)  # it holds the lock from before metrics.jsonl is written
+        second = run_cli(*args)
+        assert first.poll() is None, "the first run ended before the second one was refused"
+        assert second.returncode == 2, second.stderr
+        errors = [line for line in second.stderr.splitlines() if line.startswith("taxoclass: error")]
+        assert errors == [f"taxoclass: error: {tmp_path / 'x'}: in use by another taxoclass run (pid {first.pid}); wait for it "
+                          "to end, or give this run another run_name"]
+        assert metrics.read_text().count('{"attempt"') == 1  # the second run wrote nothing
+    finally:
+        _kill_tree(first)
+    # kill -9 left the lock file: the kernel released the lock with its holder, and the next run goes ahead
+    assert (tmp_path / "x" / ".lock").is_file()
+    res = run_cli("stage", "1", "--run", tmp_path / "x")
+    assert res.returncode == 0, res.stderr

@@ -9,6 +9,7 @@
     metrics_log.py  metrics.jsonl and the status lines
     summary.py      summary.json and the zero-shot baselines
     seeding.py      the run's and each stage's seeds
+    lock.py         one run per run dir
 """
 
 from taxoclass.pipeline.context import RunContext

@@ -2,7 +2,8 @@
 
 Features:
 - `RunContext.open(cfg, sink, runtime, command)`: seeds the run, reads its inputs, makes the
-  run dir (named after the dataset and the time when `run_name` is empty), removes the results
+  run dir (named after the dataset and the time when `run_name` is empty) and locks it (one run
+  per run dir, `lock.py`; released by `close`), removes the results
   of a different earlier config and the temporary files of a killed run, writes `config.yaml`,
   starts an attempt in `metrics.jsonl` and tells the sink (`on_start`);
 - the run's stage store under keys that include the runtime's training setup, the runtime
@@ -23,6 +24,7 @@ import numpy as np
 from taxoclass.config import Config, save_yaml, to_dict
 from taxoclass.pipeline import steps
 from taxoclass.pipeline.inputs import content_digest, prepare_inputs
+from taxoclass.pipeline.lock import RunDirLock
 from taxoclass.pipeline.metrics_log import MetricsLog, say
 from taxoclass.pipeline.seeding import seed_everything
 from taxoclass.pipeline.view import RunView
@@ -38,8 +40,10 @@ class RunContext(RunView):
         super().__init__(run_dir, cfg, inputs, device, runtime.training_setup())
         self.runtime, self.sink, self.started = runtime, sink, started
         self.outputs: dict[int, object] = {}  # stage 1's arrays and stage 2's core classes, once computed or loaded
+        self.reported: set[int] = set()  # the stages whose stats this attempt logged (computed or replayed)
         self._bundle = None
-        self.log: MetricsLog  # the attempt's metrics log, started by `open`
+        self.log: MetricsLog | None = None  # the attempt's metrics log, started by `open`
+        self.lock: RunDirLock | None = None
 
     @classmethod
     def open(cls, cfg: Config, sink: Sink | None = None, runtime: Runtime | None = None, command: str = "run") -> RunContext:
@@ -54,16 +58,26 @@ class RunContext(RunView):
         run_dir = Path(cfg.output_dir) / cfg.run_name
         run_dir.mkdir(parents=True, exist_ok=True)
         ctx = cls(run_dir, cfg, inputs, device, runtime or LocalRuntime(), sink or Sink(), started)
-        ctx.store.folder.mkdir(parents=True, exist_ok=True)
+        ctx.lock = RunDirLock.acquire(run_dir)  # before anything in the run dir is touched
+        try:
+            ctx._start(command)
+        except BaseException:
+            ctx.close()
+            raise
+        return ctx
+
+    def _start(self, command: str) -> None:
+        """The locked run dir made ready for this attempt."""
+        cfg, run_dir, inputs = self.cfg, self.dir, self.inputs
+        self.store.folder.mkdir(parents=True, exist_ok=True)
         stale = remove_stale_outputs(run_dir, to_dict(cfg))
         if stale:
             say(f"the config differs from {run_dir / 'config.yaml'}: removed {', '.join(stale)} (the old config's results)")
         for leftover in run_dir.glob(".*.tmp"):  # temporary files of a run killed mid-write (this dir is the run's own)
             leftover.unlink(missing_ok=True)
         save_yaml(cfg, run_dir / "config.yaml")
-        ctx.log = MetricsLog(run_dir / "metrics.jsonl", ctx.sink, command)
-        ctx.sink.on_start(run_dir, cfg, {"dataset": inputs.dataset.name, "dataset_checksum": content_digest(inputs)})
-        return ctx
+        self.log = MetricsLog(run_dir / "metrics.jsonl", self.sink, command)
+        self.sink.on_start(run_dir, cfg, {"dataset": inputs.dataset.name, "dataset_checksum": content_digest(inputs)})
 
     def __enter__(self) -> RunContext:
         return self
@@ -72,7 +86,10 @@ class RunContext(RunView):
         self.close()
 
     def close(self) -> None:
-        self.log.close()
+        if self.log is not None:
+            self.log.close()
+        if self.lock is not None:
+            self.lock.release()
 
     def stage1(self) -> dict[str, np.ndarray]:
         return self.outputs[1] if 1 in self.outputs else steps.similarity(self)

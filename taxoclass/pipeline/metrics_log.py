@@ -3,7 +3,9 @@
 Features:
 - `MetricsLog`: appends each logged dict to `metrics.jsonl` as strict JSON (`{"step": N or null,
   "time": ..., "<name>": value}`) and hands it to the sink; `stats` holds the last value of every
-  name, what the summary starts from;
+  name, what the summary starts from; `recording()` collects the last value of every name logged
+  while it is open (a stage's cache entry stores them all, so that replaying it gives the summary
+  what running it gave);
 - each attempt on a run dir starts with a marker row `{"attempt": N, "time": ..., "command": ...}`:
   earlier attempts' curves stay and a reader tells them apart; a torn last line (a kill
   mid-write) is cut first;
@@ -17,6 +19,8 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from taxoclass.errors import DataError
@@ -37,6 +41,7 @@ class MetricsLog:
         self.path = path
         self.sink = sink or Sink()
         self.stats: dict = {}
+        self._recorders: list[dict] = []
         path.parent.mkdir(parents=True, exist_ok=True)
         attempt = _previous_attempts(path) + 1
         self._fh = open(path, "a", encoding="utf-8")
@@ -45,10 +50,22 @@ class MetricsLog:
 
     def __call__(self, metrics: dict, step: int | None = None) -> None:
         self.stats.update(metrics)
+        for recorder in self._recorders:
+            recorder.update(metrics)
         row = {"step": step, "time": round(time.time(), 3), **metrics}
         self._fh.write(strict_json(row) + "\n")
         self._fh.flush()
         self.sink(metrics, step=step)
+
+    @contextmanager
+    def recording(self) -> Iterator[dict]:
+        """A dict that receives the last value of every name logged until the block ends."""
+        recorder: dict = {}
+        self._recorders.append(recorder)
+        try:
+            yield recorder
+        finally:
+            self._recorders.remove(recorder)
 
     def close(self) -> None:
         self._fh.close()

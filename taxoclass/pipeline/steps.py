@@ -7,7 +7,8 @@ Features:
   the log and the summary; `final_model`: the model of the stage `store.final_stage` names;
   `evaluation` (5): predictions, test metrics and the zero-shot baselines;
 - a computed stage seeds its generators from (seed, stage) first, logs its stats, writes its
-  output and seals its entry (`store.py`); a cached one replays its stats;
+  output and seals its entry (`store.py`) with the last value of every name it logged (step
+  curves included): a cached one replays them, and the summary does not depend on what was cached;
 - the stages' engine code (`taxoclass/stages/`) gets its own config section; where a stage runs
   (here or on Ray) is the runtime's business (`taxoclass/runtime.py`).
 """
@@ -38,15 +39,15 @@ def similarity(ctx: RunContext, force: bool = False) -> dict[str, np.ndarray]:
         seed_stage(ctx.cfg.seed, 1)
         t0 = time.time()
         test_texts = None if (inp.test is None or inp.test_is_corpus) else inp.test.texts
-        out = ctx.runtime.similarity(ctx, inp.corpus.texts, test_texts, fresh=force)
-        store.write_similarity(out.arrays(test_is_corpus=inp.test_is_corpus or out.test is None))
-        stats = {**out.stats(), **out.extra}
-        stats["stage1/seconds"] = time.time() - t0
-        ctx.log(stats)
-        store.seal(1, stats)
-        ctx.sink.on_artifact("similarity", "stage-output", store.output(1), {"key": store.keys[1]})
-        say(f"stage 1 ({STAGE_NAMES[1]}): {len(inp.corpus.ids)} documents, {stats['stage1/pairs_per_doc']:.0f} pairs/doc, "
-            f"{stats['stage1/seconds']:.1f}s")
+        with ctx.log.recording() as logged:
+            out = ctx.runtime.similarity(ctx, inp.corpus.texts, test_texts, fresh=force)
+            store.write_similarity(out.arrays(test_is_corpus=inp.test_is_corpus or out.test is None))
+            stats = {**out.stats(), **out.extra}
+            stats["stage1/seconds"] = time.time() - t0
+            ctx.log(stats)
+        _seal_output(ctx, 1, logged, "similarity", f"{len(inp.corpus.ids)} documents, {stats['stage1/pairs_per_doc']:.0f} "
+                                                   f"pairs/doc, {stats['stage1/seconds']:.1f}s")
+    ctx.reported.add(1)
     ctx.outputs[1] = store.read_similarity(inp.test_is_corpus)
     return ctx.outputs[1]
 
@@ -70,12 +71,18 @@ def mining(ctx: RunContext, force: bool = False):
         stats["stage2/seconds"] = time.time() - t0
         store.write_mining(out)
         ctx.log(stats)
-        store.seal(2, stats)
-        ctx.sink.on_artifact("core-classes", "stage-output", store.output(2), {"key": store.keys[2]})
-        say(f"stage 2 ({STAGE_NAMES[2]}): {stats['stage2/total_docs_with_core']} of {len(out.cores)} documents have a core class, "
-            f"{stats['stage2/num_core_classes']} core classes")
+        _seal_output(ctx, 2, stats, "core-classes", f"{stats['stage2/total_docs_with_core']} of {len(out.cores)} documents "
+                                                    f"have a core class, {stats['stage2/num_core_classes']} core classes")
+    ctx.reported.add(2)
     ctx.outputs[2] = out
     return out
+
+
+def _seal_output(ctx: RunContext, stage: int, stats: dict, artifact: str, what: str) -> None:
+    """Stage 1's or 2's written output: its entry sealed with its stats, offered to tracking, and said."""
+    ctx.store.seal(stage, stats)
+    ctx.sink.on_artifact(artifact, "stage-output", ctx.store.output(stage), {"key": ctx.store.keys[stage]})
+    say(f"stage {stage} ({STAGE_NAMES[stage]}): {what}")
 
 
 def classifier(ctx: RunContext, force: bool = False) -> None:
@@ -88,13 +95,14 @@ def classifier(ctx: RunContext, force: bool = False) -> None:
     t0 = time.time()
     bundle = ctx.bundle()
     seed_stage(ctx.cfg.seed, 3)  # after building the model, which seeds its own initial weights
-    ctx.log(label_stats(targets, mask))
-    ctx.sink.on_model(bundle.model)
-    stats = ctx.runtime.train_classifier(ctx, rows, targets, mask, fresh=force)
-    stats.update(label_stats(targets, mask))
-    # stage3/best_epoch counts from 0; the progress bar and stage3/epoch count from 1
-    _finish_training(ctx, 3, stats, t0, f"best epoch {stats['stage3/best_epoch'] + 1} of {ctx.cfg.classifier.epochs}, "
-                                        f"val loss {stats['stage3/best_val_loss']:.4f}")
+    with ctx.log.recording() as logged:
+        ctx.log(label_stats(targets, mask))
+        ctx.sink.on_model(bundle.model)
+        stats = ctx.runtime.train_classifier(ctx, rows, targets, mask, fresh=force)
+        stats.update(label_stats(targets, mask))
+        # stage3/best_epoch counts from 0; the progress bar and stage3/epoch count from 1
+        _finish_training(ctx, 3, stats, t0, logged, f"best epoch {stats['stage3/best_epoch'] + 1} of "
+                                                    f"{ctx.cfg.classifier.epochs}, val loss {stats['stage3/best_val_loss']:.4f}")
 
 
 def self_training(ctx: RunContext, force: bool = False) -> None:
@@ -108,8 +116,9 @@ def self_training(ctx: RunContext, force: bool = False) -> None:
     seed_stage(ctx.cfg.seed, 4)  # the model is built and loaded: what follows is stage 4's own randomness
     t0 = time.time()
     silver = ctx.silver_validation() if ctx.cfg.self_training.val_patience > 0 else None
-    stats = ctx.runtime.self_train(ctx, silver, fresh=force)
-    _finish_training(ctx, 4, stats, t0, f"{stats['stage4/batches']} batches, stopped by {stats['stage4/stopped_by']}")
+    with ctx.log.recording() as logged:
+        stats = ctx.runtime.self_train(ctx, silver, fresh=force)
+        _finish_training(ctx, 4, stats, t0, logged, f"{stats['stage4/batches']} batches, stopped by {stats['stage4/stopped_by']}")
 
 
 def skip_self_training(ctx: RunContext) -> None:
@@ -124,7 +133,11 @@ def skip_self_training(ctx: RunContext) -> None:
 def final_model(ctx: RunContext) -> int:
     """The final model into `ctx.bundle()`, from its cache entry (computed if it is not there); returns its stage."""
     stage = final_stage(ctx.cfg.self_training)
-    (self_training if stage == 4 else classifier)(ctx, force=False)
+    if stage == 4:
+        self_training(ctx)
+    else:
+        classifier(ctx)
+        skip_self_training(ctx)
     return stage
 
 
@@ -133,16 +146,18 @@ def _cached_model(ctx: RunContext, stage: int, force: bool) -> bool:
     if force or not ctx.store.intact(stage):
         return False
     ctx.store.replay(stage, ctx.log)
+    ctx.reported.add(stage)
     ctx.store.read_model(stage, ctx.bundle())
     return True
 
 
-def _finish_training(ctx: RunContext, stage: int, stats: dict, t0: float, what: str) -> None:
-    """Log a training stage's stats, then store its model and stats under the stage's cache key."""
+def _finish_training(ctx: RunContext, stage: int, stats: dict, t0: float, logged: dict, what: str) -> None:
+    """Log a training stage's final stats, then store its model and everything it logged under its cache key."""
     stats[f"stage{stage}/seconds"] = time.time() - t0
     ctx.log(stats)
     ctx.store.write_model(stage, ctx.bundle(), ctx.inputs.taxonomy)
-    ctx.store.seal(stage, stats)
+    ctx.store.seal(stage, logged)
+    ctx.reported.add(stage)
     ctx.runtime.stage_cached(ctx, stage)
     say(f"stage {stage} ({STAGE_NAMES[stage]}): {what}, {stats[f'stage{stage}/seconds']:.1f}s")
 

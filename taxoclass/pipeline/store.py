@@ -79,9 +79,13 @@ class StageStore:
         atomic_write_text(self.path(stage, ".stats.json"), strict_json(stats))
         seal(self.path(stage, ".sha256"), self.entry(stage))
 
+    def stats(self, stage: int) -> dict:
+        """What the stage logged, the last value of each name (read from an intact entry)."""
+        return json.loads(self.path(stage, ".stats.json").read_text())
+
     def replay(self, stage: int, log) -> dict:
         """A cached stage's stats into `log` (the metrics log), and the line that says it was cached."""
-        stats = json.loads(self.path(stage, ".stats.json").read_text())
+        stats = self.stats(stage)
         log(stats)
         say(f"stage {stage} ({STAGE_NAMES[stage]}): cached ({self.name(stage)})")
         return stats

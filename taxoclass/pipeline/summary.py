@@ -1,9 +1,10 @@
 """The run's summary (`summary.json`), and the zero-shot baselines every evaluation reports.
 
 Features:
-- `summarize`: the last value of every logged metric, the evaluation's, `total_seconds` and the
-  run dir, written to `summary.json` (strict JSON) and handed to the sink (`on_finish`): the one
-  summary of `run_pipeline` and of `taxoclass stage 5`;
+- `summarize`: the stats of every stage the final model comes from, the last value of every
+  metric logged, the evaluation's, `total_seconds` and the run dir, written to `summary.json`
+  (strict JSON) and handed to the sink (`on_finish`): the one summary of `run_pipeline` and of
+  `taxoclass stage 5`, the same whichever stages were computed and which came from the cache;
 - `zero_shot_baselines`: the name-only stage-1 scores decoded flat (top-3), by the greedy
   top-down path and by the best path (the pipeline's own decoder, the fixed baseline training
   must beat), the best path of the refined scores, and `test/gain_over_zeroshot`.
@@ -18,6 +19,7 @@ import numpy as np
 
 from taxoclass.data.taxonomy import ROOT, Taxonomy
 from taxoclass.metrics import evaluate_rankings, example_f1, prefixed
+from taxoclass.pipeline.store import final_stage
 from taxoclass.rundir import write_json
 
 if TYPE_CHECKING:
@@ -26,7 +28,12 @@ if TYPE_CHECKING:
 
 def summarize(ctx: RunContext, evaluation: dict) -> dict:
     """summary.json: every metric's last value (cached stages replayed theirs), the evaluation's, the time."""
-    summary = {**ctx.log.stats, **evaluation, "total_seconds": time.time() - ctx.started, "run_dir": str(ctx.dir)}
+    summary: dict = {}
+    for stage in range(1, final_stage(ctx.cfg.self_training) + 1):
+        # a stage this attempt did not report (`stage 5` loads stages 1 and the final one) speaks from its entry
+        if stage not in ctx.reported and ctx.store.intact(stage):
+            summary.update(ctx.store.stats(stage))
+    summary.update({**ctx.log.stats, **evaluation, "total_seconds": time.time() - ctx.started, "run_dir": str(ctx.dir)})
     write_json(ctx.dir / "summary.json", summary)
     ctx.sink.on_finish(summary)
     return summary
