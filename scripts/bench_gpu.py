@@ -24,11 +24,11 @@ import torch  # noqa: E402
 
 from taxoclass.config import ClassifierConfig  # noqa: E402
 from taxoclass.data.taxonomy import Taxonomy  # noqa: E402
+from taxoclass.stages.amp import amp_context  # noqa: E402
 from taxoclass.stages.classifier import masked_bce  # noqa: E402
 from taxoclass.stages.model import TaxoClassifier  # noqa: E402
 from taxoclass.stages.similarity import BiEncoderScorer  # noqa: E402
 from taxoclass.stages.text_encoder import load_encoder  # noqa: E402
-from taxoclass.stages.training_step import amp_context  # noqa: E402
 
 WORDS = ("battery screen sound comfortable delivery price quality recommend broke returned camera kettle tent pillow "
          "shampoo helmet light warm soft loud quiet fast slow cheap sturdy").split()

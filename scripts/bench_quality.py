@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO))
 
 from taxoclass.config import build_config  # noqa: E402
 from taxoclass.metrics import example_f1  # noqa: E402
-from taxoclass.pipeline import prepare_inputs, run_pipeline, stage_keys, zero_shot_metrics  # noqa: E402
+from taxoclass.pipeline import open_finished, run_pipeline, zero_shot_metrics  # noqa: E402
 from taxoclass.rundir import PREDICTIONS, read_predictions  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data"
@@ -41,12 +41,10 @@ HALVES = {"dev": 0, "held-out": 1}  # position in the gold file modulo 2
 
 def half_scores(cfg, run_dir: Path) -> dict[str, dict[str, float]]:
     """Per half: the baselines from the stage-1 cache and the pipeline from predictions/test.jsonl."""
-    inputs = prepare_inputs(cfg)
-    with np.load(run_dir / "cache" / f"stage1-{stage_keys(cfg, inputs)[1]}.npz") as npz:
-        arrays = {k: npz[k] for k in npz.files}
-    same = "test" not in arrays
-    test_sim = arrays["corpus"] if same else arrays["test"]
-    names = arrays.get("names_corpus" if same else "names_test", test_sim)
+    run = open_finished(run_dir, cfg)
+    inputs, arrays = run.inputs, run.stage1()
+    test_sim = arrays["test"]
+    names = arrays.get("names_test", test_sim)
     by_id = read_predictions(run_dir / PREDICTIONS, inputs.taxonomy)
     golds, ids = inputs.test.gold, inputs.test.ids
     out = {}

@@ -84,15 +84,16 @@ def throughput(actors_list, out: Path) -> None:
 def overhead(out: Path) -> None:
     import ray
 
-    from taxoclass.distributed.runtime import RayRuntime
+    from taxoclass.distributed.ray_runtime import RayRuntime
     from taxoclass.pipeline import run_pipeline
+    from taxoclass.runtime import LocalRuntime
 
     print("\n## runtime=ray against runtime=local, demo preset end to end (2 Train workers)")
     print("| runtime | seconds | test/example_f1 |\n|---|---|---|")
     for runtime in ("local", "ray"):
         cfg = build_config("demo", overrides=[f"output_dir={out}", f"run_name=ovh-{runtime}", f"runtime={runtime}"], environ={})
         t0 = time.perf_counter()
-        summary = run_pipeline(cfg, runtime=RayRuntime(cfg) if runtime == "ray" else None)
+        summary = run_pipeline(cfg, runtime=RayRuntime(cfg) if runtime == "ray" else LocalRuntime())
         print(f"| {runtime} | {time.perf_counter() - t0:.1f} | {summary['test/example_f1']:.4f} |", flush=True)
     assert ray.is_initialized()
 

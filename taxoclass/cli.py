@@ -110,9 +110,20 @@ def cmd_config(args) -> int:
     return 0
 
 
+def build_runtime(cfg):
+    """`runtime=local`: the engine in this process (Ray is not imported); `runtime=ray`: stage 1 on Ray
+    Data, stages 3-4 on Ray Train."""
+    if cfg.runtime == "ray":
+        from taxoclass.distributed.ray_runtime import RayRuntime
+
+        return RayRuntime(cfg)
+    from taxoclass.runtime import LocalRuntime
+
+    return LocalRuntime()
+
+
 def cmd_run(args) -> int:
     from taxoclass.config import build_config
-    from taxoclass.distributed.runtime import make_runtime
     from taxoclass.pipeline import run_pipeline
     from taxoclass.tracking import make_tracker
 
@@ -126,14 +137,13 @@ def cmd_run(args) -> int:
         # the run dir's own config is authoritative; command-line overrides still apply
         cfg = build_config(config_file=str(run_dir / "config.yaml"), overrides=[o for o in args.overrides if not o.startswith("resume=")])
         cfg.output_dir, cfg.run_name = str(run_dir.parent), run_dir.name
-    runtime = make_runtime(cfg)  # None for runtime=local: Ray is never imported then
+    runtime = build_runtime(cfg)
     tracker = make_tracker(cfg, resume_id)
     try:
         summary = run_pipeline(cfg, sink=tracker, runtime=runtime)
     finally:
         tracker.close()
-        if runtime is not None:
-            runtime.stop()
+        runtime.stop()
     _print_summary(summary)
     return 0
 
@@ -173,9 +183,14 @@ def _tracked_run_id(state: Path) -> str | None:
 
 
 def cmd_stage(args) -> int:
-    from taxoclass.pipeline import run_single_stage
+    from taxoclass.pipeline import run_config, run_single_stage
 
-    summary = run_single_stage(Path(args.run), args.number, args.overrides)
+    cfg = run_config(Path(args.run), args.overrides)
+    runtime = build_runtime(cfg)  # the stage runs where the run's config says: its cache key depends on it
+    try:
+        summary = run_single_stage(cfg, args.number, runtime)
+    finally:
+        runtime.stop()
     if summary:
         _print_summary(summary)
     return 0

@@ -17,13 +17,11 @@ keeps its curves).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from taxoclass.errors import DataError
+from taxoclass.pipeline.metrics_log import ATTEMPT
 from taxoclass.rundir import atomic_write_text
 
-ATTEMPT = "_attempt"  # added to each metrics row on reading: the attempt that logged it
 PIPELINE, ZEROSHOT_BEST, GAIN = "test/example_f1", "zeroshot/bestpath_example_f1", "test/gain_over_zeroshot"
 SUMMARY_KEYS = [PIPELINE, ZEROSHOT_BEST, GAIN, "test/p_at_1", "test/p_at_3", "test/mrr", "test/accuracy", "zeroshot/example_f1",
                 "zeroshot/path_example_f1", "stage2/core_precision", "stage3/best_val_loss", "stage4/best_iteration"]
@@ -50,22 +48,11 @@ def headline_line(summary: dict) -> str:
 
 
 def load_run(run_dir: Path) -> tuple[list[dict], dict]:
-    metrics_path, summary_path = run_dir / "metrics.jsonl", run_dir / "summary.json"
-    if not metrics_path.is_file():
-        raise DataError(metrics_path, "not a run dir (no metrics.jsonl)")
-    rows, attempt = [], 0
-    for number, line in enumerate(metrics_path.read_text(encoding="utf-8").splitlines(), start=1):
-        if line.strip():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(metrics_path, f"malformed JSON line: {err.msg}", number) from None
-            if isinstance(row, dict) and "attempt" in row:  # a marker, not metrics
-                attempt = row["attempt"]
-                continue
-            rows.append({**row, ATTEMPT: attempt})
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    return rows, summary
+    """(metrics rows, each tagged with its attempt; summary), read only."""
+    from taxoclass.pipeline import open_finished
+
+    run = open_finished(run_dir)
+    return run.metrics_rows(), run.summary()
 
 
 def load_runs(run_dirs: list[Path]) -> dict[str, tuple[list[dict], dict]]:

@@ -1,7 +1,7 @@
 """Experiment tracking: the only module that imports wandb.
 
 Features:
-- `make_tracker(cfg)` returns a sink for `run_pipeline`: every metric still goes to the run
+- `make_tracker(cfg)` returns a sink for `run_pipeline` (`taxoclass/sink.py`'s interface): every metric still goes to the run
   dir's `metrics.jsonl` (the pipeline writes it); with `tracking.use_wandb` (or `USE_WANDB=1`)
   it also goes to Weights & Biases;
 - `WANDB_MODE=online|offline|disabled` (or `tracking.mode`) is honoured; wandb not installed:
@@ -29,6 +29,7 @@ from pathlib import Path
 
 from taxoclass.config import Config, to_dict
 from taxoclass.hier_metrics import class_wise
+from taxoclass.sink import Sink
 
 DEFAULT_HOST = "api.wandb.ai"
 ONLINE_INIT_TIMEOUT_S = 30
@@ -89,19 +90,13 @@ def environment_record() -> dict:
     return record
 
 
-class NullTracker:
+class NullTracker(Sink):
     """Tracking off: the pipeline's metrics.jsonl is the whole record."""
 
     enabled = False
 
-    def __call__(self, metrics: dict, step: int | None = None) -> None:
-        pass
 
-    def close(self) -> None:
-        pass
-
-
-class WandbTracker:
+class WandbTracker(Sink):
     """A pipeline sink that mirrors metrics, tables and artifacts to one wandb run."""
 
     enabled = True
@@ -116,7 +111,7 @@ class WandbTracker:
         self.stage4_rows: list[list] = []
         self.watched = False
 
-    # -- lifecycle hooks called by the pipeline (duck-typed: the engine never imports wandb)
+    # -- the Sink's hooks, called by the pipeline (the engine never imports wandb)
     def on_start(self, run_dir: Path, cfg: Config, info: dict) -> None:
         t = cfg.tracking
         record = {**to_dict(cfg), "seed": cfg.seed, **environment_record(), **info}

@@ -16,7 +16,7 @@ from conftest import run_cli
 
 import taxoclass
 from taxoclass.config import build_config
-from taxoclass.pipeline import Run, run_pipeline
+from taxoclass.pipeline import RunContext, run_pipeline, steps
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
@@ -27,7 +27,7 @@ def cuda_config(tmp_path, name, *extra):
 
 @pytest.mark.parametrize("amp, dtype", [("bf16", torch.bfloat16), ("fp16", torch.float16)])
 def test_amp_training_step(tmp_path, amp, dtype):
-    run = Run(cuda_config(tmp_path, amp, f"classifier.amp={amp}", "self_training.enabled=false"))
+    run = RunContext.open(cuda_config(tmp_path, amp, f"classifier.amp={amp}", "self_training.enabled=false"))
     try:
         model = run.bundle().model
         seen = []
@@ -35,7 +35,7 @@ def test_amp_training_step(tmp_path, amp, dtype):
         linear = next(m for m in model.encoder.modules() if isinstance(m, torch.nn.Linear))
         hook = linear.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
         before = {n: p.detach().clone() for n, p in model.named_parameters()}
-        run.classifier(force=True)
+        steps.classifier(run, force=True)
         hook.remove()
     finally:
         run.close()

@@ -13,9 +13,20 @@ from conftest import REPO, run_cli
 
 from taxoclass.config import build_config
 from taxoclass.data.readers import load_dataset
+from taxoclass.distributed.ray_runtime import RayRuntime
 from taxoclass.errors import DataError
 from taxoclass.evaluate import evaluate_predictions_file
-from taxoclass.pipeline import Run, prepare_inputs, run_pipeline, run_single_stage, stage_keys
+from taxoclass.pipeline import (
+    RunContext,
+    open_finished,
+    prepare_inputs,
+    run_config,
+    run_pipeline,
+    run_single_stage,
+    stage_keys,
+    steps,
+)
+from taxoclass.sink import Sink
 
 REQUIRED_SUMMARY = ["test/example_f1", "test/p_at_1", "test/p_at_3", "test/mrr", "test/accuracy", "test/precision", "test/recall",
                     "test/f1_score", "test/top3_accuracy", "test/top5_accuracy", "test/top10_accuracy", "test/level_0_accuracy",
@@ -139,24 +150,22 @@ def test_stage_3_starts_at_the_refined_prototypes(tmp_path):
     """Before training, the classifier ranks as stage 1's refined scores do: the prototypes are its class features."""
     import numpy as np
 
-    from taxoclass.pipeline import Run
     from taxoclass.stages.model import predict_probs
 
-    run = Run(debug_config(tmp_path, "init", "classifier.max_length=128", "similarity.max_length=128"))
+    run = RunContext.open(debug_config(tmp_path, "init", "classifier.max_length=128", "similarity.max_length=128"))
     try:
-        sim, _ = run.similarity(force=False)
+        sim = steps.similarity(run)["corpus"]
         bundle = run.bundle()
-        assert np.allclose(bundle.model.class_features.detach().numpy(), run.stage1["prototypes"], atol=1e-6)
+        assert np.allclose(bundle.model.class_features.detach().numpy(), run.stage1()["prototypes"], atol=1e-6)
         probs = predict_probs(bundle.model, bundle.docs(run.inputs.corpus.texts), "cpu", 64)
         # logits = 10 * (cosine with the prototype - 0.3): the refined stage-1 scores, not the names'
         logits = np.log(probs) - np.log1p(-probs)
         assert np.allclose(logits, 10 * (sim - 0.3), atol=2e-3)
-        assert not np.allclose(logits, 10 * (run.stage1["names_corpus"] - 0.3), atol=2e-3)
+        assert not np.allclose(logits, 10 * (run.stage1()["names_corpus"] - 0.3), atol=2e-3)
         refined_off = build_config("debug", overrides=[f"output_dir={tmp_path}", "run_name=off", "similarity.refine_rounds=0"], environ={})
-        off = Run(refined_off)
+        off = RunContext.open(refined_off)
         try:
-            off.similarity(force=False)
-            assert "prototypes" not in off.stage1 and off._class_init() is None
+            assert "prototypes" not in steps.similarity(off) and off.class_init() is None
         finally:
             off.close()
     finally:
@@ -253,7 +262,8 @@ def test_single_stage_on_a_run_dir(debug_run):
     res = run_cli("stage", "2", "--run", out / "a", "mining.floor=0.1")
     assert res.returncode == 0, res.stderr
     assert "stage 2 (core mining)" in res.stderr and "cached" not in res.stderr.split("stage 2")[1].splitlines()[0]
-    res = run_cli("stage", "4", "--run", out / "a", "mining.floor=0.3")
+    # self_training.enabled=true: earlier tests left run a's config with stage 4 off, which `stage 4` now skips
+    res = run_cli("stage", "4", "--run", out / "a", "mining.floor=0.3", "self_training.enabled=true")
     assert res.returncode == 2 and "stage 3 output missing" in res.stderr
 
 
@@ -288,7 +298,7 @@ def test_stage_4_alone_reproduces_the_full_run(second_run, tmp_path):
     entry = next((run_dir / "cache").glob("stage4-*.pt"))
     before = torch.load(entry, weights_only=True)["state_dict"]
     stats_before = _stage_stats(entry.with_suffix(".stats.json"))
-    run_single_stage(run_dir, 4)  # `taxoclass stage 4 --run DIR`, in this process
+    run_single_stage(run_config(run_dir), 4)  # `taxoclass stage 4 --run DIR`, in this process
     after = torch.load(entry, weights_only=True)["state_dict"]
     # seeded from (seed, stage) at its start, stage 4 alone draws what it drew in the full run (torchtune's
     # resume-equivalence); before, it drew from the state stage 3 left (Example-F1 .7861 against .7806)
@@ -349,10 +359,10 @@ def test_a_corrupt_cache_entry_is_a_miss_and_model_pt_is_a_copy(second_run, capf
     stage2.write_text(stage2.read_text()[:100])  # truncated
     (run_dir / "model.pt").write_bytes((run_dir / "model.pt").read_bytes()[:1000])
     capfd.readouterr()
-    run = Run(cfg)
+    run = RunContext.open(cfg)
     try:
-        out = run.mining(force=False)
-        assert run._intact(4)  # the truncated model.pt left the cache entry whole
+        out = steps.mining(run)
+        assert run.store.intact(4)  # the truncated model.pt left the cache entry whole
     finally:
         run.close()
     err = capfd.readouterr().err
@@ -368,18 +378,21 @@ def test_a_changed_config_removes_the_old_results(second_run, tmp_path):
     copy = tmp_path / "c"
     shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("cache"))
     outputs = ["summary.json", "predictions", "model.pt"]
-    Run(debug_config(tmp_path, "c")).close()  # the same config: its results stay
+    RunContext.open(debug_config(tmp_path, "c")).close()  # the same config: its results stay
     assert all((copy / name).exists() for name in outputs)
-    Run(debug_config(tmp_path, "c", "seed=7")).close()  # seed 7 in config.yaml: the seed-42 results must go
+    RunContext.open(debug_config(tmp_path, "c", "seed=7")).close()  # seed 7 in config.yaml: the seed-42 results must go
     assert not any((copy / name).exists() for name in outputs)
     assert "seed: 7" in (copy / "config.yaml").read_text()
 
 
 def test_keys_follow_what_changes_training_numbers():
+    from taxoclass.cli import build_runtime
+
     inputs = prepare_inputs(build_config("debug", environ={}))
 
     def keys(*extra):
-        return stage_keys(build_config("debug", overrides=list(extra), environ={}), inputs)
+        cfg = build_config("debug", overrides=list(extra), environ={})
+        return stage_keys(cfg, inputs, build_runtime(cfg).training_setup())  # the runtime the CLI would build
 
     local = keys()
     assert keys("ray.num_workers=3") == local  # workers are not used on the local runtime
@@ -389,19 +402,20 @@ def test_keys_follow_what_changes_training_numbers():
     assert ray1[3] != ray2[3]
 
 
-class RecordingRuntime:
-    """Stands in for Ray: records what a stage finds in its Ray storage when it starts."""
+class RecordingRuntime(RayRuntime):
+    """The Ray runtime with its two calls into Ray standing in: records what a stage finds in its Ray storage."""
 
-    def __init__(self, bundle_state=None):
+    def __init__(self, cfg, bundle_state=None):
+        super().__init__(cfg)
         self.found = []
         self.bundle_state = bundle_state
 
-    def similarity(self, cfg, taxonomy, texts, hyps, folder, progress=True, embed=False):
+    def _score(self, cfg, taxonomy, texts, hyps, folder, embed):
         self.found.append(sorted(p.name for p in folder.glob("*")) if folder.exists() else [])
         width = 384 if embed else len(taxonomy)  # embed: MiniLM document embeddings, from which prototypes are refined
         return np.zeros((len(texts), width), np.float32), {"stage1/actors": 1}
 
-    def train(self, stage, cfg, taxonomy, keywords, texts, storage, name, **kw):
+    def _fit(self, stage, cfg, taxonomy, keywords, texts, storage, name, **kw):
         self.found.append(sorted(p.name for p in (storage / name).glob("*")) if (storage / name).exists() else [])
         return {}, [], self.bundle_state
 
@@ -409,20 +423,21 @@ class RecordingRuntime:
 def test_force_starts_ray_stages_afresh(tmp_path):
     # names only: no prototypes, so building the model reads no stage-1 output through the stand-in runtime
     cfg = debug_config(tmp_path, "f", "runtime=ray", "ray.storage_path=" + str(tmp_path / "storage"), "similarity.refine_rounds=0")
-    runtime = RecordingRuntime()
-    run = Run(cfg, runtime=runtime)
+    runtime = RecordingRuntime(cfg)
+    run = RunContext.open(cfg, runtime=runtime)
     try:
-        shards = run.cache / f"stage1-{run.keys[1]}-shards"
+        shards = run.store.folder / f"stage1-{run.store.keys[1]}-shards"
         (shards / "corpus").mkdir(parents=True)
         (shards / "corpus" / "shard-00000.parquet").write_text("old")
-        stale = tmp_path / "storage" / f"stage3-{run.keys[3]}"
+        stale = tmp_path / "storage" / f"stage3-{run.store.keys[3]}"
         stale.mkdir(parents=True)
         (stale / "checkpoint_manager_snapshot.json").write_text("{}")
-        run._similarity_on_runtime(run.inputs.corpus.texts, None, fresh=False)
-        run._similarity_on_runtime(run.inputs.corpus.texts, None, fresh=True)
+        runtime.similarity(run, run.inputs.corpus.texts, None, fresh=False)
+        runtime.similarity(run, run.inputs.corpus.texts, None, fresh=True)
         runtime.bundle_state = run.bundle().model.state_dict()
-        run._train_on_runtime(3, run.inputs.corpus.texts, fresh=False)
-        run._train_on_runtime(3, run.inputs.corpus.texts, fresh=True)
+        rows, targets, mask = [0, 1], np.zeros((2, 41), np.float32), np.ones((2, 41), np.float32)
+        runtime.train_classifier(run, rows, targets, mask, fresh=False)
+        runtime.train_classifier(run, rows, targets, mask, fresh=True)
     finally:
         run.close()
     assert runtime.found == [["shard-00000.parquet"], [], ["checkpoint_manager_snapshot.json"], []]
@@ -445,3 +460,122 @@ def test_json_is_strict_and_metrics_are_appended(tmp_path):
     rows = [json.loads(line, parse_constant=_refuse) for line in path.read_text().splitlines()]
     assert [r.get("attempt") for r in rows] == [1, None, 2, None, 3]
     assert rows[1]["x"] is None and rows[3]["y"] == 2
+
+
+# ---------------------------------------------------------------- issue 18: the stage store and the read-only open
+class ArtifactRecorder(Sink):
+    def __init__(self):
+        self.artifacts = []
+
+    def on_artifact(self, name, kind, path, metadata=None):
+        self.artifacts.append((name, dict(metadata or {})))
+
+
+def test_one_rule_names_the_final_model(second_run, tmp_path):
+    run_dir, _ = second_run
+    shutil.copytree(run_dir, tmp_path / "r")
+    for enabled, stage in (("true", 4), ("false", 3)):
+        cfg = debug_config(tmp_path, "r", f"self_training.enabled={enabled}")
+        store = open_finished(tmp_path / "r", cfg, training_setup=("local",)).store
+        if stage == 3:
+            # a stage-4 model under this config's key, as `taxoclass stage 4` used to leave on a run that skips
+            # stage 4: the artifact then said stage 4 while model.pt was stage 3's
+            shutil.copy(store.output(3), store.output(4))
+        sink = ArtifactRecorder()
+        run_pipeline(cfg, sink=sink)
+        assert [meta for name, meta in sink.artifacts if name == "model"] == [{"stage": stage}]
+        assert (tmp_path / "r" / "model.pt").read_bytes() == store.output(stage).read_bytes()
+
+
+def test_a_finished_run_opens_read_only(second_run, tmp_path):
+    run_dir, _ = second_run
+    copy = tmp_path / "r"
+    shutil.copytree(run_dir, copy)
+    run_pipeline(debug_config(tmp_path, "r"))  # every stage cached: a finished run again (earlier tests took model.pt apart)
+
+    def tree():
+        return {str(p.relative_to(copy)): (p.stat().st_mtime_ns, p.read_bytes()) for p in copy.rglob("*") if p.is_file()}
+
+    before = tree()
+    view = open_finished(copy)  # its own config.yaml
+    arrays = view.stage1()
+    assert arrays["corpus"].shape == (60, 41) and arrays["test"].shape == (60, 41) and "prototypes" in arrays
+    silver = view.silver_validation()
+    assert silver.rows and len(view.document_inputs("corpus", silver.rows)) == len(silver.rows)
+    assert len(view.document_inputs("test")) == 60  # the model is model.pt's: the classifier's inputs need it
+    rows = view.metrics_rows()
+    assert rows and {r["_attempt"] for r in rows} >= {1} and "attempt" not in rows[0]
+    assert view.summary() == json.loads((copy / "summary.json").read_text())
+    assert tree() == before  # nothing written: no attempt, no config.yaml, no lock, no cache entry
+    # and nothing computed: a stage whose entry is gone is an error, not a stage run
+    next((copy / "cache").glob("stage2-*.sha256")).unlink()
+    with pytest.raises(DataError, match="stage 2 output missing"):
+        open_finished(copy).mining()
+
+
+# ---------------------------------------------------------------- issue 19: one run per run dir, summaries, stage 4 when off
+@pytest.fixture(scope="module")
+def fresh_run(tmp_path_factory):
+    """A full debug run (stage 4 on) and the summary.json it wrote, before anything was cached."""
+    out = tmp_path_factory.mktemp("fresh")
+    run_pipeline(debug_config(out, "f"))
+    return out / "f", json.loads((out / "f" / "summary.json").read_text())
+
+
+def test_the_summary_does_not_depend_on_what_was_cached(fresh_run):
+    run_dir, first = fresh_run
+    assert {"stage3/epoch_train_loss", "stage3/epoch_val_loss", "stage3/learning_rate", "stage3/train_loss", "stage3/epoch",
+            "stage4/self_train_loss", "stage2/num_core_classes", "stage1/similarity_mean"} <= set(first)
+    rerun = run_pipeline(debug_config(run_dir.parent, "f"))  # every stage from the cache
+    cached = json.loads((run_dir / "summary.json").read_text())
+    single = run_single_stage(run_config(run_dir), 5)  # `taxoclass stage 5`: stages 1 and 4 loaded, 2 and 3 not
+    stage5 = json.loads((run_dir / "summary.json").read_text())
+    assert rerun["run_dir"] == single["run_dir"] == str(run_dir)
+    for summary in (cached, stage5):
+        assert set(summary) == set(first)
+        assert {k: v for k, v in summary.items() if k != "total_seconds"} == {k: v for k, v in first.items() if k != "total_seconds"}
+
+
+def test_stage_4_on_a_run_that_skips_it_does_nothing(fresh_run, tmp_path):
+    run_dir, _ = fresh_run
+    copy = tmp_path / "r"
+    shutil.copytree(run_dir, copy)
+    run_pipeline(debug_config(tmp_path, "r", "self_training.enabled=false"))  # stages 1-3 cached
+    entries = sorted(p.name for p in (copy / "cache").iterdir())
+    metrics = (copy / "metrics.jsonl").read_text()
+    res = run_cli("stage", "4", "--run", copy)
+    assert res.returncode == 0, res.stderr
+    assert "stage 4 (self-training): this run skips it (self_training.enabled=false), nothing done" in res.stderr
+    assert f"taxoclass stage 4 --run {copy} self_training.enabled=true" in res.stderr and "Traceback" not in res.stderr
+    # no work: no cache entry, no attempt in metrics.jsonl (before: 2 minutes of training into an entry nothing read)
+    assert sorted(p.name for p in (copy / "cache").iterdir()) == entries and (copy / "metrics.jsonl").read_text() == metrics
+    # the override it names runs it
+    run_single_stage(run_config(copy, ["self_training.enabled=true"]), 4)
+    last = (copy / "metrics.jsonl").read_text().split('{"attempt"')[-1]
+    assert '"command": "stage 4"' in last and '"stage4/iteration"' in last
+
+
+def test_a_second_run_on_a_run_dir_in_use_stops_at_once(tmp_path):
+    from test_ray import _kill_tree, _wait_for
+
+    # the first run: the whole demo corpus and a long stage 4, so that it is still going when the second one starts
+    args = ["run", "--preset", "debug", f"output_dir={tmp_path}", "run_name=x", "max_docs=0", "self_training.max_batches=3000",
+            "self_training.update_interval=1500", "self_training.val_patience=0", "self_training.stop_tolerance=0"]
+    first = subprocess.Popen([sys.executable, "-m", "taxoclass.cli", *args], cwd=REPO, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        metrics = tmp_path / "x" / "metrics.jsonl"
+        assert _wait_for(lambda: metrics.is_file(), first)  # it holds the lock from before metrics.jsonl is written
+        second = run_cli(*args)
+        assert first.poll() is None, "the first run ended before the second one was refused"
+        assert second.returncode == 2, second.stderr
+        errors = [line for line in second.stderr.splitlines() if line.startswith("taxoclass: error")]
+        assert errors == [f"taxoclass: error: {tmp_path / 'x'}: in use by another taxoclass run (pid {first.pid}); wait for it "
+                          "to end, or give this run another run_name"]
+        assert metrics.read_text().count('{"attempt"') == 1  # the second run wrote nothing
+    finally:
+        _kill_tree(first)
+    # kill -9 left the lock file: the kernel released the lock with its holder, and the next run goes ahead
+    assert (tmp_path / "x" / ".lock").is_file()
+    res = run_cli("stage", "1", "--run", tmp_path / "x")
+    assert res.returncode == 0, res.stderr

@@ -21,8 +21,8 @@ ray = pytest.importorskip("ray")
 
 from taxoclass.config import build_config  # noqa: E402
 from taxoclass.distributed.ray_data import load_shards, score_with_ray_data, shard_path  # noqa: E402
-from taxoclass.distributed.runtime import RayRuntime  # noqa: E402
-from taxoclass.pipeline import Run, run_pipeline  # noqa: E402
+from taxoclass.distributed.ray_runtime import RayRuntime  # noqa: E402
+from taxoclass.pipeline import RunContext, run_pipeline, steps  # noqa: E402
 from taxoclass.stages.core_mining import mine_core_classes  # noqa: E402
 from taxoclass.stages.similarity import class_texts, hypotheses  # noqa: E402
 
@@ -43,19 +43,21 @@ def cfg_for(tmp_path, name, *extra):
 
 
 def test_stage1_and_2_match_the_local_runtime(ray_instance, tmp_path):
-    local = Run(cfg_for(tmp_path, "local"))
-    sim_local, test_local = local.similarity(force=True)
+    local = RunContext.open(cfg_for(tmp_path, "local"))
+    arrays_local = steps.similarity(local, force=True)
+    sim_local, test_local = arrays_local["corpus"], arrays_local["test"]
     local.close()
     cfg = cfg_for(tmp_path, "ray", "runtime=ray", "ray.shard_size=16", "ray.stage1_actors=2", "ray.stage1_batch_size=8")
-    remote = Run(cfg, runtime=RayRuntime(cfg))
-    sim_ray, test_ray = remote.similarity(force=True)
+    remote = RunContext.open(cfg, runtime=RayRuntime(cfg))
+    arrays_ray = steps.similarity(remote, force=True)
+    sim_ray, test_ray = arrays_ray["corpus"], arrays_ray["test"]
     assert remote.log.stats["stage1/shards_scored"] == 4 and remote.log.stats["stage1/actors"] == 2
     remote.close()
     np.testing.assert_allclose(sim_ray, sim_local, atol=1e-5)
     np.testing.assert_allclose(test_ray, test_local, atol=1e-5)
     # refined prototypes: the actors returned document embeddings, the driver refined and scored
-    np.testing.assert_allclose(remote.stage1["prototypes"], local.stage1["prototypes"], atol=1e-5)
-    np.testing.assert_allclose(remote.stage1["names_test"], local.stage1["names_test"], atol=1e-5)
+    np.testing.assert_allclose(arrays_ray["prototypes"], arrays_local["prototypes"], atol=1e-5)
+    np.testing.assert_allclose(arrays_ray["names_test"], arrays_local["names_test"], atol=1e-5)
     a = mine_core_classes(sim_local, local.inputs.taxonomy, local.cfg.mining)
     b = mine_core_classes(sim_ray, local.inputs.taxonomy, local.cfg.mining)
     assert a.cores == b.cores and a.candidates == b.candidates
@@ -63,7 +65,7 @@ def test_stage1_and_2_match_the_local_runtime(ray_instance, tmp_path):
 
 def test_stage1_scores_only_missing_shards(ray_instance, tmp_path):
     cfg = cfg_for(tmp_path, "shards", "ray.shard_size=16", "ray.stage1_actors=1")
-    run = Run(cfg)
+    run = RunContext.open(cfg)
     texts, tax = run.inputs.corpus.texts, run.inputs.taxonomy
     hyps = hypotheses(cfg.similarity.template, class_texts(tax, "name", None))
     folder = tmp_path / "shards"

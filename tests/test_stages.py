@@ -219,3 +219,32 @@ def test_self_training_guard_keeps_the_best_silver_model(tax):
         assert len(losses) - 1 - best == 2
     else:
         assert stats["stage4/batches"] == 12
+
+
+def test_keeper_keeps_the_best_weights_and_resumes_its_state():
+    from taxoclass.stages.keeper import Keeper
+    from taxoclass.stages.training_step import TrainStep
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    keeper = Keeper(patience=2)
+    weights = {}
+    for at, loss in enumerate([3.0, 2.0, 2.5, 2.6]):
+        with torch.no_grad():
+            model.weight.add_(1.0)  # every evaluation sees other weights
+        weights[at] = model.weight.detach().clone()
+        keeper.offer(loss, at, model)
+        assert keeper.exhausted == (at == 3)  # two evaluations after the best one without a lower loss
+    assert (keeper.best_loss, keeper.best_at, keeper.stale) == (2.0, 1, 2)
+    step = TrainStep(model, torch.optim.AdamW(model.parameters()), "off", "cpu")
+    state = keeper.checkpoint(step, epoch=3, step=12)  # the loop's own counters may be called anything
+    # a fresh keeper and step resumed from the checkpoint: the same weights, best weights, patience and counters
+    other = torch.nn.Linear(3, 2)
+    again = Keeper(patience=2)
+    progress = again.resume(state, TrainStep(other, torch.optim.AdamW(other.parameters()), "off", "cpu"))
+    assert progress == {"epoch": 3, "step": 12} and torch.equal(other.weight, weights[3])
+    assert (again.best_loss, again.best_at, again.stale, again.exhausted) == (2.0, 1, 2, True)
+    assert again.restore_best(other) and torch.equal(other.weight, weights[1])
+    assert keeper.restore_best(model) and torch.equal(model.weight, weights[1])
+    untouched = other.weight.detach().clone()
+    assert not Keeper(patience=1).restore_best(other) and torch.equal(other.weight, untouched)  # nothing kept

@@ -23,15 +23,12 @@ Every trial reports all four (trials.csv, wandb); `--objective` says which one d
 
 from __future__ import annotations
 
-import json
-import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from taxoclass.config import Config, from_dict, to_dict
+from taxoclass.config import Config
 from taxoclass.errors import ConfigError
 
 OBJECTIVES = {"silver_loss": "min", "silver_f1": "max", "path_margin": "max", "teacher_f1": "max"}
@@ -48,23 +45,6 @@ DEFAULT_OBJECTIVE = "path_margin"
 SAMPLE_DOCS = 1000  # corpus documents the corpus-wide objectives score: a fixed sample, the same in every trial
 
 
-@contextmanager
-def finished_run(cfg: Config, run_dir: Path):
-    """The finished run's inputs and stages 1-2 (from its cache), opened in a scratch folder: the
-    run dir (its metrics.jsonl, config.yaml) stays as the run wrote it."""
-    from taxoclass.pipeline import Run
-
-    scratch = from_dict(to_dict(cfg), "objective")
-    scratch.cache_dir = cfg.cache_dir or str(Path(run_dir) / "cache")
-    with tempfile.TemporaryDirectory(prefix="taxoclass-objective-") as tmp:
-        scratch.output_dir, scratch.run_name = tmp, "objective"
-        run = Run(scratch, command="objective")
-        try:
-            yield run
-        finally:
-            run.close()
-
-
 def _decoded_f1(bundle, taxonomy, cfg: Config, docs, golds: list[list[int]]) -> float:
     """Example-F1 of a loaded model, decoded as the pipeline decodes, on these documents."""
     import torch
@@ -79,25 +59,14 @@ def _decoded_f1(bundle, taxonomy, cfg: Config, docs, golds: list[list[int]]) -> 
     return evaluate_rankings(ranked.tolist(), golds, taxonomy.levels)["example_f1"]
 
 
-def decoded_example_f1(cfg: Config, run_dir: Path, texts: list[str], golds: list[list[int]]) -> float:
-    """Example-F1 of the run's final model, decoded as the pipeline decodes, on these documents."""
-    import torch
-
-    from taxoclass.stages.model_io import load_checkpoint
-
-    bundle, taxonomy = load_checkpoint(run_dir / "model.pt", torch.device("cpu"))
-    return _decoded_f1(bundle, taxonomy, cfg, bundle.docs(texts), golds)
-
-
-def silver_example_f1(run, bundle, taxonomy) -> float:
+def silver_example_f1(run) -> float:
     """The decoder's Example-F1 against the pseudo-labels (positive targets) of stage 3's held-out
-    documents (`run`: the finished run, as `finished_run` opens it; `bundle`: its final model)."""
+    documents (`run`: the finished run, opened read-only)."""
     silver = run.silver_validation()
     if not silver.rows:
         return float("nan")  # too few pseudo-labelled documents to hold any out
     golds = [np.flatnonzero((t > 0.5) & (m > 0)).tolist() for t, m in zip(silver.targets, silver.mask)]
-    docs = bundle.docs([run.inputs.corpus.texts[i] for i in silver.rows])
-    return _decoded_f1(bundle, taxonomy, run.cfg, docs, golds)
+    return _decoded_f1(run.bundle(), run.inputs.taxonomy, run.cfg, run.document_inputs("corpus", silver.rows), golds)
 
 
 @dataclass
@@ -109,7 +78,7 @@ class CorpusView:
     taxonomy: object
 
 
-def corpus_view(run, bundle, taxonomy) -> CorpusView:
+def corpus_view(run) -> CorpusView:
     """With a frozen encoder the sample's document vectors are the same in every trial: the first
     trial stores them in the cache folder (`objective-<key>.npy`, written whole or not at all)."""
     import hashlib
@@ -120,24 +89,23 @@ def corpus_view(run, bundle, taxonomy) -> CorpusView:
     from taxoclass.stages.model import DocBatches, predict_probs
 
     cfg = run.cfg
-    sim, _ = run.similarity(force=False)
     texts = run.inputs.corpus.texts
     rows = np.sort(np.random.default_rng(cfg.seed).permutation(len(texts))[:SAMPLE_DOCS])
     sample = [texts[i] for i in rows]
     c = cfg.classifier
-    stored = run.cache / f"objective-{hashlib.sha1(repr((c.encoder, c.max_length, c.pooling, sample)).encode()).hexdigest()[:16]}.npy"
+    stored = run.store.folder / f"objective-{hashlib.sha1(repr((c.encoder, c.max_length, c.pooling, sample)).encode()).hexdigest()[:16]}.npy"
     if c.freeze_encoder and stored.is_file():
         docs = DocBatches(embeddings=torch.from_numpy(np.load(stored)))
     else:
-        docs = bundle.docs(sample)
+        docs = run.document_inputs("corpus", rows.tolist())
         if c.freeze_encoder:
             def write(tmp):
                 with open(tmp, "wb") as fh:
                     np.save(fh, docs.embeddings.numpy())
 
             atomic_replace_with(stored, write)
-    probs = predict_probs(bundle.model, docs, torch.device("cpu"), cfg.evaluation.batch_size)
-    return CorpusView(probs, sim[rows], taxonomy)
+    probs = predict_probs(run.bundle().model, docs, torch.device("cpu"), cfg.evaluation.batch_size)
+    return CorpusView(probs, run.stage1()["corpus"][rows], run.inputs.taxonomy)
 
 
 def path_margin(view: CorpusView) -> float:
@@ -162,17 +130,13 @@ def teacher_f1(view: CorpusView, decoding: str) -> float:
 
 
 def label_free_objectives(cfg: Config, run_dir: Path) -> dict[str, float]:
-    """Every objective of a finished run, by its column name: the run opened once, its model loaded once."""
-    import torch
+    """Every objective of a finished run, by its column name: the run opened once (read only), its model loaded once."""
+    from taxoclass.pipeline import open_finished
 
-    from taxoclass.stages.model_io import load_checkpoint
-
-    run_dir = Path(run_dir)
-    bundle, taxonomy = load_checkpoint(run_dir / "model.pt", torch.device("cpu"))
-    with finished_run(cfg, run_dir) as run:
-        view = corpus_view(run, bundle, taxonomy)
-        silver = silver_example_f1(run, bundle, taxonomy)
-    summary = json.loads((run_dir / "summary.json").read_text())
+    run = open_finished(run_dir, cfg)  # a trial's own process holds no GPU: the model on the CPU
+    view = corpus_view(run)
+    silver = silver_example_f1(run)
+    summary = run.summary()
     return {COLUMN["silver_loss"]: summary["stage3/best_val_loss"], SILVER_F1: silver,
             COLUMN["path_margin"]: path_margin(view), COLUMN["teacher_f1"]: teacher_f1(view, cfg.evaluation.decoding)}
 
@@ -180,12 +144,14 @@ def label_free_objectives(cfg: Config, run_dir: Path) -> dict[str, float]:
 def dev_example_f1(cfg: Config, run_dir: Path, dev: str) -> float:
     """Example-F1 on the labelled dev documents (doc_id<TAB>id,id; taken from the corpus)."""
     from taxoclass.data.readers import read_doc2labels
-    from taxoclass.pipeline import prepare_inputs
+    from taxoclass.pipeline import open_finished
 
-    inputs = prepare_inputs(cfg)
+    run = open_finished(run_dir, cfg)
+    inputs = run.inputs
     gold = read_doc2labels(Path(dev), inputs.taxonomy)
-    texts = dict(zip(inputs.corpus.ids, inputs.corpus.texts))
-    ids = [d for d in gold if d in texts]
+    position = {d: i for i, d in enumerate(inputs.corpus.ids)}
+    ids = [d for d in gold if d in position]
     if not ids:
         raise ConfigError("--dev", f"none of the documents of {dev} is in the corpus")
-    return decoded_example_f1(cfg, run_dir, [texts[d] for d in ids], [gold[d] for d in ids])
+    docs = run.document_inputs("corpus", [position[d] for d in ids])
+    return _decoded_f1(run.bundle(), inputs.taxonomy, cfg, docs, [gold[d] for d in ids])

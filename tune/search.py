@@ -103,7 +103,7 @@ def run_trial(params: dict, base: dict, search_dir: str, dev: str | None, object
     """One Tune trial: the pipeline with this trial's parameters; stages 3-4 on Ray Train."""
     from ray import tune
 
-    from taxoclass.distributed.runtime import RayRuntime
+    from taxoclass.distributed.ray_runtime import RayRuntime
     from taxoclass.pipeline import run_pipeline
 
     cfg = from_dict(base, "search base config")
@@ -122,17 +122,14 @@ def run_trial(params: dict, base: dict, search_dir: str, dev: str | None, object
 
 def compute_shared_stages(cfg: Config, search_dir: Path) -> None:
     """Stages 1-2 in this process, into the cache every trial reads."""
-    from taxoclass.pipeline import Run
+    from taxoclass.pipeline import RunContext, steps
 
     shared = from_dict(to_dict(cfg), "search base config")
     shared.runtime, shared.output_dir, shared.run_name = "local", str(search_dir), "shared"
     shared.cache_dir = str(search_dir / "cache")
-    run = Run(shared)
-    try:
-        sim, _ = run.similarity(force=False)
-        run.mining(force=False, sim=sim)
-    finally:
-        run.close()
+    with RunContext.open(shared) as ctx:
+        steps.similarity(ctx)
+        steps.mining(ctx)
 
 
 def max_reports(cfg: Config, space: Space) -> int:
@@ -260,7 +257,7 @@ def _absolute(cfg: Config) -> None:
 def _start_ray(cfg: Config) -> None:
     import ray
 
-    from taxoclass.distributed.runtime import start_local_ray, worker_env
+    from taxoclass.distributed.ray_instance import start_local_ray, worker_env
 
     if ray.is_initialized():
         return

@@ -29,12 +29,13 @@ class SimilarityActor:
     def __init__(self, cfg: dict, hypothesis_texts: list[str], taxonomy: dict, use_gpu: bool, embed: bool = False):
         import torch
 
-        from taxoclass.stages.similarity import make_scorer
+        from taxoclass.stages.similarity import PrunedSearch, make_scorer
 
-        self.cfg = from_dict(cfg, "stage-1 actor")
+        full = from_dict(cfg, "stage-1 actor")
+        self.settings, self.search = full.similarity, PrunedSearch.of(full.mining)
         self.taxonomy = Taxonomy.from_dict(taxonomy)
         device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
-        self.scorer = make_scorer(self.cfg, device)
+        self.scorer = make_scorer(self.settings, device)
         self.scorer.set_classes(hypothesis_texts)
         self.embed = embed  # bi-encoder document embeddings instead of scores (the driver refines prototypes)
 
@@ -45,7 +46,7 @@ class SimilarityActor:
         if self.embed:
             sims = self.scorer.embed(texts, desc=None)
         else:
-            sims = score_documents(self.scorer, texts, self.taxonomy, self.cfg, desc=None)
+            sims = score_documents(self.scorer, texts, self.taxonomy, self.settings, self.search, desc=None)
         return {"id": batch["id"], "shard": batch["shard"], "sims": sims.astype(np.float32)}
 
 

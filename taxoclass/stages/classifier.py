@@ -5,9 +5,10 @@ Features:
   (labels: `stages/labels.py`; model: `stages/model.py`);
 - AdamW with separate learning rates for the encoder and the rest, warm-up then linear
   decay, a validation split of the pseudo-labelled documents (`SilverValidation`, which
-  stage 4's guard scores too), best-epoch weights, early stopping;
-- the step shared with stage 4 (`stages/training_step.py`): AMP (bf16 autocast; fp16 with
-  GradScaler on CUDA), checkpoint and resume after the last finished epoch;
+  stage 4's guard scores too);
+- shared with stage 4: the step (`stages/training_step.py`: AMP, bf16 autocast or fp16 with a
+  GradScaler on CUDA) and the keeper (`stages/keeper.py`: best-epoch weights, early stopping,
+  checkpoint and resume after the last finished epoch);
 - a log line at the first step, every `log_interval` steps and at each epoch's end, so that
   even a one-epoch run draws a curve.
 """
@@ -24,8 +25,10 @@ import torch
 import torch.nn.functional as F
 
 from taxoclass.config import ClassifierConfig
+from taxoclass.stages.amp import amp_context
+from taxoclass.stages.keeper import Keeper
 from taxoclass.stages.model import DocBatches, TaxoClassifier
-from taxoclass.stages.training_step import TrainStep, _unwrap, amp_context, snapshot
+from taxoclass.stages.training_step import TrainStep, unwrap
 
 Sink = Callable[..., None]
 
@@ -113,16 +116,16 @@ def train_classifier(model: TaxoClassifier, docs: DocBatches, targets: np.ndarra
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_linear(total, cfg.warmup_ratio))
     ddp = env.prepare_model(model)
     train_step = TrainStep(ddp, opt, cfg.amp, device, sched)
-    best_loss, best_epoch, best_state, stale, step, start_epoch = math.inf, -1, None, 0, 0, 0
+    keeper = Keeper(patience=cfg.early_stopping_patience)
+    step, start_epoch = 0, 0
     state = env.restore()
     if state is not None:  # resume after the last finished epoch
-        train_step.load(state)
-        best_loss, best_epoch, best_state, stale, step = (state[k] for k in ("best_loss", "best_epoch", "best_state", "stale", "step"))
-        start_epoch = state["epoch"] + 1
+        progress = keeper.resume(state, train_step)
+        step, start_epoch = progress["step"], progress["epoch"] + 1
         stats["stage3/resumed_from_epoch"] = start_epoch
     held_out = SilverValidation(val_idx, targets[val_idx], mask[val_idx])
     for epoch in range(start_epoch, cfg.epochs):
-        if state is not None and stale >= cfg.early_stopping_patience:
+        if state is not None and keeper.exhausted:
             break
         running, count = 0.0, 0
         batches = env.batches(train_idx, cfg.batch_size, seed, epoch)
@@ -138,24 +141,17 @@ def train_classifier(model: TaxoClassifier, docs: DocBatches, targets: np.ndarra
         train_sum, train_n = env.all_reduce_sum([running, count])
         train_loss = train_sum / max(train_n, 1)
         if val_idx:
-            val_loss = held_out.loss(_unwrap(ddp), docs, device, cfg.batch_size, cfg.amp, env)
+            val_loss = held_out.loss(unwrap(ddp), docs, device, cfg.batch_size, cfg.amp, env)
         else:  # too few pseudo-labelled documents for a split: select on the training loss
             val_loss = train_loss
-        if val_loss < best_loss:
-            best_loss, best_epoch, stale = val_loss, epoch, 0
-            best_state = snapshot(ddp)
-        else:
-            stale += 1
-        epoch_metrics = {"stage3/epoch_train_loss": train_loss, "stage3/epoch_val_loss": val_loss, "stage3/best_val_loss": best_loss,
-                         "stage3/best_epoch": best_epoch, "stage3/epoch": epoch + 1}
+        keeper.offer(val_loss, epoch, ddp)
+        epoch_metrics = {"stage3/epoch_train_loss": train_loss, "stage3/epoch_val_loss": val_loss,
+                         "stage3/best_val_loss": keeper.best_loss, "stage3/best_epoch": keeper.best_at, "stage3/epoch": epoch + 1}
         log(epoch_metrics, step=step)
         if env.checkpoints:
-            env.checkpoint(epoch_metrics, {
-                **train_step.state(), "best_loss": best_loss, "best_epoch": best_epoch, "best_state": best_state,
-                "stale": stale, "step": step, "epoch": epoch})
-        if stale >= cfg.early_stopping_patience:
+            env.checkpoint(epoch_metrics, keeper.checkpoint(train_step, step=step, epoch=epoch))
+        if keeper.exhausted:
             break
-    if best_state is not None:
-        _unwrap(ddp).load_state_dict(best_state)
-    stats.update({"stage3/best_val_loss": best_loss, "stage3/best_epoch": best_epoch, "stage3/steps": step})
+    keeper.restore_best(ddp)
+    stats.update({"stage3/best_val_loss": keeper.best_loss, "stage3/best_epoch": keeper.best_at, "stage3/steps": step})
     return stats

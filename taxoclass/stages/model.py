@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from taxoclass.data.taxonomy import ROOT, Taxonomy
-from taxoclass.stages.training_step import amp_context
+from taxoclass.stages.amp import amp_context
 
 
 def ego_graph(taxonomy: Taxonomy):

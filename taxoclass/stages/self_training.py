@@ -13,7 +13,8 @@ Features:
   stage 3 held out, with their pseudo-labels, are scored with stage 3's loss before
   self-training and after each target update; after `val_patience` updates without a
   lower loss it stops (`stopped_by=silver_val`), and the model with the lowest loss is
-  kept (it may be stage 3's). Label-free: no gold label is read. Without it, self-training
+  kept (it may be stage 3's): the keeper stage 3 uses too (`stages/keeper.py`), which also
+  holds the checkpoint taken at each target update. Label-free: no gold label is read. Without it, self-training
   lowered Example-F1 on every set we measured (docs/quality.md);
 - per update: confident predictions, their ratio, mean max prediction, mean target
   entropy, the iteration, the mean loss, the epoch, the top-3 change.
@@ -27,8 +28,9 @@ import torch.nn.functional as F
 
 from taxoclass.config import SelfTrainingConfig
 from taxoclass.stages.classifier import SilverValidation
+from taxoclass.stages.keeper import Keeper
 from taxoclass.stages.model import DocBatches, predict_probs
-from taxoclass.stages.training_step import TrainStep, _unwrap, snapshot
+from taxoclass.stages.training_step import TrainStep, unwrap
 
 EPS = 1e-8
 
@@ -92,18 +94,16 @@ def self_train(model, docs: DocBatches, cfg: SelfTrainingConfig, device, seed: i
     train_step = TrainStep(ddp, opt, amp, device)
     iteration, done, passes = 0, 0, 0
     guard = silver is not None and len(silver.rows) > 0 and cfg.val_patience > 0
-    best_loss, best_iteration, best_state, stale = float("inf"), 0, None, 0
+    keeper = Keeper(patience=cfg.val_patience)
     state = env.restore()
     if state is not None:  # resume at the last target update
-        train_step.load(state)
-        iteration, done, passes, prev_top3 = state["iteration"], state["done"], state["passes"], state["prev_top3"]
-        best_loss, best_iteration, best_state, stale = (state.get(k, d) for k, d in (
-            ("best_loss", best_loss), ("best_iteration", 0), ("best_state", None), ("stale", 0)))
+        progress = keeper.resume(state, train_step)
+        iteration, done, passes, prev_top3 = (progress[k] for k in ("iteration", "done", "passes", "prev_top3"))
         resumed_at = iteration
     elif guard:  # the starting point (stage 3's model) is the first candidate
-        best_loss = silver.loss(_unwrap(ddp), docs, device, eval_batch_size, amp, env)
-        best_state = snapshot(ddp)
-    p = predict_all(_unwrap(ddp), docs, device, eval_batch_size, amp, env)
+        start_loss = silver.loss(unwrap(ddp), docs, device, eval_batch_size, amp, env)
+        keeper.offer(start_loss, 0, ddp)
+    p = predict_all(unwrap(ddp), docs, device, eval_batch_size, amp, env)
     q = target_distribution(p)
     if state is None:
         prev_top3 = top3_sets(p)
@@ -112,10 +112,10 @@ def self_train(model, docs: DocBatches, cfg: SelfTrainingConfig, device, seed: i
     pool = _training_pool(p, cfg)
     stats = {**update_stats(p, q, cfg.self_train_threshold), "stage4/iteration": iteration, "stage4/epoch": done / batches_per_epoch}
     if guard and state is None:
-        stats["stage4/val_loss"] = best_loss
+        stats["stage4/val_loss"] = start_loss
     if state is None:
         log(stats, step=None)
-    stopped_by = state.get("stopped_by", "budget") if state else "budget"
+    stopped_by = state["progress"]["stopped_by"] if state else "budget"
     queue: list[list[int]] = []
     while done < cfg.max_batches and stopped_by == "budget":
         if not queue:
@@ -126,7 +126,7 @@ def self_train(model, docs: DocBatches, cfg: SelfTrainingConfig, device, seed: i
         losses.append(train_step(docs, b, lambda logits, target=target: soft_bce(logits, target)))
         done += 1
         if done % cfg.update_interval == 0 or done == cfg.max_batches:
-            p = predict_all(_unwrap(ddp), docs, device, eval_batch_size, amp, env)
+            p = predict_all(unwrap(ddp), docs, device, eval_batch_size, amp, env)
             q = target_distribution(p)
             top3 = top3_sets(p)
             changed = float((top3 != prev_top3).any(1).mean())
@@ -139,26 +139,20 @@ def self_train(model, docs: DocBatches, cfg: SelfTrainingConfig, device, seed: i
             losses = []
             pool, queue = _training_pool(p, cfg), []
             if guard:
-                val = silver.loss(_unwrap(ddp), docs, device, eval_batch_size, amp, env)
-                if val < best_loss:
-                    best_loss, best_iteration, best_state, stale = val, iteration, snapshot(ddp), 0
-                else:
-                    stale += 1
-                stats.update({"stage4/val_loss": val, "stage4/best_val_loss": best_loss})
+                val = silver.loss(unwrap(ddp), docs, device, eval_batch_size, amp, env)
+                keeper.offer(val, iteration, ddp)
+                stats.update({"stage4/val_loss": val, "stage4/best_val_loss": keeper.best_loss})
             log(stats, step=None)
             if changed <= cfg.stop_tolerance:
                 stopped_by = "tolerance"
-            elif guard and stale >= cfg.val_patience:
+            elif guard and keeper.exhausted:
                 stopped_by = "silver_val"
             if env.checkpoints:
-                env.checkpoint(stats, {**train_step.state(), "iteration": iteration, "done": done,
-                                       "passes": passes, "prev_top3": prev_top3, "stopped_by": stopped_by,
-                                       "best_loss": best_loss, "best_iteration": best_iteration,
-                                       "best_state": best_state, "stale": stale})
-    if guard and best_state is not None:
-        _unwrap(ddp).load_state_dict(best_state)
-        stats.update({"stage4/best_iteration": best_iteration, "stage4/best_val_loss": best_loss})
-    _unwrap(ddp).eval()
+                env.checkpoint(stats, keeper.checkpoint(train_step, iteration=iteration, done=done, passes=passes,
+                                                        prev_top3=prev_top3, stopped_by=stopped_by))
+    if guard and keeper.restore_best(ddp):
+        stats.update({"stage4/best_iteration": keeper.best_at, "stage4/best_val_loss": keeper.best_loss})
+    unwrap(ddp).eval()
     stats.update({"stage4/batches": done, "stage4/stopped_by": stopped_by})
     if state is not None:
         stats["stage4/resumed_from_iteration"] = resumed_at

@@ -12,7 +12,9 @@ Features:
   visits, plus their parents and siblings (for the confidence), are scored;
   `similarity.pruning=false` scores all pairs. The bi-encoder always fills the
   whole matrix: its cost is N + C passes whatever the number of pairs;
-- output: a float32 matrix (documents x classes), NaN where a pair was not scored.
+- output: a float32 matrix (documents x classes), NaN where a pair was not scored;
+- takes its own config section (`SimilarityConfig`), and from stage 2 only what the pruned
+  search borrows (`PrunedSearch`: the root's width, what a confidence compares with).
 """
 
 from __future__ import annotations
@@ -22,12 +24,24 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from taxoclass.config import Config
+from taxoclass.config import MiningConfig, SimilarityConfig
 from taxoclass.data.taxonomy import Taxonomy
 from taxoclass.stages.search import candidate_search, confidence_neighbours
 from taxoclass.stages.text_encoder import encode_texts, length_sorted_batches, load_encoder, load_pretrained
 
 SEARCH_CHUNK = 64  # documents whose searches advance together (one scoring call per round)
+
+
+@dataclass(frozen=True)
+class PrunedSearch:
+    """What a pruned (NLI) stage 1 borrows from stage 2's search: it scores what that search visits."""
+
+    root_width: int = 2
+    confidence_over: str = "parents"
+
+    @classmethod
+    def of(cls, mining: MiningConfig) -> PrunedSearch:
+        return cls(mining.root_width, mining.confidence_over)
 
 
 def class_texts(taxonomy: Taxonomy, mode: str, keywords: dict[int, list[str]] | None, max_keywords: int = 5) -> list[str]:
@@ -128,8 +142,7 @@ def entailment_probability(logits: torch.Tensor, entail: int, contra: int, norma
     return pair.softmax(-1)[:, 1]
 
 
-def make_scorer(cfg: Config, device):
-    s = cfg.similarity
+def make_scorer(s: SimilarityConfig, device):
     if s.backend == "nli":
         return NLIScorer(s.model, s.max_length, s.batch_size, device, s.nli_normalization, s.lowercase)
     return BiEncoderScorer(s.model, s.max_length, s.batch_size, device, s.lowercase)
@@ -202,39 +215,44 @@ class SimilarityOutput:
         }
 
 
-def score_documents(scorer, docs: list[str], taxonomy: Taxonomy, cfg: Config, desc: str | None) -> np.ndarray:
+def score_documents(scorer, docs: list[str], taxonomy: Taxonomy, s: SimilarityConfig, search: PrunedSearch,
+                    desc: str | None) -> np.ndarray:
     """Stage 1 for one list of documents (the unit a Ray Data actor runs too)."""
-    if scorer.full_matrix or not cfg.similarity.pruning:
+    if scorer.full_matrix or not s.pruning:
         return scorer.score_all(docs, desc=desc).astype(np.float32)
-    return score_pruned(scorer, docs, taxonomy, cfg.mining.root_width, progress=desc is not None,
-                        confidence_over=cfg.mining.confidence_over)
+    return score_pruned(scorer, docs, taxonomy, search.root_width, progress=desc is not None,
+                        confidence_over=search.confidence_over)
 
 
-def refines(cfg: Config) -> bool:
+def refines(s: SimilarityConfig) -> bool:
     """Prototype refinement needs document embeddings: the bi-encoder has them, a cross-encoder does not."""
-    return cfg.similarity.backend == "biencoder" and cfg.similarity.refine_rounds > 0
+    return s.backend == "biencoder" and s.refine_rounds > 0
 
 
-def run_similarity(cfg: Config, taxonomy: Taxonomy, corpus_texts: list[str], test_texts: list[str] | None,
-                   keywords: dict[int, list[str]] | None, device, scorer=None) -> SimilarityOutput:
-    scorer = scorer or make_scorer(cfg, device)
-    scorer.set_classes(hypotheses(cfg.similarity.template, class_texts(taxonomy, cfg.similarity.class_text, keywords)))
-    if refines(cfg):
+def class_hypotheses(s: SimilarityConfig, taxonomy: Taxonomy, keywords: dict[int, list[str]] | None) -> list[str]:
+    """Each class's hypothesis: the template filled with its name (and keywords)."""
+    return hypotheses(s.template, class_texts(taxonomy, s.class_text, keywords))
+
+
+def run_similarity(s: SimilarityConfig, search: PrunedSearch, taxonomy: Taxonomy, corpus_texts: list[str],
+                   test_texts: list[str] | None, keywords: dict[int, list[str]] | None, device, scorer=None) -> SimilarityOutput:
+    scorer = scorer or make_scorer(s, device)
+    scorer.set_classes(class_hypotheses(s, taxonomy, keywords))
+    if refines(s):
         corpus = scorer.embed(corpus_texts, "stage 1: corpus")
         test = scorer.embed(test_texts, "stage 1: test set") if test_texts is not None else None
-        return score_embeddings(corpus, test, scorer.class_emb, taxonomy, cfg, scorer.encoder_passes)
-    corpus = score_documents(scorer, corpus_texts, taxonomy, cfg, "stage 1: corpus")
-    test = score_documents(scorer, test_texts, taxonomy, cfg, "stage 1: test set") if test_texts is not None else None
+        return score_embeddings(corpus, test, scorer.class_emb, taxonomy, s, scorer.encoder_passes)
+    corpus = score_documents(scorer, corpus_texts, taxonomy, s, search, "stage 1: corpus")
+    test = score_documents(scorer, test_texts, taxonomy, s, search, "stage 1: test set") if test_texts is not None else None
     return SimilarityOutput(corpus, test, scorer.encoder_passes)
 
 
 def score_embeddings(corpus_emb: np.ndarray, test_emb: np.ndarray | None, name_emb: np.ndarray, taxonomy: Taxonomy,
-                     cfg: Config, encoder_passes: int, extra: dict | None = None) -> SimilarityOutput:
+                     s: SimilarityConfig, encoder_passes: int, extra: dict | None = None) -> SimilarityOutput:
     """Bi-encoder scores from embeddings: prototypes refined on the corpus, then every document scored
     against them; the name-only scores are kept for the fixed zero-shot baseline."""
     from taxoclass.stages.prototypes import refine_prototypes
 
-    s = cfg.similarity
     protos = refine_prototypes(corpus_emb, name_emb, taxonomy, s.refine_rounds, s.refine_weight, s.refine_share)
 
     def scores(emb, classes):

@@ -1,44 +1,25 @@
-"""The training step stages 3 and 4 share, and what a checkpoint of it holds.
+"""The optimisation step stages 3 and 4 share.
 
 Features:
-- `TrainStep`: autocast forward (bf16; fp16 with a GradScaler on CUDA), a loss, a scaled
-  backward, the optimiser step and, in stage 3, the scheduler step;
-- `TrainStep.state()` / `load()`: model, optimiser, scaler (and scheduler) for a checkpoint and
-  its resume, whichever stage;
-- `snapshot`: a CPU copy of the weights, to restore the best ones later.
+- `TrainStep`: autocast forward (bf16; fp16 with a GradScaler on CUDA, `stages/amp.py`), a loss,
+  a scaled backward, the optimiser step and, in stage 3, the scheduler step;
+- `TrainStep.state()` / `load()`: model, optimiser, scaler (and scheduler), the part of a
+  checkpoint that belongs to the step (the rest: `stages/keeper.py`);
+- `unwrap`: the model inside a DDP wrapper.
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
-from taxoclass.errors import ConfigError
+from taxoclass.stages.amp import amp_context, check_amp
 
 
-def amp_context(amp: str, device: torch.device | str):
-    device = torch.device(device)
-    if amp == "off":
-        return torch.autocast(device_type=device.type, enabled=False)
-    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def check_amp(amp: str, device: torch.device | str) -> None:
-    if amp == "fp16" and torch.device(device).type != "cuda":
-        raise ConfigError("classifier.amp", "fp16 needs a CUDA device; use bf16 or off on the CPU")
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
+def unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "module", model)  # DDP keeps the model in .module
-
-
-def snapshot(model: nn.Module) -> dict:
-    """A CPU copy of the (unwrapped) model's weights, to restore the best one later."""
-    return copy.deepcopy({k: v.detach().cpu() for k, v in _unwrap(model).state_dict().items()})
 
 
 class TrainStep:
@@ -64,13 +45,13 @@ class TrainStep:
         return loss.item()
 
     def state(self) -> dict:
-        out = {"model": _unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict()}
+        out = {"model": unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict()}
         if self.scheduler is not None:
             out["scheduler"] = self.scheduler.state_dict()
         return out
 
     def load(self, state: dict) -> None:
-        _unwrap(self.model).load_state_dict(state["model"])
+        unwrap(self.model).load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         if self.scheduler is not None:

@@ -1,0 +1,47 @@
+"""A local Ray instance for this process, bound to loopback.
+
+Features:
+- `start_local_ray`: a local instance listening on 127.0.0.1 only, its workers with the driver's
+  model-hub and wandb settings (`worker_env`);
+- `bind_to_loopback`: Ray's "no cluster" switch, without which it listens on the host's address;
+- used by the Ray runtime (`ray_runtime.py`) and the search (`tune/search.py`); Ray is imported
+  only when an instance starts.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def worker_env() -> dict[str, str]:
+    """The environment a local instance's workers need from the driver: offline model hub, wandb mode."""
+    return {k: v for k, v in os.environ.items() if k.startswith(("HF_", "TRANSFORMERS_", "WANDB_"))}
+
+
+def bind_to_loopback() -> None:
+    """Make a local Ray instance listen on 127.0.0.1 only.
+
+    Ray rewrites `_node_ip_address="127.0.0.1"` to the host's address (and its GCS, raylet and
+    object manager then listen there) unless its "no cluster" switch is on, which it reads at
+    import: set it in the environment (for the workers) and in the loaded module (for us).
+    """
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    constants = sys.modules.get("ray._private.ray_constants")
+    if constants is not None:
+        constants.ENABLE_RAY_CLUSTER = False
+
+
+def start_local_ray(num_cpus: int | None = None, dashboard: bool = False, **kwargs) -> None:
+    """A local Ray instance on loopback, its workers with the driver's hub and wandb settings.
+
+    `dashboard`: Ray's State API, which Ray Train's placement-group cleaner needs to notice that a
+    Train run's driver was killed (a Tune trial stopped early); without it the run's workers'
+    resources stay reserved until Ray ends. It listens on 127.0.0.1 too.
+    """
+    bind_to_loopback()
+    import ray
+
+    env = worker_env()
+    ray.init(num_cpus=num_cpus or None, include_dashboard=dashboard, runtime_env={"env_vars": env} if env else None,
+             _node_ip_address="127.0.0.1", **kwargs)

@@ -1,0 +1,25 @@
+"""Runs the four stages and the evaluation in order, caching each stage's output (see run.py).
+
+    run.py          the entry points: run_pipeline, run_single_stage
+    context.py      one attempt on a run dir (config.yaml, metrics.jsonl, the runtime, the sink, the model)
+    steps.py        compute or load, one function per stage, and the evaluation
+    store.py        the stage store: cache keys, sealed entries, replay, which stage made the final model
+    view.py         a run dir's inputs and cache; the read-only open of a finished run
+    inputs.py       the dataset's documents as the stages use them, and their checksum
+    metrics_log.py  metrics.jsonl and the status lines
+    summary.py      summary.json and the zero-shot baselines
+    seeding.py      the run's and each stage's seeds
+    lock.py         one run per run dir
+"""
+
+from taxoclass.pipeline.context import RunContext
+from taxoclass.pipeline.inputs import Docs, Inputs, content_digest, prepare_inputs
+from taxoclass.pipeline.metrics_log import MetricsLog
+from taxoclass.pipeline.run import run_pipeline, run_single_stage
+from taxoclass.pipeline.store import StageStore, final_stage, stage_keys
+from taxoclass.pipeline.summary import greedy_path, zero_shot_metrics
+from taxoclass.pipeline.view import FinishedRun, open_finished, run_config
+
+__all__ = ["Docs", "FinishedRun", "Inputs", "MetricsLog", "RunContext", "StageStore", "content_digest", "final_stage",
+           "greedy_path", "open_finished", "prepare_inputs", "run_config", "run_pipeline", "run_single_stage", "stage_keys",
+           "zero_shot_metrics"]

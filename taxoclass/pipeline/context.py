@@ -1,0 +1,114 @@
+"""One attempt on a run dir, for writing: what every stage step reads and writes through.
+
+Features:
+- `RunContext.open(cfg, sink, runtime, command)`: seeds the run, reads its inputs, makes the
+  run dir (named after the dataset and the time when `run_name` is empty) and locks it (one run
+  per run dir, `lock.py`; released by `close`), removes the results
+  of a different earlier config and the temporary files of a killed run, writes `config.yaml`,
+  starts an attempt in `metrics.jsonl` and tells the sink (`on_start`);
+- the run's stage store under keys that include the runtime's training setup, the runtime
+  (`taxoclass/runtime.py`: local by default), the metrics log, the sink;
+- the model (`bundle()`), built once: stage 3 starts at stage 1's refined prototypes when they
+  live in its encoder's space;
+- stage 1's arrays and stage 2's core classes, computed or loaded once per attempt
+  (`stage1()`, `mining()`, through `steps.py`).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from taxoclass.config import Config, save_yaml, to_dict
+from taxoclass.pipeline import steps
+from taxoclass.pipeline.inputs import content_digest, prepare_inputs
+from taxoclass.pipeline.lock import RunDirLock
+from taxoclass.pipeline.metrics_log import MetricsLog, say
+from taxoclass.pipeline.seeding import seed_everything
+from taxoclass.pipeline.view import RunView
+from taxoclass.rundir import cannot_write, remove_stale_outputs, writable_dir
+from taxoclass.runtime import LocalRuntime, Runtime
+from taxoclass.sink import Sink
+
+
+class RunContext(RunView):
+    """A run dir opened for one attempt (`open`); close it (or use it as a context manager) at the end."""
+
+    def __init__(self, run_dir: Path, cfg: Config, inputs, device, runtime: Runtime, sink: Sink, started: float):
+        super().__init__(run_dir, cfg, inputs, device, runtime.training_setup())
+        self.runtime, self.sink, self.started = runtime, sink, started
+        self.outputs: dict[int, object] = {}  # stage 1's arrays and stage 2's core classes, once computed or loaded
+        self.reported: set[int] = set()  # the stages whose stats this attempt logged (computed or replayed)
+        self._bundle = None
+        self.log: MetricsLog | None = None  # the attempt's metrics log, started by `open`
+        self.lock: RunDirLock | None = None
+
+    @classmethod
+    def open(cls, cfg: Config, sink: Sink | None = None, runtime: Runtime | None = None, command: str = "run") -> RunContext:
+        from taxoclass.stages.text_encoder import resolve_device
+
+        started = time.time()
+        seed_everything(cfg.seed)
+        device = resolve_device(cfg.device)
+        inputs = prepare_inputs(cfg)
+        if not cfg.run_name:
+            cfg.run_name = f"{inputs.dataset.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run_dir = writable_dir(Path(cfg.output_dir) / cfg.run_name, "the run dir")
+        ctx = cls(run_dir, cfg, inputs, device, runtime or LocalRuntime(), sink or Sink(), started)
+        ctx.lock = RunDirLock.acquire(run_dir)  # before anything in the run dir is touched
+        try:
+            ctx._start(command)
+        except BaseException:
+            ctx.close()
+            raise
+        return ctx
+
+    def _start(self, command: str) -> None:
+        """The locked run dir made ready for this attempt."""
+        cfg, run_dir, inputs = self.cfg, self.dir, self.inputs
+        writable_dir(self.store.folder, "the cache")
+        stale = remove_stale_outputs(run_dir, to_dict(cfg))
+        if stale:
+            say(f"the config differs from {run_dir / 'config.yaml'}: removed {', '.join(stale)} (the old config's results)")
+        for leftover in run_dir.glob(".*.tmp"):  # temporary files of a run killed mid-write (this dir is the run's own)
+            leftover.unlink(missing_ok=True)
+        with cannot_write(run_dir / "config.yaml"):
+            save_yaml(cfg, run_dir / "config.yaml")
+        self.log = MetricsLog(run_dir / "metrics.jsonl", self.sink, command)
+        self.sink.on_start(run_dir, cfg, {"dataset": inputs.dataset.name, "dataset_checksum": content_digest(inputs)})
+
+    def __enter__(self) -> RunContext:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.log is not None:
+            self.log.close()
+        if self.lock is not None:
+            self.lock.release()
+
+    def stage1(self) -> dict[str, np.ndarray]:
+        return self.outputs[1] if 1 in self.outputs else steps.similarity(self)
+
+    def mining(self):
+        return self.outputs[2] if 2 in self.outputs else steps.mining(self)
+
+    def bundle(self):
+        if self._bundle is None:
+            from taxoclass.stages.model_io import build_model
+
+            self._bundle = build_model(self.cfg, self.inputs.taxonomy, self.device, self.inputs.keywords, self.class_init())
+        return self._bundle
+
+    def class_init(self) -> np.ndarray | None:
+        """Stage 3 starts at stage 1's refined prototypes when they live in its encoder's space."""
+        from taxoclass.stages.similarity import refines
+
+        c, s = self.cfg.classifier, self.cfg.similarity
+        if not refines(s) or c.head_init != "zeroshot" or c.encoder != s.model or c.pooling != "mean":
+            return None
+        return self.stage1().get("prototypes")

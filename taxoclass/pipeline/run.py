@@ -1,0 +1,70 @@
+"""The pipeline's two entry points: every stage then the evaluation, or one stage on a run dir.
+
+Features:
+- `run_pipeline(cfg, sink, runtime)`: stages 1-4 (each from the cache when its entry is intact;
+  `force_stage=N` recomputes from stage N on; stage 4 skipped openly when off), the evaluation,
+  and the summary; used by the CLI, Ray Tune's trials and the benchmarks alike;
+- `run_single_stage(cfg, N, runtime)`: `taxoclass stage N --run DIR` (cfg: `run_config(DIR)`),
+  stage N recomputed, the stages before it read from the cache (an error when missing); stage 5
+  evaluates the final model and writes the same summary as a full run; stage 4 on a run that
+  skips it (`self_training.enabled=false`) says so and does nothing;
+- the caller builds the runtime (`taxoclass/runtime.py`; the CLI builds Ray's) and stops it:
+  this package never imports Ray or wandb.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from taxoclass.config import Config
+from taxoclass.errors import DataError
+from taxoclass.pipeline import steps
+from taxoclass.pipeline.context import RunContext
+from taxoclass.pipeline.metrics_log import say
+from taxoclass.pipeline.store import STAGE_NAMES
+from taxoclass.pipeline.summary import summarize
+from taxoclass.runtime import Runtime
+from taxoclass.sink import Sink
+
+
+def run_pipeline(cfg: Config, sink: Sink | None = None, runtime: Runtime | None = None) -> dict:
+    """All stages, then the evaluation. Returns the summary (also in summary.json)."""
+    with RunContext.open(cfg, sink, runtime) as ctx:
+        say(f"run dir {ctx.dir} on {ctx.device}; {ctx.inputs.describe()}")
+
+        def forced(stage: int) -> bool:
+            return 0 < cfg.force_stage <= stage
+
+        steps.similarity(ctx, force=forced(1))
+        steps.mining(ctx, force=forced(2))
+        steps.classifier(ctx, force=forced(3))
+        if cfg.self_training.enabled:
+            steps.self_training(ctx, force=forced(4))
+        else:
+            steps.skip_self_training(ctx)
+        return summarize(ctx, steps.evaluation(ctx))
+
+
+# the stage whose cache entry stage N reads
+NEEDS = {2: 1, 3: 2, 4: 3, 5: 3}
+
+
+def run_single_stage(cfg: Config, number: int, runtime: Runtime | None = None) -> dict | None:
+    """Stage `number` (1-4, 5 = evaluation) on the run dir of `cfg`; the summary for stage 5."""
+    if number == 4 and not cfg.self_training.enabled:
+        # its result would be a cache entry nothing reads: the run's final model is stage 3's
+        run_dir = Path(cfg.output_dir) / cfg.run_name
+        say(f"stage 4 ({STAGE_NAMES[4]}): this run skips it (self_training.enabled=false), nothing done; to run it: "
+            f"taxoclass stage 4 --run {run_dir} self_training.enabled=true")
+        return None
+    with RunContext.open(cfg, runtime=runtime, command=f"stage {number}") as ctx:
+        if number in NEEDS and not ctx.store.intact(NEEDS[number]):
+            need = NEEDS[number]
+            raise DataError(ctx.dir, f"stage {need} output missing for this config: run `taxoclass stage {need} --run {ctx.dir}` first")
+        if number == 5:
+            ctx.stage1()
+            steps.final_model(ctx)
+            return summarize(ctx, steps.evaluation(ctx))
+        step = {1: steps.similarity, 2: steps.mining, 3: steps.classifier, 4: steps.self_training}[number]
+        step(ctx, force=True)
+        return None

@@ -1,0 +1,195 @@
+"""Compute or load, one function per stage: the intact cache entry unless forced, else the stage
+computed (on the run's runtime) and stored.
+
+Features:
+- `similarity` (1): stage 1's arrays; `mining` (2): the core classes; `classifier` (3) and
+  `self_training` (4): the model, in `ctx.bundle()`; `skip_self_training`: stage 4 off, said in
+  the log and the summary; `final_model`: the model of the stage `store.final_stage` names;
+  `evaluation` (5): predictions, test metrics and the zero-shot baselines;
+- a computed stage seeds its generators from (seed, stage) first, logs its stats, writes its
+  output and seals its entry (`store.py`) with the last value of every name it logged (step
+  curves included): a cached one replays them, and the summary does not depend on what was cached;
+- the stages' engine code (`taxoclass/stages/`) gets its own config section; where a stage runs
+  (here or on Ray) is the runtime's business (`taxoclass/runtime.py`).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from taxoclass.errors import DataError
+from taxoclass.pipeline.metrics_log import say
+from taxoclass.pipeline.seeding import seed_stage
+from taxoclass.pipeline.store import STAGE_NAMES, final_stage
+from taxoclass.pipeline.summary import zero_shot_baselines
+
+if TYPE_CHECKING:
+    from taxoclass.pipeline.context import RunContext
+
+
+def similarity(ctx: RunContext, force: bool = False) -> dict[str, np.ndarray]:
+    """Stage 1: document-class scores (and with refined prototypes, the name-only scores and the prototypes)."""
+    store, inp = ctx.store, ctx.inputs
+    if not force and store.intact(1):
+        store.replay(1, ctx.log)
+    else:
+        seed_stage(ctx.cfg.seed, 1)
+        t0 = time.time()
+        test_texts = None if (inp.test is None or inp.test_is_corpus) else inp.test.texts
+        with ctx.log.recording() as logged:
+            out = ctx.runtime.similarity(ctx, inp.corpus.texts, test_texts, fresh=force)
+            store.write_similarity(out.arrays(test_is_corpus=inp.test_is_corpus or out.test is None))
+            stats = {**out.stats(), **out.extra}
+            stats["stage1/seconds"] = time.time() - t0
+            ctx.log(stats)
+        _seal_output(ctx, 1, logged, "similarity", f"{len(inp.corpus.ids)} documents, {stats['stage1/pairs_per_doc']:.0f} "
+                                                   f"pairs/doc, {stats['stage1/seconds']:.1f}s")
+    ctx.reported.add(1)
+    ctx.outputs[1] = store.read_similarity(inp.test_is_corpus)
+    return ctx.outputs[1]
+
+
+def mining(ctx: RunContext, force: bool = False):
+    """Stage 2: each document's core classes."""
+    from taxoclass.stages.core_mining import mine_core_classes, mining_quality, mining_stats
+
+    store, inp = ctx.store, ctx.inputs
+    if not force and store.intact(2):
+        store.replay(2, ctx.log)
+        out = store.read_mining()
+    else:
+        sim = ctx.stage1()["corpus"]
+        seed_stage(ctx.cfg.seed, 2)
+        t0 = time.time()
+        out = mine_core_classes(sim, inp.taxonomy, ctx.cfg.mining)
+        stats = mining_stats(out)
+        if inp.corpus.gold is not None:
+            stats.update(mining_quality(out, inp.corpus.gold, inp.taxonomy))
+        stats["stage2/seconds"] = time.time() - t0
+        store.write_mining(out)
+        ctx.log(stats)
+        _seal_output(ctx, 2, stats, "core-classes", f"{stats['stage2/total_docs_with_core']} of {len(out.cores)} documents "
+                                                    f"have a core class, {stats['stage2/num_core_classes']} core classes")
+    ctx.reported.add(2)
+    ctx.outputs[2] = out
+    return out
+
+
+def _seal_output(ctx: RunContext, stage: int, stats: dict, artifact: str, what: str) -> None:
+    """Stage 1's or 2's written output: its entry sealed with its stats, offered to tracking, and said."""
+    ctx.store.seal(stage, stats)
+    ctx.sink.on_artifact(artifact, "stage-output", ctx.store.output(stage), {"key": ctx.store.keys[stage]})
+    say(f"stage {stage} ({STAGE_NAMES[stage]}): {what}")
+
+
+def classifier(ctx: RunContext, force: bool = False) -> None:
+    """Stage 3: the classifier trained on the core classes; its weights end in `ctx.bundle()`."""
+    from taxoclass.stages.labels import label_stats
+
+    if _cached_model(ctx, 3, force):
+        return
+    rows, targets, mask = ctx.pseudo_labels()
+    t0 = time.time()
+    bundle = ctx.bundle()
+    seed_stage(ctx.cfg.seed, 3)  # after building the model, which seeds its own initial weights
+    with ctx.log.recording() as logged:
+        ctx.log(label_stats(targets, mask))
+        ctx.sink.on_model(bundle.model)
+        stats = ctx.runtime.train_classifier(ctx, rows, targets, mask, fresh=force)
+        stats.update(label_stats(targets, mask))
+        # stage3/best_epoch counts from 0; the progress bar and stage3/epoch count from 1
+        _finish_training(ctx, 3, stats, t0, logged, f"best epoch {stats['stage3/best_epoch'] + 1} of "
+                                                    f"{ctx.cfg.classifier.epochs}, val loss {stats['stage3/best_val_loss']:.4f}")
+
+
+def self_training(ctx: RunContext, force: bool = False) -> None:
+    """Stage 4: stage 3's model self-trained on the whole corpus; its weights end in `ctx.bundle()`."""
+    if _cached_model(ctx, 4, force):
+        return
+    store = ctx.store
+    if not store.intact(3):
+        raise DataError(ctx.dir, "stage 3 output missing: run stage 3 first")
+    store.read_model(3, ctx.bundle())
+    seed_stage(ctx.cfg.seed, 4)  # the model is built and loaded: what follows is stage 4's own randomness
+    t0 = time.time()
+    silver = ctx.silver_validation() if ctx.cfg.self_training.val_patience > 0 else None
+    with ctx.log.recording() as logged:
+        stats = ctx.runtime.self_train(ctx, silver, fresh=force)
+        _finish_training(ctx, 4, stats, t0, logged, f"{stats['stage4/batches']} batches, stopped by {stats['stage4/stopped_by']}")
+
+
+def skip_self_training(ctx: RunContext) -> None:
+    """Stage 4 is off by default: say so in the log, metrics.jsonl and the summary rather than run it
+    and throw its result away."""
+    why = ("self_training.enabled=false (the default: on corpora of 1,000-2,555 documents self-training "
+           "never raised held-out quality, docs/quality.md section 4)")
+    ctx.log({"stage4/skipped": why})
+    say(f"stage 4 ({STAGE_NAMES[4]}): skipped: {why}")
+
+
+def final_model(ctx: RunContext) -> int:
+    """The final model into `ctx.bundle()`, from its cache entry (computed if it is not there); returns its stage."""
+    stage = final_stage(ctx.cfg.self_training)
+    if stage == 4:
+        self_training(ctx)
+    else:
+        classifier(ctx)
+        skip_self_training(ctx)
+    return stage
+
+
+def _cached_model(ctx: RunContext, stage: int, force: bool) -> bool:
+    """A training stage's intact entry, unless forced: its stats replayed and its model loaded into `ctx.bundle()`."""
+    if force or not ctx.store.intact(stage):
+        return False
+    ctx.store.replay(stage, ctx.log)
+    ctx.reported.add(stage)
+    ctx.store.read_model(stage, ctx.bundle())
+    return True
+
+
+def _finish_training(ctx: RunContext, stage: int, stats: dict, t0: float, logged: dict, what: str) -> None:
+    """Log a training stage's final stats, then store its model and everything it logged under its cache key."""
+    stats[f"stage{stage}/seconds"] = time.time() - t0
+    ctx.log(stats)
+    ctx.store.write_model(stage, ctx.bundle(), ctx.inputs.taxonomy)
+    ctx.store.seal(stage, logged)
+    ctx.reported.add(stage)
+    ctx.runtime.stage_cached(ctx, stage)
+    say(f"stage {stage} ({STAGE_NAMES[stage]}): {what}, {stats[f'stage{stage}/seconds']:.1f}s")
+
+
+def evaluation(ctx: RunContext) -> dict:
+    """model.pt (a copy of the final stage's entry), then with a test set: predictions/test.jsonl, the test
+    metrics and the zero-shot baselines. The model in `ctx.bundle()` must be the final one."""
+    from taxoclass.decoding import decode
+    from taxoclass.hier_metrics import hierarchical_metrics
+    from taxoclass.metrics import evaluate_rankings, prefixed
+    from taxoclass.rundir import PREDICTIONS, atomic_copy, write_predictions
+    from taxoclass.stages.model import predict_probs
+
+    cfg, inp = ctx.cfg, ctx.inputs
+    summary: dict = {}
+    seed_stage(cfg.seed, 5)
+    stage = final_stage(cfg.self_training)
+    # a copy, not a link: truncating or replacing model.pt must never touch the cache entry
+    atomic_copy(ctx.store.output(stage), ctx.dir / "model.pt")
+    if inp.test is None:
+        say("no test set: predictions and test metrics skipped")
+        return summary
+    bundle = ctx.bundle()
+    docs = ctx.document_inputs("test", desc="evaluation: embedding test documents")
+    probs = predict_probs(bundle.model, docs, ctx.device, cfg.evaluation.batch_size, cfg.classifier.amp)
+    ranked, scores = decode(probs, inp.taxonomy, cfg.evaluation.decoding, cfg.evaluation.save_top_k)
+    write_predictions(ctx.dir / PREDICTIONS, inp.test.ids, ranked, scores, inp.taxonomy)
+    summary.update(prefixed(evaluate_rankings(ranked.tolist(), inp.test.gold, inp.taxonomy.levels), "test"))
+    summary.update(prefixed(hierarchical_metrics(ranked.tolist(), inp.test.gold, inp.taxonomy), "test"))
+    summary.update(zero_shot_baselines(ctx.stage1(), inp.test.gold, inp.taxonomy, summary["test/example_f1"]))
+    ctx.log(summary)
+    ctx.sink.on_evaluation({"taxonomy": inp.taxonomy, "doc_ids": inp.test.ids, "texts": inp.test.texts,
+                            "ranked": ranked.tolist(), "golds": inp.test.gold})
+    ctx.sink.on_artifact("model", "model", ctx.dir / "model.pt", {"stage": stage})
+    return summary

@@ -1,0 +1,128 @@
+"""The stage store: each stage's output in the cache folder, under a key of what it was computed from.
+
+Features:
+- `stage_keys`: a key per stage, chained (stage N's key includes stage N-1's) from the dataset's
+  content, the config section that affects the stage, and for stages 3-4 the seed and the
+  runtime's training setup (`Runtime.training_setup()`: 1 or 2 Ray Train workers give other
+  numbers); changing a stage-3 setting keeps stages 1-2;
+- an entry is the stage's output file, a JSON of the stats it logged, and a checksum of both
+  written last (`cache.py`): `intact` trusts nothing else, `seal` finishes an entry;
+- `replay`: a cached stage's stats back into the metrics log, as if the stage had run;
+- `final_stage`: THE rule for which stage made the final model (evaluation, `stage 5`, model.pt);
+- readers and writers of each output: stage 1's arrays (.npz), stage 2's core classes (.json),
+  stages 3-4's models (.pt, through `stages/model_io.py`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from taxoclass.cache import is_intact, seal
+from taxoclass.config import Config, SelfTrainingConfig, to_dict
+from taxoclass.pipeline.inputs import Inputs, content_digest, digest
+from taxoclass.pipeline.metrics_log import say
+from taxoclass.rundir import atomic_replace_with, atomic_write_text, strict_json
+
+STAGE_NAMES = {1: "similarity", 2: "core mining", 3: "classifier", 4: "self-training", 5: "evaluation"}
+OUTPUT_SUFFIX = {1: ".npz", 2: ".json", 3: ".pt", 4: ".pt"}
+
+
+def stage_keys(cfg: Config, inputs: Inputs, training_setup: tuple | None = None) -> dict[int, str]:
+    """{stage: key}; stages 3-4 only with the runtime's `training_setup` (where training runs changes its numbers)."""
+    content = content_digest(inputs)
+    # the search decides which pairs a pruned (NLI) stage 1 scores; a bi-encoder scores them all
+    pruned = cfg.similarity.backend == "nli" and cfg.similarity.pruning
+    search = (cfg.mining.root_width, cfg.mining.confidence_over) if pruned else None
+    k1 = digest("stage1", content, to_dict(cfg.similarity), search)
+    k2 = digest("stage2", k1, to_dict(cfg.mining))
+    keys = {1: k1, 2: k2}
+    if training_setup is not None:
+        keys[3] = digest("stage3", k2, to_dict(cfg.classifier), cfg.seed, training_setup)
+        keys[4] = digest("stage4", keys[3], to_dict(cfg.self_training))
+    return keys
+
+
+def final_stage(self_training: SelfTrainingConfig) -> int:
+    """The stage whose model is the run's final model: stage 4 when self-training is on, else stage 3."""
+    return 4 if self_training.enabled else 3
+
+
+class StageStore:
+    """The cache folder's entries for one run's keys."""
+
+    def __init__(self, folder: Path, keys: dict[int, str]):
+        self.folder = Path(folder)
+        self.keys = keys
+
+    def name(self, stage: int) -> str:
+        """`stage<N>-<key>`: the entry's file stem (Ray Train names the stage's checkpoints after it too)."""
+        return f"stage{stage}-{self.keys[stage]}"
+
+    def path(self, stage: int, suffix: str) -> Path:
+        return self.folder / f"{self.name(stage)}{suffix}"
+
+    def output(self, stage: int) -> Path:
+        return self.path(stage, OUTPUT_SUFFIX[stage])
+
+    def entry(self, stage: int) -> list[Path]:
+        return [self.output(stage), self.path(stage, ".stats.json")]
+
+    def intact(self, stage: int) -> bool:
+        """The stage's entry exists and matches its checksum (else a warning, when partly there)."""
+        return is_intact(self.path(stage, ".sha256"), self.entry(stage))
+
+    def seal(self, stage: int, stats: dict) -> None:
+        """The entry's last files, once its output is written: its stats, then the checksum that makes it trusted."""
+        atomic_write_text(self.path(stage, ".stats.json"), strict_json(stats))
+        seal(self.path(stage, ".sha256"), self.entry(stage))
+
+    def stats(self, stage: int) -> dict:
+        """What the stage logged, the last value of each name (read from an intact entry)."""
+        return json.loads(self.path(stage, ".stats.json").read_text())
+
+    def replay(self, stage: int, log) -> dict:
+        """A cached stage's stats into `log` (the metrics log), and the line that says it was cached."""
+        stats = self.stats(stage)
+        log(stats)
+        say(f"stage {stage} ({STAGE_NAMES[stage]}): cached ({self.name(stage)})")
+        return stats
+
+    # stage 1: the scores (and with refined prototypes, the name-only scores and the prototypes)
+    def write_similarity(self, arrays: dict[str, np.ndarray]) -> None:
+        def write(tmp):
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **arrays)
+
+        atomic_replace_with(self.output(1), write)
+
+    def read_similarity(self, test_is_corpus: bool) -> dict[str, np.ndarray]:
+        with np.load(self.output(1)) as data:
+            arrays = {k: data[k] for k in data.files}
+        if "test" not in arrays and test_is_corpus:  # stored once when the test set is the corpus
+            arrays["test"] = arrays["corpus"]
+            if "names_corpus" in arrays:
+                arrays["names_test"] = arrays["names_corpus"]
+        return arrays
+
+    # stage 2: the core classes
+    def write_mining(self, out) -> None:
+        atomic_write_text(self.output(2), json.dumps(out.to_json()))
+
+    def read_mining(self):
+        from taxoclass.stages.core_mining import MiningOutput
+
+        return MiningOutput.from_json(json.loads(self.output(2).read_text()))
+
+    # stages 3-4: the model (the head alone with a frozen encoder)
+    def write_model(self, stage: int, bundle, taxonomy) -> None:
+        from taxoclass.stages.model_io import save_checkpoint
+
+        save_checkpoint(bundle, taxonomy, self.output(stage))
+
+    def read_model(self, stage: int, bundle) -> None:
+        from taxoclass.stages.model_io import load_state
+
+        load_state(bundle, self.output(stage))

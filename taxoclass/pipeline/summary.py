@@ -1,0 +1,90 @@
+"""The run's summary (`summary.json`), and the zero-shot baselines every evaluation reports.
+
+Features:
+- `summarize`: the stats of every stage the final model comes from, the last value of every
+  metric logged, the evaluation's, `total_seconds` and the run dir, written to `summary.json`
+  (strict JSON) and handed to the sink (`on_finish`): the one summary of `run_pipeline` and of
+  `taxoclass stage 5`, the same whichever stages were computed and which came from the cache;
+- `zero_shot_baselines`: the name-only stage-1 scores decoded flat (top-3), by the greedy
+  top-down path and by the best path (the pipeline's own decoder, the fixed baseline training
+  must beat), the best path of the refined scores, and `test/gain_over_zeroshot`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from taxoclass.data.taxonomy import ROOT, Taxonomy
+from taxoclass.hier_metrics import hierarchical_metrics
+from taxoclass.metrics import evaluate_rankings, example_f1, prefixed
+from taxoclass.pipeline.store import final_stage
+from taxoclass.rundir import write_json
+
+if TYPE_CHECKING:
+    from taxoclass.pipeline.context import RunContext
+
+
+def summarize(ctx: RunContext, evaluation: dict) -> dict:
+    """summary.json: every metric's last value (cached stages replayed theirs), the evaluation's, the time."""
+    summary: dict = {}
+    for stage in range(1, final_stage(ctx.cfg.self_training) + 1):
+        # a stage this attempt did not report (`stage 5` loads stages 1 and the final one) speaks from its entry
+        if stage not in ctx.reported and ctx.store.intact(stage):
+            summary.update(ctx.store.stats(stage))
+    summary.update({**ctx.log.stats, **evaluation, "total_seconds": time.time() - ctx.started, "run_dir": str(ctx.dir)})
+    write_json(ctx.dir / "summary.json", summary)
+    ctx.sink.on_finish(summary)
+    return summary
+
+
+def zero_shot_baselines(stage1: dict[str, np.ndarray], golds: list[list[int]], taxonomy: Taxonomy, pipeline_f1: float) -> dict:
+    """The baselines of stage 1's test scores, and what the pipeline adds over the best of them."""
+    test_sim = stage1.get("test")
+    if test_sim is None:
+        return {}
+    names = stage1.get("names_test")
+    if names is None:  # no refinement: the stage-1 scores are the name-only scores
+        out = zero_shot_metrics(test_sim, golds, taxonomy)
+    else:
+        out = zero_shot_metrics(names, golds, taxonomy, enriched=test_sim)
+    # what stages 2-4 and the enrichment add over the free name-only decoder, on the same protocol
+    out["test/gain_over_zeroshot"] = pipeline_f1 / max(out["zeroshot/bestpath_example_f1"], 1e-12)
+    return out
+
+
+def zero_shot_metrics(sim: np.ndarray, golds: list[list[int]], taxonomy: Taxonomy, enriched: np.ndarray | None = None) -> dict:
+    """The zero-shot baselines of the name-only stage-1 scores `sim`: flat (top-3 of the scored classes),
+    greedy path (top-down, the path alone) and best path (the pipeline's own decoder, on the same top-3
+    protocol as the pipeline: the fixed baseline training must beat); with `enriched` (the scores after
+    prototype refinement) the best path of those too."""
+    from taxoclass.decoding import rank, rank_with_paths, similarity_best_paths
+
+    filled = np.where(np.isnan(sim), -np.inf, sim)
+    ranked, _ = rank(filled, 0)
+    out = prefixed(evaluate_rankings(ranked.tolist(), golds, taxonomy.levels), "zeroshot")
+    paths = [greedy_path(row, taxonomy) for row in filled]
+    out["zeroshot/path_example_f1"] = float(np.mean([example_f1(p, set(g), k=len(p)) for p, g in zip(paths, golds)]))
+    out.update(prefixed(hierarchical_metrics(ranked.tolist(), golds, taxonomy, paths=paths), "zeroshot"))  # path: the greedy one
+    for name, scores in (("bestpath", sim), ("enriched_bestpath", enriched)):
+        if scores is None:
+            continue
+        best = similarity_best_paths(scores, taxonomy)
+        top3, _ = rank_with_paths(np.where(np.isnan(scores), -np.inf, scores), best, 3)
+        out[f"zeroshot/{name}_example_f1"] = float(np.mean([example_f1(list(r), set(g), k=3) for r, g in zip(top3, golds)]))
+        hier = hierarchical_metrics(top3.tolist(), golds, taxonomy, paths=best)
+        out.update({f"zeroshot/{name}_{k}": v for k, v in hier.items() if "hier_" in k})
+        # the path alone, as the figure was reported before (not comparable with the top-3 protocol)
+        out[f"zeroshot/{name}_path_only_example_f1"] = float(np.mean([example_f1(p, set(g), k=len(p)) for p, g in zip(best, golds)]))
+    return out
+
+
+def greedy_path(scores: np.ndarray, taxonomy: Taxonomy) -> list[int]:
+    """At each level the most similar child, from ROOT down to a leaf."""
+    path, node = [], ROOT
+    while taxonomy.children(node):
+        node = max(taxonomy.children(node), key=lambda c: (scores[c], -c))
+        path.append(node)
+    return path

@@ -1,0 +1,155 @@
+"""A run dir as its stages left it, and the read-only open of a finished run.
+
+Features:
+- `RunView`: what every view of a run reads: its config, inputs (`inputs.py`), stage store
+  (`store.py`), stage 1's arrays, stage 2's core classes, stage 3's pseudo-labels and held-out
+  silver documents, and `document_inputs`, THE one place where documents become the
+  classifier's inputs (stage 3, stage 4, the evaluation, the search objectives);
+- `open_finished(run_dir)`: a finished run, read only: it writes nothing (no config.yaml, no
+  attempt in metrics.jsonl, no lock), fires no tracking hook and computes nothing: a missing
+  stage output is an error; its model is `model.pt`; `metrics_rows()` and `summary()` are what
+  `taxoclass report` draws;
+- `run_config(run_dir)`: the config a run dir was made with (`config.yaml`, no environment).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from taxoclass.config import Config, build_config
+from taxoclass.errors import DataError
+from taxoclass.pipeline.inputs import Inputs, prepare_inputs
+from taxoclass.pipeline.metrics_log import read_metrics
+from taxoclass.pipeline.store import StageStore, stage_keys
+
+
+def run_config(run_dir: Path, overrides: list[str] | None = None) -> Config:
+    """The run dir's `config.yaml` (authoritative: no environment overrides), with `overrides` applied."""
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        raise DataError(config_path, "not a run dir (no config.yaml)")
+    cfg = build_config(config_file=str(config_path), overrides=overrides or [], environ={})
+    cfg.output_dir, cfg.run_name = str(run_dir.parent), run_dir.name
+    return cfg
+
+
+class RunView:
+    """A run dir's config, inputs and cache, and the classifier's inputs for its documents."""
+
+    def __init__(self, run_dir: Path, cfg: Config | None = None, inputs: Inputs | None = None, device="cpu",
+                 training_setup: tuple | None = None):
+        self.dir = Path(run_dir)
+        self.device = device
+        self._cfg, self._inputs, self._store = cfg, inputs, None
+        self._training_setup = training_setup  # the runtime's part of the stage 3-4 keys; None: stages 1-2 only
+
+    @property
+    def cfg(self) -> Config:
+        if self._cfg is None:
+            self._cfg = run_config(self.dir)
+        return self._cfg
+
+    @property
+    def inputs(self) -> Inputs:
+        if self._inputs is None:
+            self._inputs = prepare_inputs(self.cfg)
+        return self._inputs
+
+    @property
+    def store(self) -> StageStore:
+        if self._store is None:
+            folder = Path(self.cfg.cache_dir) if self.cfg.cache_dir else self.dir / "cache"
+            self._store = StageStore(folder, stage_keys(self.cfg, self.inputs, self._training_setup))
+        return self._store
+
+    # what each kind of view provides its own way
+    def stage1(self) -> dict[str, np.ndarray]:
+        """Stage 1's arrays: `corpus` and `test` scores, with refined prototypes `names_*` and `prototypes`."""
+        raise NotImplementedError
+
+    def mining(self):
+        """Stage 2's output (`MiningOutput`)."""
+        raise NotImplementedError
+
+    def bundle(self):
+        """The classifier (`ModelBundle`) whose inputs `document_inputs` makes."""
+        raise NotImplementedError
+
+    # what follows from them
+    def pseudo_labels(self) -> tuple[list[int], np.ndarray, np.ndarray]:
+        """(corpus rows with a core class, their targets, their mask): stage 3's training data."""
+        from taxoclass.stages.labels import build_labels
+
+        cores = self.mining().cores
+        keep = [i for i, c in enumerate(cores) if c]
+        if not keep:
+            raise DataError(self.dir, "stage 2 found no core class for any document: nothing to train on "
+                            "(lower mining.floor or check the similarity template)")
+        c = self.cfg.classifier
+        targets, mask = build_labels([cores[i] for i in keep], self.inputs.taxonomy, c.label_scope, c.negatives)
+        return keep, targets, mask
+
+    def silver_validation(self):
+        """The documents stage 3 held out for validation, with their pseudo-labels (stage 4's guard)."""
+        from taxoclass.stages.classifier import SilverValidation, split_train_val
+
+        keep, targets, mask = self.pseudo_labels()
+        _, val = split_train_val(len(keep), self.cfg.classifier.val_fraction, self.cfg.seed)
+        return SilverValidation([keep[j] for j in val], targets[val], mask[val])
+
+    def document_inputs(self, which: str, rows: list[int] | None = None, desc: str | None = None):
+        """The classifier's inputs (`DocBatches`) for the `corpus` or `test` documents, all or `rows`:
+        token ids, or with a frozen encoder its embeddings (each distinct list embedded once)."""
+        docs = {"corpus": self.inputs.corpus, "test": self.inputs.test}[which]
+        texts = docs.texts if rows is None else [docs.texts[i] for i in rows]
+        return self.bundle().docs(texts, desc=desc)
+
+
+class FinishedRun(RunView):
+    """A finished run, read only: its cached stage outputs, its `model.pt`, its metrics and summary."""
+
+    def __init__(self, run_dir: Path, cfg: Config | None = None, device="cpu", training_setup: tuple | None = None):
+        super().__init__(run_dir, cfg, device=device, training_setup=training_setup)
+        self._stage1, self._mining, self._bundle = None, None, None
+
+    def _require(self, stage: int) -> None:
+        if not self.store.intact(stage):
+            raise DataError(self.dir, f"stage {stage} output missing for this config (cache {self.store.folder})")
+
+    def stage1(self) -> dict[str, np.ndarray]:
+        if self._stage1 is None:
+            self._require(1)
+            self._stage1 = self.store.read_similarity(self.inputs.test_is_corpus)
+        return self._stage1
+
+    def mining(self):
+        if self._mining is None:
+            self._require(2)
+            self._mining = self.store.read_mining()
+        return self._mining
+
+    def bundle(self):
+        """The run's final model, `model.pt`, loaded once."""
+        if self._bundle is None:
+            from taxoclass.stages.model_io import load_checkpoint
+
+            self._bundle, _ = load_checkpoint(self.dir / "model.pt", self.device)
+        return self._bundle
+
+    def metrics_rows(self) -> list[dict]:
+        return read_metrics(self.dir / "metrics.jsonl")
+
+    def summary(self) -> dict:
+        path = self.dir / "summary.json"
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def open_finished(run_dir: Path, cfg: Config | None = None, device="cpu", training_setup: tuple | None = None) -> FinishedRun:
+    """A finished run dir, read only. `cfg` (default: its config.yaml) says where its cache is and what
+    its keys are; `training_setup` (the runtime's, see `Runtime.training_setup`) is needed only to
+    reach stages 3-4's entries."""
+    return FinishedRun(run_dir, cfg, device, training_setup)
