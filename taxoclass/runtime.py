@@ -57,15 +57,13 @@ class LocalRuntime:
 
         inp, cfg = ctx.inputs, ctx.cfg
         return run_similarity(cfg.similarity, PrunedSearch.of(cfg.mining), inp.taxonomy, corpus_texts, test_texts, inp.keywords,
-                              ctx.device)
+                              ctx.device, memo=ctx.memo(fresh))
 
     def train_classifier(self, ctx: RunContext, rows, targets, mask, fresh: bool) -> dict:
         from taxoclass.stages.classifier import train_classifier
 
         cfg = ctx.cfg
-        # the whole corpus, then its pseudo-labelled rows: a frozen encoder's embeddings are then reused by
-        # the evaluation of a transductive set (and by stage 4) instead of computed again
-        docs = ctx.document_inputs("corpus", desc="stage 3: embedding documents").subset(rows)
+        docs = ctx.document_inputs("corpus", rows, desc="stage 3: embedding documents")
         return train_classifier(ctx.bundle().model, docs, targets, mask, cfg.classifier, ctx.device, cfg.seed, ctx.log,
                                 cfg.tracking.log_interval)
 

@@ -56,7 +56,9 @@ def test_stage1_and_2_match_the_local_runtime(ray_instance, tmp_path):
     np.testing.assert_allclose(sim_ray, sim_local, atol=1e-5)
     np.testing.assert_allclose(test_ray, test_local, atol=1e-5)
     # refined prototypes: the actors returned document embeddings, the driver refined and scored
-    np.testing.assert_allclose(arrays_ray["prototypes"], arrays_local["prototypes"], atol=1e-5)
+    # the vectors are stored as float16: a component the actors' other batch sizes move by 1e-7 can round to the
+    # neighbouring half-precision value, and a prototype averages such components
+    np.testing.assert_allclose(arrays_ray["prototypes"], arrays_local["prototypes"], atol=1e-4)
     np.testing.assert_allclose(arrays_ray["names_test"], arrays_local["names_test"], atol=1e-5)
     a = mine_core_classes(sim_local, local.inputs.taxonomy, local.cfg.mining)
     b = mine_core_classes(sim_ray, local.inputs.taxonomy, local.cfg.mining)

@@ -153,9 +153,13 @@ def test_a_training_state_round_trips_without_pickle(tmp_path):
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
     state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
              "scaler": {}, "best_state": None, "best_loss": float("inf"), "stale": 2, "stopped_by": "budget",
-             "prev_top3": np.array([[0, 1, 2], [1, 2, 4]]), "logs": [[{"stage4/loss": np.float32(0.5)}, None]]}
+             "prev_top3": np.array([[0, 1, 2], [1, 2, 4]]), "logs": [[{"stage4/loss": np.float32(0.5)}, None]],
+             # the keeper's nested checkpoint shape (stages/keeper.py)
+             "keeper": {"best_state": model.state_dict(), "best_at": np.int64(3)}, "progress": {"prev": np.arange(4)}}
     write_state(state, tmp_path / "state.pt")
     back = read_state(tmp_path / "state.pt")
+    assert back["keeper"]["best_at"] == 3 and (back["progress"]["prev"] == np.arange(4)).all()
+    torch.testing.assert_close(back["keeper"]["best_state"]["bias"], model.bias.detach())
     assert isinstance(back["prev_top3"], np.ndarray) and (back["prev_top3"] == state["prev_top3"]).all()
     assert back["best_loss"] == float("inf") and back["stale"] == 2 and back["best_state"] is None
     assert back["logs"] == [[{"stage4/loss": 0.5}, None]]

@@ -79,31 +79,15 @@ class CorpusView:
 
 
 def corpus_view(run) -> CorpusView:
-    """With a frozen encoder the sample's document vectors are the same in every trial: the first
-    trial stores them in the cache folder (`objective-<key>.npy`, written whole or not at all)."""
-    import hashlib
-
+    """With a frozen encoder the sample's document vectors come from the run's cache (stage 1's, which
+    every trial of a search shares): no trial embeds them again."""
     import torch
 
-    from taxoclass.rundir import atomic_replace_with
-    from taxoclass.stages.model import DocBatches, predict_probs
+    from taxoclass.stages.model import predict_probs
 
     cfg = run.cfg
-    texts = run.inputs.corpus.texts
-    rows = np.sort(np.random.default_rng(cfg.seed).permutation(len(texts))[:SAMPLE_DOCS])
-    sample = [texts[i] for i in rows]
-    c = cfg.classifier
-    stored = run.store.folder / f"objective-{hashlib.sha1(repr((c.encoder, c.max_length, c.pooling, sample)).encode()).hexdigest()[:16]}.npy"
-    if c.freeze_encoder and stored.is_file():
-        docs = DocBatches(embeddings=torch.from_numpy(np.load(stored)))
-    else:
-        docs = run.document_inputs("corpus", rows.tolist())
-        if c.freeze_encoder:
-            def write(tmp):
-                with open(tmp, "wb") as fh:
-                    np.save(fh, docs.embeddings.numpy())
-
-            atomic_replace_with(stored, write)
+    rows = np.sort(np.random.default_rng(cfg.seed).permutation(len(run.inputs.corpus.texts))[:SAMPLE_DOCS])
+    docs = run.document_inputs("corpus", rows.tolist())
     probs = predict_probs(run.bundle().model, docs, torch.device("cpu"), cfg.evaluation.batch_size)
     return CorpusView(probs, run.stage1()["corpus"][rows], run.inputs.taxonomy)
 

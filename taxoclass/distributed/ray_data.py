@@ -44,7 +44,7 @@ class SimilarityActor:
 
         texts = [str(t) for t in batch["text"]]
         if self.embed:
-            sims = self.scorer.embed(texts, desc=None)
+            sims = self.scorer.vectors(texts, desc=None)
         else:
             sims = score_documents(self.scorer, texts, self.taxonomy, self.settings, self.search, desc=None)
         return {"id": batch["id"], "shard": batch["shard"], "sims": sims.astype(np.float32)}

@@ -62,40 +62,49 @@ class RayRuntime:
 
     # stage 1
     def similarity(self, ctx, corpus_texts: list[str], test_texts: list[str] | None, fresh: bool):
-        from taxoclass.stages.similarity import SimilarityOutput, class_hypotheses, make_scorer, refines, score_embeddings
+        from taxoclass.stages.similarity import VECTOR_DTYPE, SimilarityOutput, class_hypotheses, make_scorer, scores_from_vectors
 
         cfg, taxonomy = ctx.cfg, ctx.inputs.taxonomy
         hyps = class_hypotheses(cfg.similarity, taxonomy, ctx.inputs.keywords)
         folder = ctx.store.folder / f"{ctx.store.name(1)}-shards"
         if fresh:  # a forced stage 1 scores every shard again instead of resuming from the old ones
             shutil.rmtree(folder, ignore_errors=True)
-        # with refined prototypes the actors return document embeddings, and the scores are made here
-        embed = refines(cfg.similarity)
-        corpus, extra = self._score(cfg, taxonomy, corpus_texts, hyps, folder / "corpus", embed)
-        test = None
-        if test_texts is not None:
-            test, _ = self._score(cfg, taxonomy, test_texts, hyps, folder / "test", embed)
-        n_docs = len(corpus_texts) + (len(test_texts) if test_texts is not None else 0)
-        if cfg.similarity.backend == "biencoder":  # each actor encodes the hypotheses once
-            passes = n_docs + len(hyps) * extra["stage1/actors"]
-        else:
+        if cfg.similarity.backend != "biencoder":
+            corpus, extra = self._score(cfg, taxonomy, corpus_texts, hyps, folder / "corpus", embed=False)
+            test = None if test_texts is None else self._score(cfg, taxonomy, test_texts, hyps, folder / "test", embed=False)[0]
             passes = int((~np.isnan(corpus)).sum() + (0 if test is None else (~np.isnan(test)).sum()))
-        if embed:
-            scorer = make_scorer(cfg.similarity, ctx.device)
-            scorer.set_classes(hyps)
-            return score_embeddings(corpus, test, scorer.class_emb, taxonomy, cfg.similarity, passes + len(hyps), extra)
-        return SimilarityOutput(corpus, test, passes, extra)
+            return SimilarityOutput(corpus, test, passes, extra)
+        # the bi-encoder's actors return document vectors, kept in the cache for the stages after it (a
+        # rerun takes them from there); the scores are made here, from the vectors, as the local runtime does
+        extra: dict = {"stage1/actors": 0}
+        embedded = []
+
+        def on_ray(texts, part):
+            def compute():
+                vectors, stats = self._score(cfg, taxonomy, texts, hyps, folder / part, embed=True)
+                extra.update({k: v for k, v in stats.items() if part == "corpus" or k not in extra})
+                embedded.append(len(texts))
+                return vectors.astype(VECTOR_DTYPE)
+
+            return lambda: ctx.memo(fresh)(texts, f"stage 1: {part}", compute)
+
+        corpus = on_ray(corpus_texts, "corpus")()
+        test = None if test_texts is None else on_ray(test_texts, "test")()
+        scorer = make_scorer(cfg.similarity, ctx.device)
+        scorer.set_classes(hyps)
+        # each actor encodes the hypotheses once, and the driver once more
+        passes = sum(embedded) + len(hyps) * (extra["stage1/actors"] + 1)
+        return scores_from_vectors(corpus, test, scorer.class_emb, taxonomy, cfg.similarity, passes, extra)
 
     # stages 3 and 4
     def train_classifier(self, ctx, rows: list[int], targets: np.ndarray, mask: np.ndarray, fresh: bool) -> dict:
-        texts = [ctx.inputs.corpus.texts[i] for i in rows]
-        return self._train(ctx, 3, texts, fresh, targets=targets, mask=mask, init_state=_initial_state(ctx))
+        return self._train(ctx, 3, _documents(ctx, rows), fresh, targets=targets, mask=mask, init_state=_initial_state(ctx))
 
     def self_train(self, ctx, silver, fresh: bool) -> dict:
         objective = ctx.log.stats.get("stage3/best_val_loss", float("nan"))
-        return self._train(ctx, 4, ctx.inputs.corpus.texts, fresh, init_state=_initial_state(ctx), objective=objective, silver=silver)
+        return self._train(ctx, 4, _documents(ctx, None), fresh, init_state=_initial_state(ctx), objective=objective, silver=silver)
 
-    def _train(self, ctx, stage: int, texts: list[str], fresh: bool, **kw) -> dict:
+    def _train(self, ctx, stage: int, texts: list[str] | np.ndarray, fresh: bool, **kw) -> dict:
         """Stage 3 or 4 on the Train workers; their rank-0 log lines are replayed here, in order."""
         storage, name = self.storage(ctx), ctx.store.name(stage)
         if fresh:  # Ray Train resumes a run of the same name: a forced stage must not restore the old final checkpoint
@@ -126,6 +135,16 @@ class RayRuntime:
 
         self.start()
         return fit(stage, cfg, taxonomy, keywords, texts, storage, name, **kw)
+
+
+def _documents(ctx, rows: list[int] | None) -> list[str] | np.ndarray:
+    """What the Train workers turn into the classifier's inputs: with a frozen encoder the document vectors
+    of the cache (stage 1's when they match: no worker embeds again), else the texts."""
+    if ctx.cfg.classifier.freeze_encoder:
+        vectors = ctx.document_vectors("corpus", "stage 3: embedding documents")
+        return np.asarray(vectors if rows is None else vectors[np.asarray(rows, dtype=np.int64)])
+    texts = ctx.inputs.corpus.texts
+    return texts if rows is None else [texts[i] for i in rows]
 
 
 def _initial_state(ctx) -> dict:

@@ -35,26 +35,45 @@ from taxoclass.data.taxonomy import Taxonomy
 from taxoclass.errors import DataError
 
 STATE_FILE = "state.pt"
-# the training state's parts that are torch state dicts (tensors): everything else is JSON
-TORCH_PARTS = ("model", "optimizer", "scaler", "scheduler", "best_state")
+ARRAY = "__ndarray__"  # marks a NumPy array stored as a tensor
 REDO_STATE = "delete the stage's folder under the run's ray/ storage (or rerun with force_stage=N): the stage then trains from its start"
 
 
 def write_state(state: dict, path: Path) -> None:
-    """A training checkpoint as tensors (torch state dicts, NumPy arrays) plus JSON text (the rest)."""
-    tensors = {k: v for k, v in state.items() if k in TORCH_PARTS}
-    arrays = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items() if isinstance(v, np.ndarray)}
-    plain = {k: v for k, v in state.items() if k not in tensors and k not in arrays}
-    tensorfile.save({"tensors": tensors, "arrays": arrays, "plain": tensorfile.to_json(plain)}, path)
+    """A training checkpoint of any nesting (the keeper's `{"step", "keeper", "progress"}`, logs) as what
+    `torch.load(weights_only=True)` builds: tensors, dicts, lists, strings and numbers; a NumPy array
+    becomes a marked tensor, a NumPy scalar a Python number."""
+    tensorfile.save({"state": _storable(state)}, path)
 
 
 def read_state(path: Path) -> dict:
     """`write_state`'s dict back, NumPy arrays as NumPy arrays; a file it cannot read safely is a DataError."""
     stored = tensorfile.load(path, REDO_STATE)
-    if not isinstance(stored, dict) or not {"tensors", "arrays", "plain"} <= set(stored):
+    if not isinstance(stored, dict) or not isinstance(stored.get("state"), dict):
         raise DataError(path, f"not a taxoclass training checkpoint; {REDO_STATE}")
-    plain = tensorfile.from_json(stored["plain"], path, REDO_STATE)
-    return {**plain, **stored["tensors"], **{k: v.numpy() for k, v in stored["arrays"].items()}}
+    return _restored(stored["state"])
+
+
+def _storable(value):
+    if isinstance(value, np.ndarray):
+        return {ARRAY: torch.from_numpy(np.ascontiguousarray(value))}
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {k: _storable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_storable(v) for v in value]
+    return value
+
+
+def _restored(value):
+    if isinstance(value, dict):
+        if set(value) == {ARRAY}:
+            return value[ARRAY].numpy()
+        return {k: _restored(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_restored(v) for v in value]
+    return value
 
 
 class RayTrainEnv:
@@ -151,7 +170,8 @@ def train_loop_per_worker(config: dict) -> None:
     import ray.train.torch
 
     from taxoclass.stages.classifier import train_classifier
-    from taxoclass.stages.model_io import build_model
+    from taxoclass.stages.model import DocBatches
+    from taxoclass.stages.model_io import build_model, stored_class_features
     from taxoclass.stages.self_training import self_train
 
     cfg = from_dict(config["cfg"], "ray train worker")
@@ -162,8 +182,11 @@ def train_loop_per_worker(config: dict) -> None:
         env.checkpoint({"final": 1}, env._restored)  # finished before a restart: report the result again
         return
     device = ray.train.torch.get_device()
-    bundle = build_model(cfg, taxonomy, device, config["keywords"])
-    docs = bundle.docs(config["texts"])
+    init = config.get("init_state")
+    bundle = build_model(cfg, taxonomy, device, config["keywords"], None if init is None else stored_class_features(init))
+    documents = config["texts"]  # texts, or with a frozen encoder the driver's document vectors
+    docs = (bundle.docs(documents) if isinstance(documents, list)
+            else DocBatches(embeddings=torch.from_numpy(np.asarray(documents, dtype=np.float32))))
     if config.get("init_state") is not None:  # stage 3: the driver's initial head (refined prototypes); stage 4: stage 3's model
         bundle.model.load_state_dict(config["init_state"], strict=not cfg.classifier.freeze_encoder)
     if config["stage"] == 3:
@@ -196,7 +219,7 @@ def discard_checkpoints(storage: Path, name: str) -> None:
     shutil.rmtree(Path(storage) / name, ignore_errors=True)
 
 
-def fit(stage: int, cfg: Config, taxonomy: Taxonomy, keywords, texts: list[str], storage: Path, name: str,
+def fit(stage: int, cfg: Config, taxonomy: Taxonomy, keywords, texts: list[str] | np.ndarray, storage: Path, name: str,
         targets: np.ndarray | None = None, mask: np.ndarray | None = None, init_state: dict | None = None,
         objective: float = float("nan"), silver=None):
     """Run stage 3 or 4 on Ray Train; returns (stats, rank-0 log lines, final model state)."""

@@ -37,7 +37,10 @@ class RunContext(RunView):
     """A run dir opened for one attempt (`open`); close it (or use it as a context manager) at the end."""
 
     def __init__(self, run_dir: Path, cfg: Config, inputs, device, runtime: Runtime, sink: Sink, started: float):
+        from taxoclass.stages.text_encoder import texts_encoded
+
         super().__init__(run_dir, cfg, inputs, device, runtime.training_setup())
+        self.encoded_at_start = texts_encoded()
         self.runtime, self.sink, self.started = runtime, sink, started
         self.outputs: dict[int, object] = {}  # stage 1's arrays and stage 2's core classes, once computed or loaded
         self.reported: set[int] = set()  # the stages whose stats this attempt logged (computed or replayed)
@@ -90,6 +93,16 @@ class RunContext(RunView):
             self.log.close()
         if self.lock is not None:
             self.lock.release()
+
+    writes = True
+
+    def memo(self, fresh: bool = False):
+        """Stage 1's document vectors through the cache (`vectors.py`): `memo(texts, desc, compute)` computes
+        only what is missing, or everything for a forced stage 1 (`fresh`)."""
+        from taxoclass.pipeline.vectors import EncoderSpec
+
+        spec = EncoderSpec.of_similarity(self.cfg.similarity)
+        return lambda texts, desc, compute: self.vectors.get(spec, texts, compute, fresh=fresh)
 
     def stage1(self) -> dict[str, np.ndarray]:
         return self.outputs[1] if 1 in self.outputs else steps.similarity(self)

@@ -2,7 +2,7 @@
 
 Features:
 - `summarize`: the stats of every stage the final model comes from, the last value of every
-  metric logged, the evaluation's, `total_seconds` and the run dir, written to `summary.json`
+  metric logged, the evaluation's, `total_seconds`, `total_encoder_passes` and the run dir, written to `summary.json`
   (strict JSON) and handed to the sink (`on_finish`): the one summary of `run_pipeline` and of
   `taxoclass stage 5`, the same whichever stages were computed and which came from the cache;
 - `zero_shot_baselines`: the name-only stage-1 scores decoded flat (top-3), by the greedy
@@ -22,6 +22,7 @@ from taxoclass.hier_metrics import hierarchical_metrics
 from taxoclass.metrics import evaluate_rankings, example_f1, prefixed
 from taxoclass.pipeline.store import final_stage
 from taxoclass.rundir import write_json
+from taxoclass.stages.text_encoder import texts_encoded
 
 if TYPE_CHECKING:
     from taxoclass.pipeline.context import RunContext
@@ -34,7 +35,9 @@ def summarize(ctx: RunContext, evaluation: dict) -> dict:
         # a stage this attempt did not report (`stage 5` loads stages 1 and the final one) speaks from its entry
         if stage not in ctx.reported and ctx.store.intact(stage):
             summary.update(ctx.store.stats(stage))
-    summary.update({**ctx.log.stats, **evaluation, "total_seconds": time.time() - ctx.started, "run_dir": str(ctx.dir)})
+    summary.update({**ctx.log.stats, **evaluation, "total_seconds": time.time() - ctx.started, "run_dir": str(ctx.dir),
+                    # texts this attempt ran through the encoder (stage 1's vectors are reused, not embedded again)
+                    "total_encoder_passes": texts_encoded() - ctx.encoded_at_start})
     write_json(ctx.dir / "summary.json", summary)
     ctx.sink.on_finish(summary)
     return summary

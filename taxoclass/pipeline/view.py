@@ -4,7 +4,9 @@ Features:
 - `RunView`: what every view of a run reads: its config, inputs (`inputs.py`), stage store
   (`store.py`), stage 1's arrays, stage 2's core classes, stage 3's pseudo-labels and held-out
   silver documents, and `document_inputs`, THE one place where documents become the
-  classifier's inputs (stage 3, stage 4, the evaluation, the search objectives);
+  classifier's inputs (stage 3, stage 4, the evaluation, the search objectives): with a frozen
+  encoder, the document vectors of the cache (`vectors.py`), stage 1's own when the encoder,
+  pooling and length match, else embedded once by the classifier's encoder (the log says why);
 - `open_finished(run_dir)`: a finished run, read only: it writes nothing (no config.yaml, no
   attempt in metrics.jsonl, no lock), fires no tracking hook and computes nothing: a missing
   stage output is an error; its model is `model.pt`; `metrics_rows()` and `summary()` are what
@@ -24,6 +26,7 @@ from taxoclass.errors import DataError
 from taxoclass.pipeline.inputs import Inputs, prepare_inputs
 from taxoclass.pipeline.metrics_log import read_metrics
 from taxoclass.pipeline.store import StageStore, stage_keys
+from taxoclass.pipeline.vectors import VectorStore
 
 
 def run_config(run_dir: Path, overrides: list[str] | None = None) -> Config:
@@ -44,7 +47,8 @@ class RunView:
                  training_setup: tuple | None = None):
         self.dir = Path(run_dir)
         self.device = device
-        self._cfg, self._inputs, self._store = cfg, inputs, None
+        self._cfg, self._inputs, self._store, self._vector_store = cfg, inputs, None, None
+        self._vectors: dict[str, np.ndarray] = {}  # document_vectors, once per attempt
         self._training_setup = training_setup  # the runtime's part of the stage 3-4 keys; None: stages 1-2 only
 
     @property
@@ -101,12 +105,50 @@ class RunView:
         _, val = split_train_val(len(keep), self.cfg.classifier.val_fraction, self.cfg.seed)
         return SilverValidation([keep[j] for j in val], targets[val], mask[val])
 
+    @property
+    def vectors(self) -> VectorStore:
+        """The cache's document vectors; a view that must not write keeps what it computes to itself."""
+        if self._vector_store is None:
+            self._vector_store = VectorStore(self.store.folder, writable=self.writes)
+        return self._vector_store
+
+    writes = False  # only a run opened for an attempt writes into its cache
+
     def document_inputs(self, which: str, rows: list[int] | None = None, desc: str | None = None):
         """The classifier's inputs (`DocBatches`) for the `corpus` or `test` documents, all or `rows`:
-        token ids, or with a frozen encoder its embeddings (each distinct list embedded once)."""
+        token ids, or with a frozen encoder their vectors (`document_vectors`)."""
+        import torch
+
+        from taxoclass.stages.model import DocBatches
+
         docs = {"corpus": self.inputs.corpus, "test": self.inputs.test}[which]
-        texts = docs.texts if rows is None else [docs.texts[i] for i in rows]
-        return self.bundle().docs(texts, desc=desc)
+        if not self.cfg.classifier.freeze_encoder:
+            return self.bundle().docs(docs.texts if rows is None else [docs.texts[i] for i in rows], desc=desc)
+        vectors = self.document_vectors(which, desc)
+        chosen = vectors if rows is None else vectors[np.asarray(rows, dtype=np.int64)]
+        return DocBatches(embeddings=torch.from_numpy(np.asarray(chosen, dtype=np.float32)))
+
+    def document_vectors(self, which: str, desc: str | None = None) -> np.ndarray:
+        """The frozen classifier encoder's vectors of every `corpus` or `test` document (float16): from the
+        cache, stage 1's when its encoder, pooling and length are the classifier's; else embedded once."""
+        from taxoclass.pipeline.metrics_log import say
+        from taxoclass.pipeline.vectors import EncoderSpec, why_embed
+        from taxoclass.stages.similarity import VECTOR_DTYPE
+        from taxoclass.stages.text_encoder import encode_texts
+
+        c = self.cfg.classifier
+        texts = {"corpus": self.inputs.corpus, "test": self.inputs.test}[which].texts
+        spec = EncoderSpec.of_classifier(c)
+
+        def embed() -> np.ndarray:
+            say(f"{desc or which}: embedding {len(texts)} documents ({why_embed(spec, self.cfg.similarity)})")
+            b = self.bundle()
+            return encode_texts(b.encoder, b.tokenizer, texts, max_length=c.max_length, batch_size=self.cfg.evaluation.batch_size,
+                                pooling=c.pooling, device=self.device, desc=desc).astype(VECTOR_DTYPE)
+
+        if which not in self._vectors:
+            self._vectors[which] = self.vectors.get(spec, texts, embed)
+        return self._vectors[which]
 
 
 class FinishedRun(RunView):

@@ -138,6 +138,13 @@ def _plain(value, path: Path, redo: str) -> dict:
     return value
 
 
+def stored_class_features(state: dict):
+    """The class features a state dict holds, to build its model with (it replaces them anyway): the
+    class texts need not be encoded first."""
+    features = state.get("class_features")
+    return None if features is None else features.detach().cpu().float().numpy()
+
+
 def load_state(bundle: ModelBundle, path: Path) -> None:
     payload = _read(path, REDO_ENTRY)
     bundle.model.load_state_dict(payload["state_dict"], strict=not bundle.cfg.classifier.freeze_encoder)
@@ -156,7 +163,7 @@ def load_checkpoint(path: Path, device: torch.device) -> tuple[ModelBundle, Taxo
         raise
     except (KeyError, TypeError, ValueError) as err:
         raise DataError(path, f"not a taxoclass checkpoint (its taxonomy is malformed: {type(err).__name__}); {REDO_MODEL}") from None
-    bundle = build_model(cfg, taxonomy, device)
+    bundle = build_model(cfg, taxonomy, device, class_init=stored_class_features(payload["state_dict"]))
     bundle.model.load_state_dict(payload["state_dict"], strict=not cfg.classifier.freeze_encoder)
     bundle.model.eval()
     return bundle, taxonomy

@@ -19,6 +19,7 @@ Features:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -56,6 +57,17 @@ def hypotheses(template: str, texts: list[str]) -> list[str]:
     return [template.format(t) for t in texts]
 
 
+VECTOR_DTYPE = np.float16  # stored document vectors: half the disk and memory, cosines moved by < 1e-3
+
+
+def unit(vectors: np.ndarray | None) -> np.ndarray | None:
+    """Rows scaled to unit length, in float32 (a cosine is then a dot product)."""
+    if vectors is None:
+        return None
+    v = np.asarray(vectors, dtype=np.float32)
+    return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
+
+
 class BiEncoderScorer:
     """Cosine similarity of mean-pooled, normalised sentence embeddings."""
 
@@ -67,20 +79,23 @@ class BiEncoderScorer:
         self.max_length, self.batch_size, self.device, self.lowercase = max_length, batch_size, device, lowercase
         self.encoder_passes = 0
 
-    def _encode(self, texts, desc=None) -> np.ndarray:
+    def _encode(self, texts, desc=None, normalize: bool = True) -> np.ndarray:
         texts = [t.lower() for t in texts] if self.lowercase else list(texts)
         self.encoder_passes += len(texts)
         return encode_texts(self.model, self.tokenizer, texts, max_length=self.max_length, batch_size=self.batch_size,
-                            pooling="mean", device=self.device, normalize=True, desc=desc)
+                            pooling="mean", device=self.device, normalize=normalize, desc=desc)
 
     def set_classes(self, hypothesis_texts: list[str]) -> None:
         self.class_emb = self._encode(hypothesis_texts)
 
-    def embed(self, docs: list[str], desc: str | None = "stage 1: encoding documents") -> np.ndarray:
-        return self._encode(docs, desc=desc)
+    def vectors(self, docs: list[str], desc: str | None = "stage 1: encoding documents") -> np.ndarray:
+        """The documents' mean-pooled vectors, not normalised, as float16 (`VECTOR_DTYPE`): what is stored
+        and shared with stage 3's frozen encoder, the evaluation and the search objectives."""
+        return self._encode(docs, desc=desc, normalize=False).astype(VECTOR_DTYPE)
 
     def score_all(self, docs: list[str], desc: str | None = "stage 1: encoding documents") -> np.ndarray:
-        return self.embed(docs, desc) @ self.class_emb.T
+        """Cosines of documents that are not kept (the pipeline scores from `vectors`)."""
+        return self._encode(docs, desc) @ self.class_emb.T
 
 
 class NLIScorer:
@@ -234,29 +249,45 @@ def class_hypotheses(s: SimilarityConfig, taxonomy: Taxonomy, keywords: dict[int
     return hypotheses(s.template, class_texts(taxonomy, s.class_text, keywords))
 
 
+# memo(texts, desc, compute) -> the texts' document vectors: the pipeline's store, which calls
+# compute() only for texts whose vectors it does not hold
+Memo = Callable[[list[str], str, Callable[[], np.ndarray]], np.ndarray]
+
+
 def run_similarity(s: SimilarityConfig, search: PrunedSearch, taxonomy: Taxonomy, corpus_texts: list[str],
-                   test_texts: list[str] | None, keywords: dict[int, list[str]] | None, device, scorer=None) -> SimilarityOutput:
+                   test_texts: list[str] | None, keywords: dict[int, list[str]] | None, device, scorer=None,
+                   memo: Memo | None = None) -> SimilarityOutput:
+    """Stage 1. The bi-encoder embeds each document once (through `memo`, which keeps the vectors for
+    the stages after it) and scores from the vectors; the NLI cross-encoder scores pairs."""
     scorer = scorer or make_scorer(s, device)
     scorer.set_classes(class_hypotheses(s, taxonomy, keywords))
-    if refines(s):
-        corpus = scorer.embed(corpus_texts, "stage 1: corpus")
-        test = scorer.embed(test_texts, "stage 1: test set") if test_texts is not None else None
-        return score_embeddings(corpus, test, scorer.class_emb, taxonomy, s, scorer.encoder_passes)
+    if s.backend == "biencoder":
+        memo = memo or (lambda texts, desc, compute: compute())
+
+        def vectors(texts, desc):
+            return None if texts is None else memo(texts, desc, lambda: scorer.vectors(texts, desc))
+
+        corpus, test = vectors(corpus_texts, "stage 1: corpus"), vectors(test_texts, "stage 1: test set")
+        return scores_from_vectors(corpus, test, scorer.class_emb, taxonomy, s, scorer.encoder_passes)
     corpus = score_documents(scorer, corpus_texts, taxonomy, s, search, "stage 1: corpus")
     test = score_documents(scorer, test_texts, taxonomy, s, search, "stage 1: test set") if test_texts is not None else None
     return SimilarityOutput(corpus, test, scorer.encoder_passes)
 
 
-def score_embeddings(corpus_emb: np.ndarray, test_emb: np.ndarray | None, name_emb: np.ndarray, taxonomy: Taxonomy,
-                     s: SimilarityConfig, encoder_passes: int, extra: dict | None = None) -> SimilarityOutput:
-    """Bi-encoder scores from embeddings: prototypes refined on the corpus, then every document scored
-    against them; the name-only scores are kept for the fixed zero-shot baseline."""
+def scores_from_vectors(corpus_vec: np.ndarray, test_vec: np.ndarray | None, name_emb: np.ndarray, taxonomy: Taxonomy,
+                        s: SimilarityConfig, encoder_passes: int, extra: dict | None = None) -> SimilarityOutput:
+    """Bi-encoder scores from document vectors: cosines with the class names, or with `refine_rounds`
+    the prototypes refined on the corpus, every document scored against them and the name-only
+    scores kept for the fixed zero-shot baseline."""
     from taxoclass.stages.prototypes import refine_prototypes
 
-    protos = refine_prototypes(corpus_emb, name_emb, taxonomy, s.refine_rounds, s.refine_weight, s.refine_share)
+    corpus, test = unit(corpus_vec), unit(test_vec)
 
     def scores(emb, classes):
         return None if emb is None else (emb @ classes.T).astype(np.float32)
 
-    return SimilarityOutput(scores(corpus_emb, protos), scores(test_emb, protos), encoder_passes, extra or {},
-                            names_corpus=scores(corpus_emb, name_emb), names_test=scores(test_emb, name_emb), prototypes=protos)
+    if not refines(s):
+        return SimilarityOutput(scores(corpus, name_emb), scores(test, name_emb), encoder_passes, extra or {})
+    protos = refine_prototypes(corpus, name_emb, taxonomy, s.refine_rounds, s.refine_weight, s.refine_share)
+    return SimilarityOutput(scores(corpus, protos), scores(test, protos), encoder_passes, extra or {},
+                            names_corpus=scores(corpus, name_emb), names_test=scores(test, name_emb), prototypes=protos)

@@ -77,6 +77,14 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> to
     return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
 
 
+_encoded = 0  # texts encode_texts embedded in this process
+
+
+def texts_encoded() -> int:
+    """Texts `encode_texts` has embedded in this process so far: a run's `run/encoder_passes` is the difference."""
+    return _encoded
+
+
 def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     """Index batches of similar length, longest first (fails fast on memory)."""
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
@@ -98,6 +106,8 @@ def encode_texts(
 ) -> np.ndarray:
     from tqdm.auto import tqdm
 
+    global _encoded
+    _encoded += len(texts)
     model.eval()
     lengths = [len(t) for t in texts]
     out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)

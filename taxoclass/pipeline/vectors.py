@@ -1,0 +1,96 @@
+"""Document vectors, embedded once per cache: the encoder is the run's largest cost, so no stage pays it twice.
+
+Features:
+- `EncoderSpec`: what a document's vector depends on besides its text: the encoder, the pooling,
+  the token limit and whether the text was lower-cased first (only where the tokenizer does not
+  lower-case by itself: for an uncased model such as the bundled MiniLM both give the same tokens);
+- `VectorStore`: `vectors-<key>.npy` in the cache folder (float16, read memory-mapped), the key made
+  from the spec and the texts, sealed by a checksum written last like every stage entry (`cache.py`);
+  stage 1's bi-encoder writes the corpus and test vectors there, and stage 3 with a frozen encoder,
+  stage 4, the evaluation and the search objectives read them whenever their spec is stage 1's;
+- `why_embed`: the line the run log gives when the classifier has to embed documents itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from taxoclass.cache import is_intact, seal
+from taxoclass.config import ClassifierConfig, SimilarityConfig
+from taxoclass.pipeline.inputs import digest
+from taxoclass.rundir import atomic_replace_with
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    model: str
+    pooling: str
+    max_length: int
+    lowercase: bool
+
+    @classmethod
+    def of_similarity(cls, s: SimilarityConfig) -> EncoderSpec:
+        return cls(s.model, "mean", s.max_length, s.lowercase and not tokenizer_lowercases(s.model))
+
+    @classmethod
+    def of_classifier(cls, c: ClassifierConfig) -> EncoderSpec:
+        return cls(c.encoder, c.pooling, c.max_length, False)
+
+
+@lru_cache(maxsize=8)
+def tokenizer_lowercases(model: str) -> bool:
+    """Whether the model's tokenizer lower-cases by itself (then lower-casing first changes nothing)."""
+    from taxoclass.stages.text_encoder import load_tokenizer
+
+    tok = load_tokenizer(model)
+    return tok.tokenize("Taxonomy Of Classes") == tok.tokenize("taxonomy of classes")
+
+
+def why_embed(classifier: EncoderSpec, similarity: SimilarityConfig) -> str:
+    """Why the classifier cannot take stage 1's document vectors."""
+    if similarity.backend != "biencoder":
+        return "stage 1 used an NLI cross-encoder, which makes no document vectors"
+    theirs = EncoderSpec.of_similarity(similarity)
+    keys = {"model": ("classifier.encoder", "similarity.model"), "pooling": ("classifier.pooling", "mean pooling"),
+            "max_length": ("classifier.max_length", "similarity.max_length"),
+            "lowercase": ("documents as written", "similarity.lowercase with a cased tokenizer")}
+    differ = [f"{mine}={getattr(classifier, f)!r} against {other}={getattr(theirs, f)!r}" if f != "lowercase"
+              else f"{mine} against {other}" for f, (mine, other) in keys.items() if getattr(classifier, f) != getattr(theirs, f)]
+    if differ:
+        return "not stage 1's vectors: " + "; ".join(differ)
+    return "stage 1's vectors are not in the cache (it ran before they were kept)"
+
+
+class VectorStore:
+    """Document vectors in the cache folder, one sealed `.npy` per (encoder spec, list of texts)."""
+
+    def __init__(self, folder: Path, writable: bool = True):
+        self.folder = Path(folder)
+        self.writable = writable  # a finished run opened read only computes what is missing and keeps it to itself
+
+    def path(self, spec: EncoderSpec, texts: list[str]) -> Path:
+        return self.folder / f"vectors-{digest('vectors', asdict(spec), texts)}.npy"
+
+    def get(self, spec: EncoderSpec, texts: list[str], compute: Callable[[], np.ndarray], fresh: bool = False) -> np.ndarray:
+        """The texts' vectors (float16, documents x dimensions): from the store, else (or when `fresh`, a
+        forced stage 1) `compute()`, and kept."""
+        path = self.path(spec, texts)
+        checksum = path.with_suffix(".sha256")
+        if not fresh and is_intact(checksum, [path]):
+            return np.load(path, mmap_mode="r")
+        vectors = np.ascontiguousarray(compute())
+        if len(vectors) != len(texts):
+            raise ValueError(f"{len(vectors)} vectors for {len(texts)} texts")
+        if self.writable:
+            def write(tmp):
+                with open(tmp, "wb") as fh:
+                    np.save(fh, vectors)
+
+            atomic_replace_with(path, write)
+            seal(checksum, [path])
+        return vectors
