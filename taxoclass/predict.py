@@ -92,11 +92,6 @@ def chunks(items: Iterable, size: int) -> Iterator[list]:
         yield chunk
 
 
-def path_scores(probs: np.ndarray, paths: list[list[int]]) -> np.ndarray:
-    """(documents, paths): each root-to-leaf path's mean probability, the path decoder's criterion."""
-    return np.stack([probs[:, p].mean(axis=1) for p in paths], axis=1)
-
-
 class Predictor:
     """A finished run's model, loaded once: `taxoclass.load(run_dir)`."""
 
@@ -110,12 +105,16 @@ class Predictor:
         self.device = resolve_device(device)
         self.bundle, self.taxonomy = load_checkpoint(self.run_dir / "model.pt", self.device)
 
-    def probabilities(self, texts: list[str]) -> np.ndarray:
-        from taxoclass.stages.model import predict_probs
+    def scores(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(class probabilities, path scores): texts x classes, texts x root-to-leaf paths, as the model reads them."""
+        from taxoclass.stages.model import predict_scores
 
         # remember=False: a frozen encoder's embeddings of one chunk are never asked for again
         docs = self.bundle.docs(list(texts), remember=False)
-        return predict_probs(self.bundle.model, docs, self.device, self.bundle.cfg.evaluation.batch_size)
+        return predict_scores(self.bundle.model, docs, self.device, self.bundle.cfg.evaluation.batch_size)
+
+    def probabilities(self, texts: list[str]) -> np.ndarray:
+        return self.scores(texts)[0]
 
     def predict(self, texts: list[str], top_k: int = 3, path: bool = False, ids: list[str] | None = None,
                 progress: bool = False) -> list[dict]:
@@ -144,8 +143,8 @@ class Predictor:
         """One batch of texts to its records: the unit a batch engine maps over."""
         if not texts:
             return []
-        probs = self.probabilities(texts)
-        return self._paths(ids, probs) if path else self._top_k(ids, probs, top_k)
+        probs, by_path = self.scores(texts)
+        return self._paths(ids, probs, by_path) if path else self._top_k(ids, probs, top_k)
 
     def _named(self, classes) -> dict:
         return {"names": [self.taxonomy.names[int(c)] for c in classes]}
@@ -157,21 +156,21 @@ class Predictor:
         return [{"doc_id": doc_id, "classes": [self.taxonomy.output_id(int(c)) for c in r], **self._named(r),
                  "scores": [round(float(x), 6) for x in s]} for doc_id, r, s in zip(ids, ranked, scores)]
 
-    def _paths(self, ids: list[str], probs: np.ndarray) -> list[dict]:
-        from taxoclass.decoding import best_paths, root_to_leaf_paths
+    def _paths(self, ids: list[str], probs: np.ndarray, by_path: np.ndarray) -> list[dict]:
+        """The best root-to-leaf path by the model's own path score (the decoder's choice) and the runner-up."""
+        from taxoclass.decoding import root_to_leaf_paths
 
         paths = root_to_leaf_paths(self.taxonomy)
-        by_path = path_scores(probs, paths)
         out = []
-        for i, (doc_id, best) in enumerate(zip(ids, best_paths(probs, self.taxonomy))):
+        for i, doc_id in enumerate(ids):
             order = np.argsort(-by_path[i], kind="stable")
-            runner = next((paths[j] for j in order if paths[j] != best), None)
+            best, runner = paths[order[0]], (paths[order[1]] if len(order) > 1 else None)
             out.append({"doc_id": doc_id, "path": [self.taxonomy.output_id(c) for c in best], **self._named(best),
                         "scores": [round(float(probs[i, c]), 6) for c in best],
-                        "path_score": round(float(probs[i, best].mean()), 6),
+                        "path_score": round(float(by_path[i, order[0]]), 6),
                         "runner_up": None if runner is None else {
                             "path": [self.taxonomy.output_id(c) for c in runner], **self._named(runner),
-                            "path_score": round(float(probs[i, runner].mean()), 6)}})
+                            "path_score": round(float(by_path[i, order[1]]), 6)}})
         return out
 
 

@@ -73,7 +73,7 @@ class LocalRuntime:
         cfg = ctx.cfg
         docs = ctx.document_inputs("corpus", desc="stage 4: embedding documents")
         return self_train(ctx.bundle().model, docs, cfg.self_training, ctx.device, cfg.seed, ctx.log, cfg.classifier.amp,
-                          cfg.evaluation.batch_size, silver=silver)
+                          cfg.evaluation.batch_size, silver=silver, train_gnn=cfg.classifier.gnn_learning_rate > 0)
 
     def stage_cached(self, ctx: RunContext, stage: int) -> None:
         """Nothing to clear: a local stage keeps no checkpoints beside its cache entry."""

@@ -24,6 +24,13 @@ def test_precedence_preset_file_env_cli(tmp_path):
     assert cfg.seed == 6  # command line over everything
 
 
+def test_the_stage_4_switch_reads_yaml_booleans():
+    assert [build_config(overrides=[f"self_training.enabled={v}"], environ={}).self_training.enabled
+            for v in ("yes", "off", "true", "auto")] == ["true", "false", "true", "auto"]
+    cfg = build_config(overrides=["classifier.head_init=random", "classifier.gnn_learning_rate=4e-3"], environ={})
+    assert cfg.classifier.gnn_learning_rate == 4e-3
+
+
 def test_seed_names_as_keys():
     cfg = build_config(overrides=["WANDB_LOG_INTERVAL=3", "WANDB_TAGS=x,y"], environ={})
     assert cfg.tracking.log_interval == 3 and cfg.tracking.tags == ["x", "y"]
@@ -40,6 +47,10 @@ def test_seed_names_as_keys():
         ("learning_rate=1e-5", "config key 'learning_rate': ambiguous"),
         ("classifier.amp=fp8", "expected one of 'off', 'bf16', 'fp16'"),
         ("noequals", "expected key=value"),
+        ("self_training.enabled=maybe", "config key 'self_training.enabled': expected one of 'auto', 'true', 'false', got 'maybe'"),
+        ("classifier.loss=mse", "config key 'classifier.loss': expected one of 'path', 'bce', got 'mse'"),
+        # the paper's random start learns its class vectors through the GCN, which the default leaves frozen
+        ("classifier.head_init=random", "config key 'classifier.gnn_learning_rate': head_init=random learns its class vectors"),
     ],
 )
 def test_config_errors_name_the_key(override, message):
@@ -62,8 +73,10 @@ def test_errors_in_files_and_env(tmp_path):
         build_config("debgu", environ={})
 
 
-def test_presets_all_load():
-    assert {"debug", "demo", "amazon-531", "dbpedia-298"} <= set(preset_names())
+def test_presets_all_load(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # `mpnet` names a hub model, checked against the cache only offline
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    assert {"debug", "demo", "amazon-531", "dbpedia-298", "20newsgroups", "mpnet"} <= set(preset_names())
     for name in preset_names():
         build_config(name, environ={})
     assert build_config("dbpedia-298", environ={}).similarity.template == "This example is {}."
@@ -160,25 +173,28 @@ GOLDEN_DEFAULTS = {'data': 'demo',
                 'head_init': 'zeroshot',
                 'label_scope': 'path',
                 'negatives': 'core_depth',
+                'loss': 'path',
+                'min_docs_per_label': 10.0,
                 'batch_size': 64,
                 'epochs': 1,
                 'learning_rate': 5e-05,
                 'head_learning_rate': 0.004,
+                'gnn_learning_rate': 0.0,
                 'weight_decay': 0.01,
                 'warmup_ratio': 0.1,
                 'val_fraction': 0.1,
                 'early_stopping_patience': 2,
                 'amp': 'off',
                 'freeze_encoder': True},
- 'self_training': {'enabled': False,
+ 'self_training': {'enabled': 'auto',
                    'update_interval': 25,
                    'max_batches': 500,
-                   'stop_tolerance': 0.01,
+                   'stop_tolerance': 0.005,
                    'self_train_threshold': 0.5,
                    'confident_only': False,
                    'val_patience': 2,
                    'learning_rate': 1e-06,
-                   'head_learning_rate': 0.0005,
+                   'head_learning_rate': 0.001,
                    'batch_size': 64},
  'evaluation': {'save_top_k': 100, 'decoding': 'path', 'batch_size': 128},
  'ray': {'address': '',
@@ -223,7 +239,7 @@ def test_leaf_types_and_short_names():
 
     assert LEAF_TYPES["classifier.gnn_num_layers"] is int and LEAF_TYPES["classifier.learning_rate"] is float
     assert LEAF_TYPES["classifier.amp"] is str and LEAF_TYPES["tracking.use_wandb"] is bool  # a Literal key is text
-    assert LEAF_TYPES["tracking.tags"] == list[str] and len(LEAF_TYPES) == 84
+    assert LEAF_TYPES["tracking.tags"] == list[str] and len(LEAF_TYPES) == 87
     assert SHORT_NAMES["gnn_num_layers"] == "classifier.gnn_num_layers" and "learning_rate" not in SHORT_NAMES
 
 

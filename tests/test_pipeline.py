@@ -26,6 +26,7 @@ from taxoclass.pipeline import (
     stage_keys,
     steps,
 )
+from taxoclass.pipeline.store import self_training_runs
 from taxoclass.sink import Sink
 
 REQUIRED_SUMMARY = ["test/example_f1", "test/p_at_1", "test/p_at_3", "test/mrr", "test/accuracy", "test/precision", "test/recall",
@@ -146,6 +147,25 @@ def test_gain_over_zeroshot_and_the_skipped_stage_4(debug_run, capfd):
     assert any("stage4/skipped" in r for r in rows)
 
 
+def test_stage_3_steps_aside_openly_and_stage_4_follows_it(tmp_path, capfd):
+    """Too few pseudo-labelled documents per label path (the debug data: a few per path): the default stage 3
+    keeps its zero-shot start untrained, says so, and the run's answer is the enriched best path exactly."""
+    summary = run_pipeline(debug_config(tmp_path, "aside", "classifier.min_docs_per_label=10", "self_training.enabled=auto"))
+    err = capfd.readouterr().err
+    assert summary["stage3/stepped_aside"] == 1 and summary["stage3/docs_per_label"] < 10
+    assert "stage 3 (classifier): stepped aside:" in err and "fewer than classifier.min_docs_per_label=10" in err
+    assert "stage 3 stepped aside" in summary["stage4/skipped"] and "stage 4 (self-training): skipped:" in err
+    # the untrained model decodes as stage 1's refined scores do: nothing gained, nothing lost
+    assert summary["test/example_f1"] == pytest.approx(summary["zeroshot/enriched_bestpath_example_f1"], abs=1e-9)
+    assert summary["test/gain_over_enriched"] == pytest.approx(1.0, abs=1e-9)
+    # the rule itself, from stage 3's stats: auto runs stage 4 after the path loss only
+    trained = {"stage3/stepped_aside": 0}
+    assert self_training_runs(debug_config(tmp_path, "x", "self_training.enabled=auto"), trained)[0]
+    runs, why = self_training_runs(debug_config(tmp_path, "x", "self_training.enabled=auto", "classifier.loss=bce"), trained)
+    assert not runs and "classifier.loss=bce" in why
+    assert self_training_runs(debug_config(tmp_path, "x", "self_training.enabled=true"), {"stage3/stepped_aside": 1})[0]
+
+
 def test_stage_3_starts_at_the_refined_prototypes(tmp_path):
     """Before training, the classifier ranks as stage 1's refined scores do: the prototypes are its class features."""
     import numpy as np
@@ -193,10 +213,12 @@ def test_predict_and_errors(debug_run, tmp_path):
     assert [a["doc_id"] for a in answers] == test.doc_ids[:5]
     for a in answers:
         assert len(a["path"]) == 3 and [str(c) for c in a["path"]] == [str(c) for c in preds[a["doc_id"]]["ranked"][:3]]
-        # the path's own score is the decoder's criterion (the mean of its classes' probabilities); the runner-up scores no higher
-        assert a["path_score"] == pytest.approx(sum(a["scores"]) / 3, abs=1e-5)
+        # the path's own score is the decoder's criterion: with the path loss, the model's probability of the path, which no
+        # class on it has less of (a class's probability is the sum over the paths through it); the runner-up scores no higher
+        assert 0 < a["path_score"] <= min(a["scores"]) + 1e-5
         runner = a["runner_up"]
         assert runner["path"] != a["path"] and runner["path_score"] <= a["path_score"] and len(runner["names"]) == len(runner["path"])
+        assert a["path_score"] + runner["path_score"] <= 1 + 1e-5  # two of the paths' probabilities
     empty = tmp_path / "empty.txt"
     empty.write_text("\n")
     res = run_cli("predict", "--run", out / "a", "--input", empty)
@@ -584,7 +606,9 @@ def test_a_second_run_on_a_run_dir_in_use_stops_at_once(tmp_path):
 
 
 def test_each_document_is_embedded_once(tmp_path, capfd):
-    cfg = build_config("demo", overrides=[f"output_dir={tmp_path}", "run_name=once"], environ={})
+    # stages 3 and 4 train (the demo's 4 documents per label path would have stage 3 step aside and embed nothing)
+    trains = [f"output_dir={tmp_path}", "run_name=once", "classifier.min_docs_per_label=0"]
+    cfg = build_config("demo", overrides=trains, environ={})
     summary = run_pipeline(cfg)
     # 200 corpus documents, 100 test documents and 41 class hypotheses, each through the encoder once: stage 3's
     # frozen encoder and the evaluation take stage 1's vectors (before: 641 passes, both embedded again)
@@ -592,10 +616,37 @@ def test_each_document_is_embedded_once(tmp_path, capfd):
     assert len(list((tmp_path / "once" / "cache").glob("vectors-*.npy"))) == 2  # corpus and test, float16
     # another token limit for the classifier: stage 1 is cached, the classifier embeds its own vectors, and says why
     capfd.readouterr()
-    summary = run_pipeline(build_config("demo", overrides=[f"output_dir={tmp_path}", "run_name=once", "classifier.max_length=64"],
+    summary = run_pipeline(build_config("demo", overrides=[*trains, "classifier.max_length=64"],
                                         environ={}))
     assert summary["total_encoder_passes"] == 300
     assert "not stage 1's vectors: classifier.max_length=64 against similarity.max_length=128" in capfd.readouterr().err
     # a rerun embeds nothing: stage 1's and the classifier's vectors are both in the cache
-    assert run_pipeline(build_config("demo", overrides=[f"output_dir={tmp_path}", "run_name=once", "force_stage=3",
+    assert run_pipeline(build_config("demo", overrides=[*trains, "force_stage=3",
                                                         "classifier.max_length=64"], environ={}))["total_encoder_passes"] == 0
+
+
+def test_the_mpnet_preset_takes_a_local_folder_in_place_of_the_hub(tmp_path, monkeypatch):
+    """`--preset mpnet` names the hub's all-mpnet-base-v2; with no hub a local folder takes its place on both keys
+    (here a tiny random BERT stands in for the 420 MB model)."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from taxoclass.stages.text_encoder import resolve_model_path
+
+    with monkeypatch.context() as online:  # the hub's name is checked against the local cache only when offline
+        online.delenv("HF_HUB_OFFLINE", raising=False)
+        online.delenv("TRANSFORMERS_OFFLINE", raising=False)
+        preset = build_config("mpnet", environ={})
+    assert preset.similarity.model == preset.classifier.encoder == "sentence-transformers/all-mpnet-base-v2"
+    folder = tmp_path / "mpnet-local"
+    tok = AutoTokenizer.from_pretrained(resolve_model_path("bundled"))
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=64)).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    cfg = build_config("mpnet", overrides=[f"similarity.model={folder}", f"classifier.encoder={folder}", "max_docs=40",
+                                           f"output_dir={tmp_path}", "run_name=local", "device=cpu"], environ={})
+    summary = run_pipeline(cfg)
+    saved = (tmp_path / "local" / "config.yaml").read_text()
+    assert f"model: {folder}" in saved and f"encoder: {folder}" in saved
+    assert 0 <= summary["test/example_f1"] <= 1 and summary["stage1/encoder_passes"] > 0
+    assert len(list((tmp_path / "local" / "cache").glob("vectors-*.npy"))) >= 1  # the folder's 32-dim vectors, embedded once

@@ -81,6 +81,9 @@ def test_summary_leads_with_the_best_path_zero_shot(tmp_path, capsys):
     _print_summary(given)
     assert capsys.readouterr().out.splitlines()[0] == ("test/example_f1=0.7258  zeroshot/bestpath_example_f1=0.7450  "
                                                        "test/gain_over_zeroshot=0.900x")
+    # and over the refined scores stage 3 starts from, computed when the summary predates the ratio
+    _print_summary({**given, "zeroshot/enriched_bestpath_example_f1": 0.7})
+    assert capsys.readouterr().out.splitlines()[0].endswith("test/gain_over_zeroshot=0.900x  test/gain_over_enriched=1.037x")
     out = write_report([tmp_path / "a", tmp_path / "a"], tmp_path / "rep")
     for name in ("stage3_loss.png", "stage4_confidence.png", "level_accuracy.png"):
         assert (out / name).stat().st_size > 0 and f"![{name}]({name})" in (out / "summary.md").read_text()

@@ -248,3 +248,64 @@ def test_keeper_keeps_the_best_weights_and_resumes_its_state():
     assert keeper.restore_best(model) and torch.equal(model.weight, weights[1])
     untouched = other.weight.detach().clone()
     assert not Keeper(patience=1).restore_best(other) and torch.equal(other.weight, untouched)  # nothing kept
+
+
+def test_path_targets_golden(tax):
+    from taxoclass.stages.labels import docs_per_label, path_targets
+
+    # paths in root_to_leaf_paths order: A-A2, B-B1, C-C1, A-A1-A1a, A-A1-A1b
+    targets = path_targets([[0, 3, 7], [0, 3], [1], [], [0, 5]], tax)
+    assert targets.tolist() == [[0, 0, 0, 1, 0],  # a whole path: that path
+                                [0, 0, 0, .5, .5],  # cores stop at A1: both paths below it
+                                [0, 1, 0, 0, 0],  # B: its one path
+                                [0, 0, 0, 0, 0],  # no cores: no target (the document is not trained on)
+                                [.25, .25, 0, .25, .25]]  # A and B1 disagree: every path holding one of them
+    assert docs_per_label([[0, 3, 7], [0, 3, 7], [1, 5], []]) == 1.5  # 3 labelled documents, 2 distinct labels
+
+
+def test_output_modes_golden(tax):
+    """How the model reads its logits: the zero-shot start ranks paths as stage 1's mean score does; the path
+    mode is a distribution over paths whose class marginals sum what passes through each class."""
+    from taxoclass.decoding import decode
+    from taxoclass.stages.model import PATH, SIGMOID, ZERO_SHOT
+
+    model = TaxoClassifier(None, torch.eye(9), tax, gnn_num_layers=1, gnn_hidden_dim=4)
+    assert int(model.output_mode) == ZERO_SHOT
+    logits = torch.tensor([[2.0, 0.0, 0.0, 1.0, -1.0, 0.0, 0.0, 3.0, -3.0]])
+    probs, paths = model.scores(logits)
+    assert probs[0].tolist() == pytest.approx(torch.sigmoid(logits[0]).tolist())
+    # each path's mean logit through a sigmoid: A-A2 .5, B-B1 0, C-C1 0, A-A1-A1a 2, A-A1-A1b 0
+    assert paths[0].tolist() == pytest.approx(torch.sigmoid(torch.tensor([.5, 0, 0, 2, 0])).tolist())
+    ranked, _ = decode(probs.numpy(), tax, "path", 3, paths.numpy())
+    assert ranked[0].tolist() == [0, 3, 7]
+    model.output_mode.fill_(PATH)
+    probs, paths = model.scores(logits)
+    expect = torch.softmax(torch.tensor([.5, 0, 0, 2, 0]), 0)
+    assert paths[0].tolist() == pytest.approx(expect.tolist()) and paths.sum().item() == pytest.approx(1.0)
+    # A lies on three paths, A1 on two, A1a on one
+    assert probs[0, 0].item() == pytest.approx((expect[0] + expect[3] + expect[4]).item())
+    assert probs[0, 3].item() == pytest.approx((expect[3] + expect[4]).item()) and probs[0, 7].item() == pytest.approx(expect[3].item())
+    model.output_mode.fill_(SIGMOID)  # the paper's reading: a path scores its classes' mean probability
+    probs, paths = model.scores(logits)
+    assert paths[0, 3].item() == pytest.approx(torch.sigmoid(logits[0, [0, 3, 7]]).mean().item())
+
+
+def test_path_cross_entropy_and_self_training_targets_golden():
+    from taxoclass.stages.classifier import path_cross_entropy
+    from taxoclass.stages.self_training import path_target_distribution
+
+    # uniform logits over 4 paths: -log(1/4) whatever the target
+    assert path_cross_entropy(torch.zeros(2, 4), torch.tensor([[1.0, 0, 0, 0], [0, .5, .5, 0]])).item() == pytest.approx(np.log(4))
+    # DEC over paths: weight p^2 / (the path's total over the corpus), renormalised per document
+    # f = (1.0, 1.0); doc 1: (.64, .04) -> (.9412, .0588); doc 2: (.04, .64) -> mirrored
+    q = path_target_distribution(np.array([[.8, .2], [.2, .8]]))
+    assert q == pytest.approx(np.array([[.941176, .058824], [.058824, .941176]]), abs=1e-5)
+
+
+def test_a_frozen_class_encoder_gets_no_gradient(tax):
+    model = TaxoClassifier(None, torch.eye(9), tax, gnn_num_layers=1, gnn_hidden_dim=4)
+    groups = {g["name"]: g for g in model.param_groups(1e-5, 4e-3, 0.01, gnn_lr=0.0)}
+    assert set(groups) == {"head"} and len(groups["head"]["params"]) == 2  # class features and bias
+    assert not model.bilinear.requires_grad and all(not p.requires_grad for p in model.gnn.parameters())
+    groups = {g["name"]: g for g in model.param_groups(1e-5, 4e-3, 0.01, gnn_lr=1e-3)}  # a later stage may unfreeze it
+    assert groups["gnn"]["lr"] == 1e-3 and model.bilinear.requires_grad

@@ -51,11 +51,11 @@ def _decoded_f1(bundle, taxonomy, cfg: Config, docs, golds: list[list[int]]) -> 
 
     from taxoclass.decoding import decode
     from taxoclass.metrics import evaluate_rankings
-    from taxoclass.stages.model import predict_probs
+    from taxoclass.stages.model import predict_scores
 
     # a trial's own process holds no GPU; these are a few hundred documents
-    probs = predict_probs(bundle.model, docs, torch.device("cpu"), cfg.evaluation.batch_size)
-    ranked, _ = decode(probs, taxonomy, cfg.evaluation.decoding, cfg.evaluation.save_top_k)
+    probs, paths = predict_scores(bundle.model, docs, torch.device("cpu"), cfg.evaluation.batch_size)
+    ranked, _ = decode(probs, taxonomy, cfg.evaluation.decoding, cfg.evaluation.save_top_k, paths)
     return evaluate_rankings(ranked.tolist(), golds, taxonomy.levels)["example_f1"]
 
 
@@ -65,7 +65,9 @@ def silver_example_f1(run) -> float:
     silver = run.silver_validation()
     if not silver.rows:
         return float("nan")  # too few pseudo-labelled documents to hold any out
-    golds = [np.flatnonzero((t > 0.5) & (m > 0)).tolist() for t, m in zip(silver.targets, silver.mask)]
+    # the pseudo-labels: the held-out documents' core classes with their ancestors (what either loss counts as positive)
+    cores = run.mining().cores
+    golds = [sorted(run.inputs.taxonomy.with_ancestors(cores[row])) for row in silver.rows]
     return _decoded_f1(run.bundle(), run.inputs.taxonomy, run.cfg, run.document_inputs("corpus", silver.rows), golds)
 
 
@@ -76,6 +78,7 @@ class CorpusView:
     probs: np.ndarray  # the model's probabilities, documents x classes
     teacher: np.ndarray  # stage 1's scores of the same documents (the refined ones, which made the pseudo-labels)
     taxonomy: object
+    paths: np.ndarray | None = None  # the model's score of each root-to-leaf path; None: their mean probability
 
 
 def corpus_view(run) -> CorpusView:
@@ -83,22 +86,23 @@ def corpus_view(run) -> CorpusView:
     every trial of a search shares): no trial embeds them again."""
     import torch
 
-    from taxoclass.stages.model import predict_probs
+    from taxoclass.stages.model import predict_scores
 
     cfg = run.cfg
     rows = np.sort(np.random.default_rng(cfg.seed).permutation(len(run.inputs.corpus.texts))[:SAMPLE_DOCS])
     docs = run.document_inputs("corpus", rows.tolist())
-    probs = predict_probs(run.bundle().model, docs, torch.device("cpu"), cfg.evaluation.batch_size)
-    return CorpusView(probs, run.stage1()["corpus"][rows], run.inputs.taxonomy)
+    probs, paths = predict_scores(run.bundle().model, docs, torch.device("cpu"), cfg.evaluation.batch_size)
+    return CorpusView(probs, run.stage1()["corpus"][rows], run.inputs.taxonomy, paths)
 
 
 def path_margin(view: CorpusView) -> float:
     """Mean over documents of the best root-to-leaf path's score minus the runner-up's (the path
-    decoder's criterion, the mean probability along the path): how clearly the model decides."""
-    from taxoclass.decoding import root_to_leaf_paths
-    from taxoclass.predict import path_scores
+    decoder's criterion, the model's own path score): how clearly the model decides."""
+    from taxoclass.decoding import path_membership
 
-    scores = np.sort(path_scores(view.probs, root_to_leaf_paths(view.taxonomy)), axis=1)
+    member = path_membership(view.taxonomy)
+    by_path = view.paths if view.paths is not None else view.probs @ (member / member.sum(1, keepdims=True)).T
+    scores = np.sort(by_path, axis=1)
     return float((scores[:, -1] - scores[:, -2]).mean()) if scores.shape[1] > 1 else float("nan")
 
 
@@ -108,7 +112,7 @@ def teacher_f1(view: CorpusView, decoding: str) -> float:
     from taxoclass.decoding import decode, similarity_best_paths
     from taxoclass.metrics import evaluate_rankings
 
-    ranked, _ = decode(view.probs, view.taxonomy, decoding, 3)
+    ranked, _ = decode(view.probs, view.taxonomy, decoding, 3, view.paths)
     return evaluate_rankings(ranked.tolist(), similarity_best_paths(view.teacher, view.taxonomy),
                              view.taxonomy.levels)["example_f1"]
 
@@ -121,7 +125,8 @@ def label_free_objectives(cfg: Config, run_dir: Path) -> dict[str, float]:
     view = corpus_view(run)
     silver = silver_example_f1(run)
     summary = run.summary()
-    return {COLUMN["silver_loss"]: summary["stage3/best_val_loss"], SILVER_F1: silver,
+    # a stage 3 that stepped aside trained on nothing: it has no validation loss
+    return {COLUMN["silver_loss"]: summary.get("stage3/best_val_loss", float("nan")), SILVER_F1: silver,
             COLUMN["path_margin"]: path_margin(view), COLUMN["teacher_f1"]: teacher_f1(view, cfg.evaluation.decoding)}
 
 

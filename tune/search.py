@@ -140,7 +140,7 @@ def max_reports(cfg: Config, space: Space) -> int:
     for p in space.params:  # the space may give more epochs than the base config
         if p.key == "classifier.epochs":
             epochs = int(max(p.values) if p.values else p.high)
-    stage4 = math.ceil(st.max_batches / st.update_interval) + 1 if st.enabled else 0
+    stage4 = math.ceil(st.max_batches / st.update_interval) + 1 if st.enabled != "false" else 0  # auto may run it
     return epochs + 1 + stage4 + 1
 
 

@@ -194,7 +194,8 @@ def train_loop_per_worker(config: dict) -> None:
                                  env.sink, cfg.tracking.log_interval, env=env)
     else:
         stats = self_train(bundle.model, docs, cfg.self_training, device, cfg.seed, env.sink, cfg.classifier.amp,
-                           cfg.evaluation.batch_size, env=env, silver=config.get("silver"))
+                           cfg.evaluation.batch_size, env=env, silver=config.get("silver"),
+                           train_gnn=cfg.classifier.gnn_learning_rate > 0)
     stats[f"stage{config['stage']}/worker_gpus"] = 1 if device.type == "cuda" else 0  # did ray.use_gpu reach the workers?
     state = bundle.model.head_state_dict() if cfg.classifier.freeze_encoder else bundle.model.state_dict()
     env.checkpoint({"final": 1}, {"final": True, "model": {k: v.cpu() for k, v in state.items()}, "stats": stats})

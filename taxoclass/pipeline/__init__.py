@@ -16,10 +16,10 @@ from taxoclass.pipeline.context import RunContext
 from taxoclass.pipeline.inputs import Docs, Inputs, content_digest, prepare_inputs
 from taxoclass.pipeline.metrics_log import MetricsLog
 from taxoclass.pipeline.run import run_pipeline, run_single_stage
-from taxoclass.pipeline.store import StageStore, final_stage, stage_keys
+from taxoclass.pipeline.store import StageStore, final_stage, self_training_runs, stage_keys
 from taxoclass.pipeline.summary import greedy_path, zero_shot_metrics
 from taxoclass.pipeline.view import FinishedRun, open_finished, run_config
 
 __all__ = ["Docs", "FinishedRun", "Inputs", "MetricsLog", "RunContext", "StageStore", "content_digest", "final_stage",
-           "greedy_path", "open_finished", "prepare_inputs", "run_config", "run_pipeline", "run_single_stage", "stage_keys",
-           "zero_shot_metrics"]
+           "greedy_path", "open_finished", "prepare_inputs", "run_config", "run_pipeline", "run_single_stage",
+           "self_training_runs", "stage_keys", "zero_shot_metrics"]

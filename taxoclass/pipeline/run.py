@@ -21,9 +21,10 @@ from taxoclass.errors import DataError
 from taxoclass.pipeline import steps
 from taxoclass.pipeline.context import RunContext
 from taxoclass.pipeline.metrics_log import say
-from taxoclass.pipeline.store import STAGE_NAMES
+from taxoclass.pipeline.store import STAGE_NAMES, self_training_runs
 from taxoclass.pipeline.summary import summarize
-from taxoclass.runtime import Runtime
+from taxoclass.pipeline.view import open_finished
+from taxoclass.runtime import LocalRuntime, Runtime
 from taxoclass.sink import Sink
 
 
@@ -38,10 +39,7 @@ def run_pipeline(cfg: Config, sink: Sink | None = None, runtime: Runtime | None 
         steps.similarity(ctx, force=forced(1))
         steps.mining(ctx, force=forced(2))
         steps.classifier(ctx, force=forced(3))
-        if cfg.self_training.enabled:
-            steps.self_training(ctx, force=forced(4))
-        else:
-            steps.skip_self_training(ctx)
+        steps.self_training_or_skip(ctx, force=forced(4))
         return summarize(ctx, steps.evaluation(ctx))
 
 
@@ -51,12 +49,14 @@ NEEDS = {2: 1, 3: 2, 4: 3, 5: 3}
 
 def run_single_stage(cfg: Config, number: int, runtime: Runtime | None = None) -> dict | None:
     """Stage `number` (1-4, 5 = evaluation) on the run dir of `cfg`; the summary for stage 5."""
-    if number == 4 and not cfg.self_training.enabled:
-        # its result would be a cache entry nothing reads: the run's final model is stage 3's
+    if number == 4:
         run_dir = Path(cfg.output_dir) / cfg.run_name
-        say(f"stage 4 ({STAGE_NAMES[4]}): this run skips it (self_training.enabled=false), nothing done; to run it: "
-            f"taxoclass stage 4 --run {run_dir} self_training.enabled=true")
-        return None
+        runs, why = self_training_runs(cfg, open_finished(run_dir, cfg, training_setup=(runtime or LocalRuntime()).training_setup())
+                                       .stage3_outcome())
+        if not runs:  # its result would be a cache entry nothing reads: the run's final model is stage 3's
+            say(f"stage 4 ({STAGE_NAMES[4]}): this run skips it ({why}), nothing done; to run it: "
+                f"taxoclass stage 4 --run {run_dir} self_training.enabled=true")
+            return None
     with RunContext.open(cfg, runtime=runtime, command=f"stage {number}") as ctx:
         if number in NEEDS and not ctx.store.intact(NEEDS[number]):
             need = NEEDS[number]

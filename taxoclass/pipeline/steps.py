@@ -23,7 +23,7 @@ import numpy as np
 from taxoclass.errors import DataError
 from taxoclass.pipeline.metrics_log import say
 from taxoclass.pipeline.seeding import seed_stage
-from taxoclass.pipeline.store import STAGE_NAMES, final_stage
+from taxoclass.pipeline.store import STAGE_NAMES, self_training_runs
 from taxoclass.pipeline.summary import zero_shot_baselines
 
 if TYPE_CHECKING:
@@ -86,23 +86,38 @@ def _seal_output(ctx: RunContext, stage: int, stats: dict, artifact: str, what: 
 
 
 def classifier(ctx: RunContext, force: bool = False) -> None:
-    """Stage 3: the classifier trained on the core classes; its weights end in `ctx.bundle()`."""
-    from taxoclass.stages.labels import label_stats
+    """Stage 3: the classifier trained on the core classes, or, with too few pseudo-labelled documents per
+    label path to learn from, its zero-shot start kept (it steps aside, and says so); its weights end in
+    `ctx.bundle()`."""
+    from taxoclass.stages.labels import docs_per_label, label_stats
 
     if _cached_model(ctx, 3, force):
         return
     rows, targets, mask = ctx.pseudo_labels()
+    c = ctx.cfg.classifier
+    cores = ctx.mining().cores
+    per_label = docs_per_label([cores[i] for i in rows])
     t0 = time.time()
     bundle = ctx.bundle()
     seed_stage(ctx.cfg.seed, 3)  # after building the model, which seeds its own initial weights
     with ctx.log.recording() as logged:
-        ctx.log(label_stats(targets, mask))
+        labels = {"stage3/docs_per_label": per_label, **(label_stats(targets, mask) if mask is not None else {})}
+        ctx.log(labels)
         ctx.sink.on_model(bundle.model)
+        if c.head_init == "zeroshot" and per_label < c.min_docs_per_label:
+            # a classifier fitted to a handful of documents per label moves away from its start on noise: on the
+            # sets of 1,000-2,555 documents (2-3 per path) it lost to the refined prototypes it starts from
+            stats = {"stage3/stepped_aside": 1, **labels}
+            why = (f"stepped aside: {per_label:.1f} pseudo-labelled documents per label path, fewer than "
+                   f"classifier.min_docs_per_label={c.min_docs_per_label:g}: the model is its zero-shot start "
+                   f"(stage 1's {'refined prototypes' if ctx.class_init() is not None else 'class hypotheses'}), untrained")
+            _finish_training(ctx, 3, stats, t0, logged, why)
+            return
         stats = ctx.runtime.train_classifier(ctx, rows, targets, mask, fresh=force)
-        stats.update(label_stats(targets, mask))
+        stats.update({"stage3/stepped_aside": 0, **labels})
         # stage3/best_epoch counts from 0; the progress bar and stage3/epoch count from 1
         _finish_training(ctx, 3, stats, t0, logged, f"best epoch {stats['stage3/best_epoch'] + 1} of "
-                                                    f"{ctx.cfg.classifier.epochs}, val loss {stats['stage3/best_val_loss']:.4f}")
+                                                    f"{c.epochs}, val loss {stats['stage3/best_val_loss']:.4f}")
 
 
 def self_training(ctx: RunContext, force: bool = False) -> None:
@@ -121,24 +136,27 @@ def self_training(ctx: RunContext, force: bool = False) -> None:
         _finish_training(ctx, 4, stats, t0, logged, f"{stats['stage4/batches']} batches, stopped by {stats['stage4/stopped_by']}")
 
 
-def skip_self_training(ctx: RunContext) -> None:
-    """Stage 4 is off by default: say so in the log, metrics.jsonl and the summary rather than run it
-    and throw its result away."""
-    why = ("self_training.enabled=false (the default: on corpora of 1,000-2,555 documents self-training "
-           "never raised held-out quality, docs/quality.md section 4)")
+def skip_self_training(ctx: RunContext, why: str) -> None:
+    """Stage 4 not run: say why in the log, metrics.jsonl and the summary."""
     ctx.log({"stage4/skipped": why})
     say(f"stage 4 ({STAGE_NAMES[4]}): skipped: {why}")
 
 
+def self_training_or_skip(ctx: RunContext, force: bool = False) -> int:
+    """Stage 4 when the rule (`store.self_training_runs`, from stage 3's outcome) says so, else its skip said;
+    stage 3 must be done. Returns the final model's stage."""
+    runs, why = self_training_runs(ctx.cfg, ctx.stage3_outcome())
+    if runs:
+        self_training(ctx, force=force)
+        return 4
+    skip_self_training(ctx, why)
+    return 3
+
+
 def final_model(ctx: RunContext) -> int:
     """The final model into `ctx.bundle()`, from its cache entry (computed if it is not there); returns its stage."""
-    stage = final_stage(ctx.cfg.self_training)
-    if stage == 4:
-        self_training(ctx)
-    else:
-        classifier(ctx)
-        skip_self_training(ctx)
-    return stage
+    classifier(ctx)
+    return self_training_or_skip(ctx)
 
 
 def _cached_model(ctx: RunContext, stage: int, force: bool) -> bool:
@@ -169,12 +187,12 @@ def evaluation(ctx: RunContext) -> dict:
     from taxoclass.hier_metrics import hierarchical_metrics
     from taxoclass.metrics import evaluate_rankings, prefixed
     from taxoclass.rundir import PREDICTIONS, atomic_copy, write_predictions
-    from taxoclass.stages.model import predict_probs
+    from taxoclass.stages.model import predict_scores
 
     cfg, inp = ctx.cfg, ctx.inputs
     summary: dict = {}
     seed_stage(cfg.seed, 5)
-    stage = final_stage(cfg.self_training)
+    stage = ctx.final_stage()
     # a copy, not a link: truncating or replacing model.pt must never touch the cache entry
     atomic_copy(ctx.store.output(stage), ctx.dir / "model.pt")
     if inp.test is None:
@@ -182,8 +200,8 @@ def evaluation(ctx: RunContext) -> dict:
         return summary
     bundle = ctx.bundle()
     docs = ctx.document_inputs("test", desc="evaluation: embedding test documents")
-    probs = predict_probs(bundle.model, docs, ctx.device, cfg.evaluation.batch_size, cfg.classifier.amp)
-    ranked, scores = decode(probs, inp.taxonomy, cfg.evaluation.decoding, cfg.evaluation.save_top_k)
+    probs, paths = predict_scores(bundle.model, docs, ctx.device, cfg.evaluation.batch_size, cfg.classifier.amp)
+    ranked, scores = decode(probs, inp.taxonomy, cfg.evaluation.decoding, cfg.evaluation.save_top_k, paths)
     write_predictions(ctx.dir / PREDICTIONS, inp.test.ids, ranked, scores, inp.taxonomy)
     summary.update(prefixed(evaluate_rankings(ranked.tolist(), inp.test.gold, inp.taxonomy.levels), "test"))
     summary.update(prefixed(hierarchical_metrics(ranked.tolist(), inp.test.gold, inp.taxonomy), "test"))

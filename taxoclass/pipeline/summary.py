@@ -20,7 +20,6 @@ import numpy as np
 from taxoclass.data.taxonomy import ROOT, Taxonomy
 from taxoclass.hier_metrics import hierarchical_metrics
 from taxoclass.metrics import evaluate_rankings, example_f1, prefixed
-from taxoclass.pipeline.store import final_stage
 from taxoclass.rundir import write_json
 from taxoclass.stages.text_encoder import texts_encoded
 
@@ -31,7 +30,7 @@ if TYPE_CHECKING:
 def summarize(ctx: RunContext, evaluation: dict) -> dict:
     """summary.json: every metric's last value (cached stages replayed theirs), the evaluation's, the time."""
     summary: dict = {}
-    for stage in range(1, final_stage(ctx.cfg.self_training) + 1):
+    for stage in range(1, ctx.final_stage() + 1):
         # a stage this attempt did not report (`stage 5` loads stages 1 and the final one) speaks from its entry
         if stage not in ctx.reported and ctx.store.intact(stage):
             summary.update(ctx.store.stats(stage))
@@ -55,6 +54,8 @@ def zero_shot_baselines(stage1: dict[str, np.ndarray], golds: list[list[int]], t
         out = zero_shot_metrics(names, golds, taxonomy, enriched=test_sim)
     # what stages 2-4 and the enrichment add over the free name-only decoder, on the same protocol
     out["test/gain_over_zeroshot"] = pipeline_f1 / max(out["zeroshot/bestpath_example_f1"], 1e-12)
+    if "zeroshot/enriched_bestpath_example_f1" in out:  # what training adds over the refined prototypes it starts from
+        out["test/gain_over_enriched"] = pipeline_f1 / max(out["zeroshot/enriched_bestpath_example_f1"], 1e-12)
     return out
 
 

@@ -84,9 +84,10 @@ class RunView:
         raise NotImplementedError
 
     # what follows from them
-    def pseudo_labels(self) -> tuple[list[int], np.ndarray, np.ndarray]:
-        """(corpus rows with a core class, their targets, their mask): stage 3's training data."""
-        from taxoclass.stages.labels import build_labels
+    def pseudo_labels(self) -> tuple[list[int], np.ndarray, np.ndarray | None]:
+        """(corpus rows with a core class, their targets, their mask): stage 3's training data; with the path
+        loss the targets are distributions over root-to-leaf paths and there is no mask."""
+        from taxoclass.stages.labels import build_labels, path_targets
 
         cores = self.mining().cores
         keep = [i for i, c in enumerate(cores) if c]
@@ -94,6 +95,8 @@ class RunView:
             raise DataError(self.dir, "stage 2 found no core class for any document: nothing to train on "
                             "(lower mining.floor or check the similarity template)")
         c = self.cfg.classifier
+        if c.loss == "path":
+            return keep, path_targets([cores[i] for i in keep], self.inputs.taxonomy), None
         targets, mask = build_labels([cores[i] for i in keep], self.inputs.taxonomy, c.label_scope, c.negatives)
         return keep, targets, mask
 
@@ -103,7 +106,17 @@ class RunView:
 
         keep, targets, mask = self.pseudo_labels()
         _, val = split_train_val(len(keep), self.cfg.classifier.val_fraction, self.cfg.seed)
-        return SilverValidation([keep[j] for j in val], targets[val], mask[val])
+        return SilverValidation([keep[j] for j in val], targets[val], None if mask is None else mask[val], self.cfg.classifier.loss)
+
+    def stage3_outcome(self) -> dict:
+        """Stage 3's stats from its cache entry (did it train, or step aside?): what decides stage 4 with
+        `self_training.enabled=auto`, and so the final model."""
+        return self.store.stats(3) if self.store.intact(3) else {}
+
+    def final_stage(self) -> int:
+        from taxoclass.pipeline.store import final_stage
+
+        return final_stage(self.cfg, self.stage3_outcome())
 
     @property
     def vectors(self) -> VectorStore:

@@ -1,8 +1,13 @@
 """Stage 3: the core-class-guided classifier's training loop (METHOD.md, stage 3).
 
 Features:
-- BCE summed per document over positive and negative classes, ignored classes masked
-  (labels: `stages/labels.py`; model: `stages/model.py`);
+- two losses (labels: `stages/labels.py`; model: `stages/model.py`): `classifier.loss=path` (ours,
+  the default), the cross-entropy of the document's pseudo-label path among every root-to-leaf path,
+  a path's logit the mean of its classes' (the model then reads its logits as a distribution over
+  paths, `output_mode=PATH`); `bce` (the paper), BCE summed per document over positive and negative
+  classes, ignored classes masked;
+- the class features and bias learn at `head_learning_rate`, the GCN branch and the bilinear matrix
+  at `gnn_learning_rate` (0 by default: frozen at their zero-shot start);
 - AdamW with separate learning rates for the encoder and the rest, warm-up then linear
   decay, a validation split of the pseudo-labelled documents (`SilverValidation`, which
   stage 4's guard scores too);
@@ -27,7 +32,7 @@ import torch.nn.functional as F
 from taxoclass.config import ClassifierConfig
 from taxoclass.stages.amp import amp_context
 from taxoclass.stages.keeper import Keeper
-from taxoclass.stages.model import DocBatches, TaxoClassifier
+from taxoclass.stages.model import PATH, SIGMOID, DocBatches, TaxoClassifier
 from taxoclass.stages.training_step import TrainStep, unwrap
 
 Sink = Callable[..., None]
@@ -37,6 +42,18 @@ def masked_bce(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) 
     """BCE summed over each document's unmasked classes, averaged over documents."""
     loss = F.binary_cross_entropy_with_logits(logits.float(), targets, reduction="none")
     return (loss * mask).sum(1).mean()
+
+
+def path_cross_entropy(path_logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of each document's target distribution over root-to-leaf paths, averaged over documents."""
+    return -(targets * torch.log_softmax(path_logits.float(), dim=-1)).sum(1).mean()
+
+
+def label_loss(model, loss: str) -> Callable:
+    """The stage-3 loss of a batch, `fn(logits, targets, mask)`: `path` or masked `bce` (mask unused by `path`)."""
+    if loss == "path":
+        return lambda logits, targets, mask: path_cross_entropy(unwrap(model).path_logits(logits), targets)
+    return lambda logits, targets, mask: masked_bce(logits, targets, mask)
 
 
 def warmup_linear(total_steps: int, warmup_ratio: float):
@@ -51,14 +68,15 @@ def warmup_linear(total_steps: int, warmup_ratio: float):
 
 
 @torch.no_grad()
-def eval_loss(model, docs: DocBatches, targets, mask, device, batch_size: int, amp: str) -> float:
+def eval_loss(model, docs: DocBatches, targets, mask, device, batch_size: int, amp: str, loss: str = "bce") -> float:
     model.eval()
+    loss_fn = label_loss(model, loss)
     total, n = 0.0, 0
     for start in range(0, len(docs), batch_size):
         idx = list(range(start, min(start + batch_size, len(docs))))
         with amp_context(amp, device):
             logits = model(**docs.batch(idx, device))
-        total += masked_bce(logits, targets[idx].to(device), mask[idx].to(device)).item() * len(idx)
+        total += loss_fn(logits, targets[idx].to(device), None if mask is None else mask[idx].to(device)).item() * len(idx)
         n += len(idx)
     return total / max(n, 1)
 
@@ -72,27 +90,29 @@ def split_train_val(n: int, val_fraction: float, seed: int) -> tuple[list[int], 
 
 @dataclass
 class SilverValidation:
-    """Held-out pseudo-labelled documents: rows of a DocBatches, their targets and mask.
+    """Held-out pseudo-labelled documents: rows of a DocBatches, their targets and mask (None for the path loss).
 
     Stage 3 selects its best epoch on them; stage 4's guard scores the same documents.
     """
 
     rows: list[int]
     targets: np.ndarray
-    mask: np.ndarray
+    mask: np.ndarray | None
+    kind: str = "bce"  # the stage-3 loss they are scored with
 
     def loss(self, model, docs: DocBatches, device, batch_size: int, amp: str, env) -> float:
-        """The masked BCE on these documents; each rank scores its share, the sum is all-reduced."""
+        """Stage 3's loss on these documents; each rank scores its share, the sum is all-reduced."""
         mine = env.owned(len(self.rows))
         part = 0.0
         if mine:
+            mask = None if self.mask is None else torch.from_numpy(self.mask[mine])
             part = eval_loss(model, docs.subset([self.rows[j] for j in mine]), torch.from_numpy(self.targets[mine]),
-                             torch.from_numpy(self.mask[mine]), device, batch_size, amp) * len(mine)
+                             mask, device, batch_size, amp, self.kind) * len(mine)
         total, n = env.all_reduce_sum([part, len(mine)])
         return total / max(n, 1)
 
 
-def train_classifier(model: TaxoClassifier, docs: DocBatches, targets: np.ndarray, mask: np.ndarray,
+def train_classifier(model: TaxoClassifier, docs: DocBatches, targets: np.ndarray, mask: np.ndarray | None,
                      cfg: ClassifierConfig, device, seed: int, sink: Sink, log_interval: int = 10, env=None) -> dict:
     """Train on the pseudo-labelled documents; returns stats. The model ends with its best-epoch weights.
 
@@ -105,17 +125,20 @@ def train_classifier(model: TaxoClassifier, docs: DocBatches, targets: np.ndarra
 
     env = env or LocalEnv()
     model.to(device)
-    targets_t, mask_t = torch.from_numpy(targets), torch.from_numpy(mask)
+    model.output_mode.fill_(PATH if cfg.loss == "path" else SIGMOID)  # how the trained model reads its logits
+    targets_t = torch.from_numpy(targets)
+    mask_t = None if mask is None else torch.from_numpy(mask)
     train_idx, val_idx = split_train_val(len(docs), cfg.val_fraction, seed)
     stats = {"stage3/train_samples": len(train_idx), "stage3/val_samples": len(val_idx)}
     log = sink if env.rank == 0 else (lambda *a, **k: None)
     log(stats)
     steps_per_epoch = math.ceil(len(train_idx) / (cfg.batch_size * env.world_size))
     total = steps_per_epoch * cfg.epochs
-    opt = torch.optim.AdamW(model.param_groups(cfg.learning_rate, cfg.head_learning_rate, cfg.weight_decay))
+    opt = torch.optim.AdamW(model.param_groups(cfg.learning_rate, cfg.head_learning_rate, cfg.weight_decay, cfg.gnn_learning_rate))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_linear(total, cfg.warmup_ratio))
     ddp = env.prepare_model(model)
     train_step = TrainStep(ddp, opt, cfg.amp, device, sched)
+    loss_fn = label_loss(model, cfg.loss)
     keeper = Keeper(patience=cfg.early_stopping_patience)
     step, start_epoch = 0, 0
     state = env.restore()
@@ -123,14 +146,15 @@ def train_classifier(model: TaxoClassifier, docs: DocBatches, targets: np.ndarra
         progress = keeper.resume(state, train_step)
         step, start_epoch = progress["step"], progress["epoch"] + 1
         stats["stage3/resumed_from_epoch"] = start_epoch
-    held_out = SilverValidation(val_idx, targets[val_idx], mask[val_idx])
+    held_out = SilverValidation(val_idx, targets[val_idx], None if mask is None else mask[val_idx], cfg.loss)
     for epoch in range(start_epoch, cfg.epochs):
         if state is not None and keeper.exhausted:
             break
         running, count = 0.0, 0
         batches = env.batches(train_idx, cfg.batch_size, seed, epoch)
         for b in tqdm(batches, desc=f"stage 3: epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False, disable=env.rank != 0):
-            loss = train_step(docs, b, lambda logits, b=b: masked_bce(logits, targets_t[b].to(device), mask_t[b].to(device)))
+            loss = train_step(docs, b, lambda logits, b=b: loss_fn(logits, targets_t[b].to(device),
+                                                                  None if mask_t is None else mask_t[b].to(device)))
             step += 1
             running += loss * len(b)
             count += len(b)

@@ -63,3 +63,30 @@ def label_stats(targets: np.ndarray, mask: np.ndarray) -> dict:
         "stage3/num_ignored_labels": ignored,
         "stage3/positive_ratio": pos / max(pos + neg, 1),
     }
+
+
+def path_targets(cores: list[list[int]], taxonomy: Taxonomy) -> np.ndarray:
+    """(documents, root-to-leaf paths): each document's target distribution over the paths for
+    `classifier.loss=path`, uniform over the paths that hold the most of its core classes.
+
+    With `mining.rule=path_top` the cores are one whole path, so the target is that path; cores that
+    stop above the leaves spread the target over every path below them (nothing below the deepest
+    core is claimed), like `label_scope=path` ignores what lies below it.
+    """
+    from taxoclass.decoding import path_membership
+
+    member = path_membership(taxonomy)
+    hits = np.zeros((len(cores), len(member)), dtype=np.float32)
+    for i, core in enumerate(cores):
+        if core:
+            hits[i] = member[:, core].sum(1)
+    best = hits.max(1, keepdims=True)
+    targets = ((hits == best) & (best > 0)).astype(np.float32)
+    return targets / np.maximum(targets.sum(1, keepdims=True), 1.0)
+
+
+def docs_per_label(cores: list[list[int]]) -> float:
+    """Pseudo-labelled documents per distinct core set (with `mining.rule=path_top`, per root-to-leaf
+    path): how many examples a label has to be learnt from."""
+    labelled = [tuple(sorted(c)) for c in cores if c]
+    return len(labelled) / max(len(set(labelled)), 1)

@@ -5,8 +5,15 @@ Features:
   or precomputed document embeddings when the encoder is frozen (`DocBatches`);
 - class encoder: `gnn_num_layers` GCNConv layers (torch_geometric) over each class's ego
   network (the class, its parents, its children), summed over the ego network's nodes;
-- matching p_ij = sigmoid(c_j^T B D_i + b) with a learnable B (and one scalar bias b, which lets
-  the model set how rare a positive is; the paper's sigmoid(exp(.)) is not used);
+- matching: logit_ij = c_j^T B D_i + b with a learnable B (and one scalar bias b, which lets the model
+  set how rare a positive is; the paper's sigmoid(exp(.)) is not used);
+- how the logits are read (`output_mode`, stored with the weights), as the model was trained:
+  `SIGMOID` (binary cross-entropy, the paper): each class's probability is sigmoid(logit), a path's
+  score the mean probability of its classes; `PATH` (`classifier.loss=path`): a distribution over
+  root-to-leaf paths, softmax of each path's mean logit, and a class's probability the sum over the
+  paths that hold it; `ZERO_SHOT` (an untrained model, stage 3 stepped aside): sigmoid(logit) per
+  class and sigmoid(mean logit) per path, which at the zero-shot start ranks exactly as stage 1's
+  refined scores (the logits are affine in the cosine);
 - `classifier.head_init`: `zeroshot` (default) starts the model at the stage-1 bi-encoder scores
   (with refined prototypes as the class features when stage 1 made them), `random` is the
   paper's model with random weights.
@@ -49,6 +56,8 @@ def ego_graph(taxonomy: Taxonomy):
 # head_init=zeroshot: logits start as ZEROSHOT_SCALE * (cos - ZEROSHOT_OFFSET), i.e. the stage-1 bi-encoder
 ZEROSHOT_SCALE = 10.0
 ZEROSHOT_OFFSET = 0.3
+# output modes (see the module docstring)
+SIGMOID, ZERO_SHOT, PATH = 0, 1, 2
 
 
 class TaxoClassifier(nn.Module):
@@ -83,6 +92,13 @@ class TaxoClassifier(nn.Module):
             self.bilinear = nn.Parameter(torch.empty(dims[-1], dim))
             nn.init.xavier_uniform_(self.bilinear)
             self.bias = nn.Parameter(torch.zeros(()))
+        from taxoclass.decoding import path_membership
+
+        member = torch.from_numpy(path_membership(taxonomy))
+        self.register_buffer("path_member", member, persistent=False)  # paths x classes
+        self.register_buffer("path_mean", (member / member.sum(1, keepdim=True)).t().contiguous(), persistent=False)
+        # stored with the weights: a loaded model reads its logits as it was trained to
+        self.register_buffer("output_mode", torch.tensor(ZERO_SHOT if self.zeroshot_init else SIGMOID))
         node_class, edge_index, node_batch = ego_graph(taxonomy)
         self.register_buffer("node_class", node_class, persistent=False)
         self.register_buffer("ego_edge_index", edge_index, persistent=False)
@@ -114,13 +130,45 @@ class TaxoClassifier(nn.Module):
         classes = self.class_vectors()
         return (docs.float() @ self.bilinear.t()) @ classes.t().float() + self.bias
 
-    def param_groups(self, encoder_lr: float, head_lr: float, weight_decay: float) -> list[dict]:
-        enc = [p for n, p in self.named_parameters() if n.startswith("encoder.") and p.requires_grad]
-        head = [p for n, p in self.named_parameters() if not n.startswith("encoder.")]
-        groups = [{"params": head, "lr": head_lr, "weight_decay": weight_decay, "name": "head"}]
-        if enc:
-            groups.insert(0, {"params": enc, "lr": encoder_lr, "weight_decay": weight_decay, "name": "encoder"})
-        return groups
+    def path_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """Documents x root-to-leaf paths: each path's mean class logit."""
+        return logits.float() @ self.path_mean
+
+    def scores(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(class probabilities, path scores) from logits, read as `output_mode` says."""
+        mode = int(self.output_mode)
+        if mode == PATH:
+            paths = torch.softmax(self.path_logits(logits), dim=-1)
+            return paths @ self.path_member, paths
+        probs = torch.sigmoid(logits.float())
+        if mode == ZERO_SHOT:
+            return probs, torch.sigmoid(self.path_logits(logits))
+        return probs, probs @ self.path_mean
+
+    def param_groups(self, encoder_lr: float, head_lr: float, weight_decay: float, gnn_lr: float | None = None) -> list[dict]:
+        """Encoder, head (class features and bias) and the class encoder (GCN, its output, the bilinear
+        form; `gnn_lr`, default `head_lr`). A group whose rate is 0 is frozen: left out and no gradient."""
+        groups = {"encoder": [], "head": [], "gnn": []}
+        for n, p in self.named_parameters():
+            if n.startswith("encoder."):
+                if p.requires_grad:
+                    groups["encoder"].append(p)
+            else:
+                groups["head" if n in ("class_features", "bias") else "gnn"].append(p)
+        rates = {"encoder": encoder_lr, "head": head_lr, "gnn": head_lr if gnn_lr is None else gnn_lr}
+        out = []
+        for name in ("encoder", "head", "gnn"):
+            if not groups[name]:
+                continue
+            if rates[name] <= 0:
+                for p in groups[name]:
+                    p.requires_grad_(False)
+                continue
+            if name != "encoder":  # a group an earlier stage froze learns again when given a rate
+                for p in groups[name]:
+                    p.requires_grad_(True)
+            out.append({"params": groups[name], "lr": rates[name], "weight_decay": weight_decay, "name": name})
+        return out
 
     def head_state_dict(self) -> dict:
         return {k: v for k, v in self.state_dict().items() if not k.startswith("encoder.")}
@@ -161,12 +209,21 @@ def tokenize(tokenizer, texts: list[str], max_length: int) -> DocBatches:
 
 
 @torch.no_grad()
-def predict_probs(model: TaxoClassifier, docs: DocBatches, device, batch_size: int = 64, amp: str = "off") -> np.ndarray:
+def predict_scores(model: TaxoClassifier, docs: DocBatches, device, batch_size: int = 64,
+                   amp: str = "off") -> tuple[np.ndarray, np.ndarray]:
+    """(class probabilities, path scores), documents x classes and documents x root-to-leaf paths."""
     model.eval()
-    out = np.zeros((len(docs), model.num_classes), dtype=np.float32)
+    classes = np.zeros((len(docs), model.num_classes), dtype=np.float32)
+    paths = np.zeros((len(docs), model.path_member.shape[0]), dtype=np.float32)
     for start in range(0, len(docs), batch_size):
         idx = list(range(start, min(start + batch_size, len(docs))))
         with amp_context(amp, device):
             logits = model(**docs.batch(idx, device))
-        out[idx] = torch.sigmoid(logits.float()).cpu().numpy()
-    return out
+        c, p = model.scores(logits)
+        classes[idx], paths[idx] = c.cpu().numpy(), p.cpu().numpy()
+    return classes, paths
+
+
+def predict_probs(model: TaxoClassifier, docs: DocBatches, device, batch_size: int = 64, amp: str = "off") -> np.ndarray:
+    """Class probabilities, documents x classes."""
+    return predict_scores(model, docs, device, batch_size, amp)[0]

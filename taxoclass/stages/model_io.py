@@ -145,9 +145,16 @@ def stored_class_features(state: dict):
     return None if features is None else features.detach().cpu().float().numpy()
 
 
+def with_output_mode(state: dict) -> dict:
+    """A state dict saved before models stored how they read their logits came from BCE training: sigmoid."""
+    from taxoclass.stages.model import SIGMOID
+
+    return state if "output_mode" in state else {**state, "output_mode": torch.tensor(SIGMOID)}
+
+
 def load_state(bundle: ModelBundle, path: Path) -> None:
     payload = _read(path, REDO_ENTRY)
-    bundle.model.load_state_dict(payload["state_dict"], strict=not bundle.cfg.classifier.freeze_encoder)
+    bundle.model.load_state_dict(with_output_mode(payload["state_dict"]), strict=not bundle.cfg.classifier.freeze_encoder)
 
 
 def load_checkpoint(path: Path, device: torch.device) -> tuple[ModelBundle, Taxonomy]:
@@ -164,6 +171,6 @@ def load_checkpoint(path: Path, device: torch.device) -> tuple[ModelBundle, Taxo
     except (KeyError, TypeError, ValueError) as err:
         raise DataError(path, f"not a taxoclass checkpoint (its taxonomy is malformed: {type(err).__name__}); {REDO_MODEL}") from None
     bundle = build_model(cfg, taxonomy, device, class_init=stored_class_features(payload["state_dict"]))
-    bundle.model.load_state_dict(payload["state_dict"], strict=not cfg.classifier.freeze_encoder)
+    bundle.model.load_state_dict(with_output_mode(payload["state_dict"]), strict=not cfg.classifier.freeze_encoder)
     bundle.model.eval()
     return bundle, taxonomy

@@ -16,8 +16,13 @@ Features:
   kept (it may be stage 3's): the keeper stage 3 uses too (`stages/keeper.py`), which also
   holds the checkpoint taken at each target update. Label-free: no gold label is read. Without it, self-training
   lowered Example-F1 on every set we measured (docs/quality.md);
+- a model trained with the path loss (`output_mode=PATH`) self-trains on its distribution over
+  root-to-leaf paths: the same sharpening, normalised per path over the corpus, q_ip = (p_ip^2 /
+  f_p) / sum_p' (p_ip'^2 / f_p'), f_p = sum_i p_ip (DEC's target, the paper's per-class rule for
+  one label per document); the loss the cross-entropy of q, the change the share of documents
+  whose best path moved (`stage4/path_changed`), confidence the best path's probability;
 - per update: confident predictions, their ratio, mean max prediction, mean target
-  entropy, the iteration, the mean loss, the epoch, the top-3 change.
+  entropy, the iteration, the mean loss, the epoch, the top-3 (or best-path) change.
 """
 
 from __future__ import annotations
@@ -27,9 +32,9 @@ import torch
 import torch.nn.functional as F
 
 from taxoclass.config import SelfTrainingConfig
-from taxoclass.stages.classifier import SilverValidation
+from taxoclass.stages.classifier import SilverValidation, path_cross_entropy
 from taxoclass.stages.keeper import Keeper
-from taxoclass.stages.model import DocBatches, predict_probs
+from taxoclass.stages.model import PATH, DocBatches, predict_scores
 from taxoclass.stages.training_step import TrainStep, unwrap
 
 EPS = 1e-8
@@ -58,38 +63,84 @@ def soft_bce(logits: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits.float(), q, reduction="none").sum(1).mean()
 
 
-def update_stats(p: np.ndarray, q: np.ndarray, threshold: float) -> dict:
+def path_target_distribution(p: np.ndarray) -> np.ndarray:
+    """Sharpened targets over root-to-leaf paths, each path's weight normalised over the corpus (DEC)."""
+    p = np.clip(p.astype(np.float64), EPS, 1.0)
+    weight = p**2 / p.sum(0, keepdims=True)
+    return (weight / weight.sum(1, keepdims=True)).astype(np.float32)
+
+
+class Reading:
+    """How stage 4 reads the model: per class (sigmoid, the paper) or as a distribution over paths."""
+
+    def __init__(self, model):
+        self.paths = int(model.output_mode) == PATH
+
+    def predict(self, model, docs: DocBatches, device, batch_size: int, amp: str) -> np.ndarray:
+        classes, paths = predict_scores(model, docs, device, batch_size, amp)
+        return paths if self.paths else classes
+
+    def target(self, p: np.ndarray) -> np.ndarray:
+        return path_target_distribution(p) if self.paths else target_distribution(p)
+
+    def loss(self, model, logits: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        return path_cross_entropy(unwrap(model).path_logits(logits), q) if self.paths else soft_bce(logits, q)
+
+    def decisions(self, p: np.ndarray) -> np.ndarray:
+        """What a document's change is measured on: its best path, or its top-3 set."""
+        return p.argmax(1)[:, None] if self.paths else top3_sets(p)
+
+    @property
+    def change_name(self) -> str:
+        return "stage4/path_changed" if self.paths else "stage4/top3_changed"
+
+    def entropy(self, q: np.ndarray) -> np.ndarray:
+        if self.paths:
+            q = np.clip(q.astype(np.float64), EPS, 1.0)
+            return -(q * np.log(q)).sum(1)
+        return binary_entropy(q)
+
+
+def update_stats(p: np.ndarray, q: np.ndarray, threshold: float, reading: Reading | None = None) -> dict:
     max_p = p.max(1)
     confident = int((max_p > threshold).sum())
+    entropy = reading.entropy(q) if reading is not None else binary_entropy(q)
     return {
         "stage4/confident_predictions": confident,
         "stage4/confidence_ratio": confident / len(p),
         "stage4/avg_max_prediction": float(max_p.mean()),
-        "stage4/avg_target_entropy": float(binary_entropy(q).mean()),
+        "stage4/avg_target_entropy": float(entropy.mean()),
     }
 
 
-def predict_all(model, docs: DocBatches, device, batch_size: int, amp: str, env) -> np.ndarray:
-    """Predictions for every document; each rank computes its share and all ranks get the whole."""
+def predict_all(model, docs: DocBatches, device, batch_size: int, amp: str, env, reading: Reading | None = None) -> np.ndarray:
+    """Predictions for every document (per class, or per path); each rank computes its share and all ranks get the whole."""
+    reading = reading or Reading(model)
     owned = env.owned(len(docs))
-    part = predict_probs(model, docs.subset(owned), device, batch_size, amp) if owned else np.zeros((0, model.num_classes), np.float32)
+    if owned:
+        part = reading.predict(model, docs.subset(owned), device, batch_size, amp)
+    else:
+        part = np.zeros((0, model.path_member.shape[0] if reading.paths else model.num_classes), np.float32)
     return env.gather_rows(part, owned, len(docs))
 
 
 def self_train(model, docs: DocBatches, cfg: SelfTrainingConfig, device, seed: int, sink, amp: str = "off",
-               eval_batch_size: int = 128, env=None, silver: SilverValidation | None = None) -> dict:
+               eval_batch_size: int = 128, env=None, silver: SilverValidation | None = None, train_gnn: bool = False) -> dict:
     """Self-train `model` in place on every corpus document; returns the final stats.
 
     With a data-parallel `env`, every rank holds the same targets (predictions are gathered),
     trains on its share of each batch, and a checkpoint is taken at each target update.
     With `silver` and `cfg.val_patience > 0`, the guard described above selects the model.
+    `train_gnn`: the GCN branch and bilinear matrix learn too (at the head's rate), as in stage 3.
     """
     from taxoclass.stages.training_env import LocalEnv
 
     env = env or LocalEnv()
     model.to(device)
     log = sink if env.rank == 0 else (lambda *a, **k: None)
-    opt = torch.optim.AdamW(model.param_groups(cfg.learning_rate, cfg.head_learning_rate, 0.0))
+    reading = Reading(model)
+    opt = torch.optim.AdamW(model.param_groups(cfg.learning_rate, cfg.head_learning_rate, 0.0,
+                                               cfg.head_learning_rate if train_gnn else 0.0))
     ddp = env.prepare_model(model)
     train_step = TrainStep(ddp, opt, amp, device)
     iteration, done, passes = 0, 0, 0
@@ -103,14 +154,15 @@ def self_train(model, docs: DocBatches, cfg: SelfTrainingConfig, device, seed: i
     elif guard:  # the starting point (stage 3's model) is the first candidate
         start_loss = silver.loss(unwrap(ddp), docs, device, eval_batch_size, amp, env)
         keeper.offer(start_loss, 0, ddp)
-    p = predict_all(unwrap(ddp), docs, device, eval_batch_size, amp, env)
-    q = target_distribution(p)
+    p = predict_all(unwrap(ddp), docs, device, eval_batch_size, amp, env, reading)
+    q = reading.target(p)
     if state is None:
-        prev_top3 = top3_sets(p)
+        prev_top3 = reading.decisions(p)
     batches_per_epoch = max(1, -(-len(docs) // (cfg.batch_size * env.world_size)))
     losses = []
     pool = _training_pool(p, cfg)
-    stats = {**update_stats(p, q, cfg.self_train_threshold), "stage4/iteration": iteration, "stage4/epoch": done / batches_per_epoch}
+    stats = {**update_stats(p, q, cfg.self_train_threshold, reading), "stage4/iteration": iteration,
+             "stage4/epoch": done / batches_per_epoch}
     if guard and state is None:
         stats["stage4/val_loss"] = start_loss
     if state is None:
@@ -123,19 +175,19 @@ def self_train(model, docs: DocBatches, cfg: SelfTrainingConfig, device, seed: i
             passes += 1
         b = queue.pop(0)
         target = torch.from_numpy(q[b]).to(device)
-        losses.append(train_step(docs, b, lambda logits, target=target: soft_bce(logits, target)))
+        losses.append(train_step(docs, b, lambda logits, target=target: reading.loss(ddp, logits, target)))
         done += 1
         if done % cfg.update_interval == 0 or done == cfg.max_batches:
-            p = predict_all(unwrap(ddp), docs, device, eval_batch_size, amp, env)
-            q = target_distribution(p)
-            top3 = top3_sets(p)
+            p = predict_all(unwrap(ddp), docs, device, eval_batch_size, amp, env, reading)
+            q = reading.target(p)
+            top3 = reading.decisions(p)
             changed = float((top3 != prev_top3).any(1).mean())
             prev_top3 = top3
             iteration += 1
             loss_sum, loss_n = env.all_reduce_sum([float(np.sum(losses)), len(losses)])
-            stats = {**update_stats(p, q, cfg.self_train_threshold), "stage4/iteration": iteration,
+            stats = {**update_stats(p, q, cfg.self_train_threshold, reading), "stage4/iteration": iteration,
                      "stage4/self_train_loss": loss_sum / max(loss_n, 1), "stage4/epoch": done / batches_per_epoch,
-                     "stage4/top3_changed": changed}
+                     reading.change_name: changed}
             losses = []
             pool, queue = _training_pool(p, cfg), []
             if guard:
