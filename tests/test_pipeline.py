@@ -161,6 +161,9 @@ def test_stage_3_steps_aside_openly_and_stage_4_follows_it(tmp_path, capfd):
     # the rule itself, from stage 3's stats: auto runs stage 4 after the path loss only
     trained = {"stage3/stepped_aside": 0}
     assert self_training_runs(debug_config(tmp_path, "x", "self_training.enabled=auto"), trained)[0]
+    ran = run_pipeline(debug_config(tmp_path, "ran", "classifier.min_docs_per_label=0", "self_training.enabled=auto"))
+    assert ran["stage3/stepped_aside"] == 0 and "stage4/skipped" not in ran and ran["stage4/batches"] > 0
+    assert ran["stage4/runs_because"] == "self_training.enabled=auto and stage 3 trained with the path loss"
     runs, why = self_training_runs(debug_config(tmp_path, "x", "self_training.enabled=auto", "classifier.loss=bce"), trained)
     assert not runs and "classifier.loss=bce" in why
     assert self_training_runs(debug_config(tmp_path, "x", "self_training.enabled=true"), {"stage3/stepped_aside": 1})[0]

@@ -147,6 +147,7 @@ def self_training_or_skip(ctx: RunContext, force: bool = False) -> int:
     stage 3 must be done. Returns the final model's stage."""
     runs, why = self_training_runs(ctx.cfg, ctx.stage3_outcome())
     if runs:
+        ctx.log({"stage4/runs_because": why})  # a run says why it ran stage 4 as it says why it skipped it
         self_training(ctx, force=force)
         return 4
     skip_self_training(ctx, why)
