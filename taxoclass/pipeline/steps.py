@@ -101,7 +101,13 @@ def classifier(ctx: RunContext, force: bool = False) -> None:
     bundle = ctx.bundle()
     seed_stage(ctx.cfg.seed, 3)  # after building the model, which seeds its own initial weights
     with ctx.log.recording() as logged:
-        labels = {"stage3/docs_per_label": per_label, **(label_stats(targets, mask) if mask is not None else {})}
+        if mask is None:  # the path loss: the seed's label metrics from the per-class reading of the same cores
+            from taxoclass.stages.labels import build_labels
+
+            c_targets, c_mask = build_labels([cores[i] for i in rows], ctx.inputs.taxonomy, c.label_scope, c.negatives)
+        else:
+            c_targets, c_mask = targets, mask
+        labels = {"stage3/docs_per_label": per_label, **label_stats(c_targets, c_mask)}
         ctx.log(labels)
         ctx.sink.on_model(bundle.model)
         if c.head_init == "zeroshot" and per_label < c.min_docs_per_label:
