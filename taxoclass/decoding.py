@@ -27,9 +27,8 @@ def path_membership(taxonomy: Taxonomy) -> np.ndarray:
 def best_paths(scores: np.ndarray, taxonomy: Taxonomy, chunk: int = 4096) -> list[list[int]]:
     """Per row, the root-to-leaf path with the highest mean score (path-consistent decoding)."""
     paths = root_to_leaf_paths(taxonomy)
-    weights = np.zeros((len(paths), scores.shape[1]), dtype=np.float32)
-    for i, p in enumerate(paths):
-        weights[i, p] = 1.0 / len(p)
+    member = path_membership(taxonomy)
+    weights = member / member.sum(1, keepdims=True)  # each path's mean
     out = []
     for start in range(0, len(scores), chunk):
         best = (scores[start : start + chunk] @ weights.T).argmax(1)
