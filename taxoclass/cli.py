@@ -7,6 +7,7 @@
     taxoclass validate PATH                                          check a dataset, print its counts
     taxoclass config [--preset NAME] [key=value ...]                 print the resolved config
     taxoclass report RUN_DIR [RUN_DIR ...]                           PNG plots and a Markdown summary
+    taxoclass search [--smoke] [--config FILE] [--num-samples N] ... hyper-parameter search (= tune/search.py)
 
 Errors in the user's input print one line (file:line or config key) and exit with status 2.
 """
@@ -76,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
                                        "accuracy of one or more runs; summary.md compares each with its best-path zero-shot.")
     p.add_argument("runs", nargs="+", help="run directories")
     p.add_argument("--out", default=None, help="output folder (default: the first run's report/)")
+
+    from taxoclass.search.cli import DESCRIPTION, add_arguments
+
+    add_arguments(sub.add_parser("search", help="hyper-parameter search on Ray Tune (the same as python tune/search.py)",
+                                 description=DESCRIPTION))
     return parser
 
 
@@ -218,6 +224,12 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_search(args) -> int:
+    from taxoclass.search.cli import run
+
+    return run(args, "taxoclass search")
+
+
 def _print_summary(summary: dict) -> None:
     from taxoclass.report import headline_line
 
@@ -241,6 +253,7 @@ COMMANDS = {
     "validate": cmd_validate,
     "config": cmd_config,
     "report": cmd_report,
+    "search": cmd_search,
 }
 
 

@@ -4,7 +4,7 @@ Features:
 - `start_local_ray`: a local instance listening on 127.0.0.1 only, its workers with the driver's
   model-hub and wandb settings (`worker_env`);
 - `bind_to_loopback`: Ray's "no cluster" switch, without which it listens on the host's address;
-- used by the Ray runtime (`ray_runtime.py`) and the search (`tune/search.py`); Ray is imported
+- used by the Ray runtime (`ray_runtime.py`) and the search (`taxoclass/search/search.py`); Ray is imported
   only when an instance starts.
 """
 

@@ -1,15 +1,17 @@
 """Hyper-parameter search: Ray Tune + Optuna (TPE) + ASHA, one wandb run per trial, grouped.
 
-    python tune/search.py --smoke                                   # 3 tiny trials on the demo data, CPU
-    python tune/search.py --config my.yaml --num-samples 20 --gpus-per-trial 1
-    python tune/search.py --config my.yaml --gpus-per-trial 0.25    # four one-worker trials per GPU
-    python tune/search.py --space sweep.yaml --name my-search       # the seed's wandb sweep.yaml, translated
-    python tune/search.py --name my-search --resume                 # continue a killed search
+    taxoclass search --smoke                                         # 3 tiny trials on the demo data, CPU
+    taxoclass search --config my.yaml --num-samples 20 --gpus-per-trial 1
+    taxoclass search --config my.yaml --gpus-per-trial 0.25          # four one-worker trials per GPU
+    taxoclass search --space sweep.yaml --name my-search             # the seed's wandb sweep.yaml, translated
+    taxoclass search --name my-search --resume                       # continue a killed search
+
+(`python tune/search.py ...` is the same command; the flags: `taxoclass/search/cli.py`.)
 
 Features:
 - before anything starts, one trial's CPUs and GPUs (the trial, its Train workers) are checked
   against the cluster: a trial that does not fit is shrunk with a one-line notice, or the
-  search stops with a one-line error (tune/resources.py); Ctrl-C ends it at the first press;
+  search stops with a one-line error (resources.py); Ctrl-C ends it at the first press;
 - each trial runs stages 3-4 of the pipeline on Ray Train inside a Tune function (the Train V2
   pattern); stages 1-2 are computed once, before the trials, into `<search>/cache`, which every
   trial reads; the trials' run dirs are `<search>/runs/<trial>`;
@@ -18,14 +20,15 @@ Features:
   silver_loss`, the one objective reported during a trial, `ASHAScheduler` over the trial's
   reports (stage-3 epochs, then stage-4 target updates); the first trial runs the base
   config's values (the "default" trial);
-- the objective never sees the test set (tune/objectives.py): by default `path_margin`, the
+- the objective never sees the test set (objectives.py): by default `path_margin`, the
   final model's mean gap between the best and the runner-up root-to-leaf path on a fixed sample
   of corpus documents (maximised; validated by scripts/validate_objective.py); `--objective`
   `silver_loss`, `silver_f1` or `teacher_f1`; with `--dev FILE` the Example-F1 on that labelled
   dev split (maximised). Every trial reports all of them; test metrics only for the record;
 - `WandbLoggerCallback`: one wandb run per trial (the parameters as config; the objective and
   the pipeline's `stage3/...`, `stage4/...`, `test/...` metrics), all in one group named after
-  the search, job type `hpo-trial`; `WANDB_MODE=offline` works;
+  the search, job type `hpo-trial`, its files under `WANDB_DIR` when set, else the search folder;
+  `WANDB_MODE=offline` works;
 - at the end: `trials.md` / `trials.csv` (with the objective's correlation and regret against
   the held-out test score, and whether the winner beats the default), `best_config.yaml` (the
   base config plus the winning parameters) and `best_trial_config.yaml` (the winner's full config);
@@ -34,7 +37,6 @@ Features:
 
 from __future__ import annotations
 
-import argparse
 import csv
 import logging
 import math
@@ -44,55 +46,18 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+import yaml
 
-import yaml  # noqa: E402
-
-from taxoclass.config import LEAF_TYPES, Config, build_config, from_dict, set_value, to_dict  # noqa: E402
-from taxoclass.errors import ConfigError, TaxoclassError  # noqa: E402
-from tune.objectives import COLUMN, DEFAULT_OBJECTIVE, DESCRIBE, OBJECTIVES, dev_example_f1, label_free_objectives  # noqa: E402
-from tune.report import OBJECTIVE, markdown, trial_rows, winner  # noqa: E402
-from tune.resources import TRIAL_CPUS, plan_trials  # noqa: E402
-from tune.space import Space, base_point, default_space, grid_points, read_sweep, to_tune  # noqa: E402
+from taxoclass.config import LEAF_TYPES, Config, build_config, from_dict, set_value, to_dict
+from taxoclass.errors import ConfigError
+from taxoclass.rundir import writable_dir
+from taxoclass.search.objectives import COLUMN, DESCRIBE, OBJECTIVES, dev_example_f1, label_free_objectives
+from taxoclass.search.report import OBJECTIVE, markdown, trial_rows, winner
+from taxoclass.search.resources import TRIAL_CPUS, plan_trials
+from taxoclass.search.space import Space, base_point, default_space, grid_points, read_sweep, to_tune
 
 RECORD_METRICS = ["test/example_f1", "test/p_at_1", "test/p_at_3", "test/mrr", "test/accuracy"]
 COLUMNS = RECORD_METRICS + list(COLUMN.values())
-
-
-def parse_args(argv=None):
-    ap = argparse.ArgumentParser(prog="tune/search.py", description="Hyper-parameter search for taxoclass (Ray Tune + Optuna + ASHA).")
-    ap.add_argument("--config", help="base config YAML (default: the defaults, or the debug preset with --smoke)")
-    ap.add_argument("--preset", help="base preset (debug, demo, amazon-531, dbpedia-298)")
-    ap.add_argument("--space", help="search space: a wandb sweep.yaml (default: tune/space.py's DEFAULT_SPACE)")
-    ap.add_argument("--num-samples", type=at_least_one, default=None, help="trials (default 16; 3 with --smoke)")
-    ap.add_argument("--gpus-per-trial", type=float, default=0,
-                    help="GPUs per trial: below 1 one Train worker with that share of a GPU (0.25: 4 trials per GPU); "
-                         "from 1 on that many DDP workers")
-    ap.add_argument("--max-concurrent", type=int, default=None, help="trials at once (default: as many as the cluster fits)")
-    ap.add_argument("--name", default=None, help="search name: the wandb group, the Optuna study and the folder under output_dir")
-    ap.add_argument("--resume", action="store_true", help="continue the search of this --name")
-    ap.add_argument("--smoke", action="store_true", help="a tiny CPU search on the debug preset")
-    ap.add_argument("--objective", choices=sorted(OBJECTIVES), default=DEFAULT_OBJECTIVE,
-                    help=f"label-free objective (default {DEFAULT_OBJECTIVE}): " + "; ".join(f"{k}: {v}" for k, v in DESCRIBE.items()))
-    ap.add_argument("--dev", default=None, help="labelled dev split of corpus documents (doc_id<TAB>id,id): objective = its Example-F1")
-    ap.add_argument("--storage", default=None, help="Optuna storage URL (default: sqlite:///<search dir>/optuna.db)")
-    ap.add_argument("--no-asha", action="store_true", help="run every trial to the end (FIFO)")
-    ap.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every trial")
-    return ap.parse_args(argv)
-
-
-def at_least_one(text: str) -> int:
-    """An argparse type: a count of at least 1, refused when the arguments are parsed (before Ray starts);
-    -1 would search without end, 0 starts Ray and stages 1-2 before Tune refuses it."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
-    return value
 
 
 def objective_mode(args) -> str:
@@ -154,13 +119,14 @@ def make_sampler(space: Space, seed: int):
     return optuna.samplers.TPESampler(seed=seed)
 
 
-def build_tuner(args, cfg: Config, space: Space, search_dir: Path, name: str, trial_cpus: float, first: dict | None):
+def build_tuner(args, cfg: Config, space: Space, search_dir: Path, name: str, trial_cpus: float, first: dict | None,
+                wandb_dir: str):
     import optuna
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    from tune.callbacks import TrialLines, TrialWandbCallback
+    from taxoclass.search.callbacks import TrialLines, TrialWandbCallback
 
     mode = objective_mode(args)
     trainable = tune.with_resources(
@@ -173,7 +139,7 @@ def build_tuner(args, cfg: Config, space: Space, search_dir: Path, name: str, tr
         return tune.Tuner.restore(str(search_dir), trainable=trainable, resume_unfinished=True, resume_errored=True)
     callbacks = [TrialWandbCallback(project=cfg.tracking.project, group=name, job_type="hpo-trial", log_config=True,
                                     entity=cfg.tracking.entity or None, tags=list(cfg.tracking.tags) or None,
-                                    dir=str(search_dir)),
+                                    dir=wandb_dir),
                  TrialLines(args.num_samples, [OBJECTIVE, "test/example_f1"])]
     run_config = tune.RunConfig(name=name, storage_path=str(search_dir.parent), callbacks=callbacks, verbose=0)
     storage = optuna.storages.RDBStorage(args.storage or f"sqlite:///{search_dir / 'optuna.db'}")
@@ -220,29 +186,6 @@ def write_best_config(user_base: Config, params: dict, trial_dir: Path | None, s
     return path
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    try:
-        return _main(args)
-    except TaxoclassError as err:
-        print(f"tune/search.py: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"tune/search.py: interrupted; `--name {args.name} --resume` continues this search" if args.name else
-              "tune/search.py: interrupted", file=sys.stderr)
-        return 130
-    finally:
-        _stop_ray()
-
-
-def _stop_ray() -> None:
-    if "ray" in sys.modules:
-        import ray
-
-        if ray.is_initialized():
-            ray.shutdown()
-
-
 def _absolute(cfg: Config) -> None:
     """Paths as the driver sees them: a trial runs elsewhere (Tune's working dir, another node)."""
     cfg.output_dir = str(Path(cfg.output_dir).resolve())
@@ -267,7 +210,8 @@ def _start_ray(cfg: Config) -> None:
         start_local_ray(cfg.ray.num_cpus, dashboard=True, log_to_driver=False)
 
 
-def _main(args) -> int:
+def run_search(args, prog: str) -> int:
+    """The whole search for parsed arguments (`cli.py`); `prog` names the command in its notes."""
     # Tune's own Ctrl-C handler waits for a second press; without it the first press ends the search
     os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
@@ -292,11 +236,15 @@ def _main(args) -> int:
     args.name = name
     search_dir = Path(cfg.output_dir) / name
     search_dir.mkdir(parents=True, exist_ok=True)
-    # WandbLoggerCallback's logging actor reads these: they must be set before Ray starts
-    os.environ.setdefault("WANDB_DIR", str(search_dir))
+    # WandbLoggerCallback's logging actor reads these: they must be set before Ray starts. A WANDB_DIR
+    # the user set is kept (the trials' wandb files go there, as a plain run's would), made absolute like
+    # the other paths the search hands to Ray, and checked: wandb would fall back to a temporary folder,
+    # with a warning, if it did not exist or took no files
+    wandb_dir = str(writable_dir(Path(os.environ.get("WANDB_DIR") or search_dir).resolve(), "the wandb files (WANDB_DIR)"))
+    os.environ["WANDB_DIR"] = wandb_dir
     os.environ.setdefault("WANDB_SILENT", "true")
     if not os.environ.get("WANDB_API_KEY") and os.environ.get("WANDB_MODE", "online") == "online":
-        print("tune/search.py: warning: no WANDB_API_KEY: trials log to wandb offline (wandb sync later)", file=sys.stderr)
+        print(f"{prog}: warning: no WANDB_API_KEY: trials log to wandb offline (wandb sync later)", file=sys.stderr)
         os.environ["WANDB_MODE"] = "offline"
     _start_ray(cfg)
     import ray
@@ -304,7 +252,7 @@ def _main(args) -> int:
     plan = plan_trials(args.gpus_per_trial, cfg.ray.num_workers, cfg.ray.cpus_per_worker, ray.cluster_resources(),
                        args.max_concurrent)
     for notice in plan.notices:
-        print(f"tune/search.py: note: {notice}", file=sys.stderr)
+        print(f"{prog}: note: {notice}", file=sys.stderr)
     plan.apply(cfg)
     args.max_concurrent = plan.concurrent
     mode = objective_mode(args)
@@ -313,7 +261,7 @@ def _main(args) -> int:
           flush=True)
     first = None if space.sampler == "grid" else base_point(space, {p.key: _get(cfg, p.key) for p in space.params})
     compute_shared_stages(cfg, search_dir)
-    tuner = build_tuner(args, cfg, space, search_dir, name, TRIAL_CPUS, first)
+    tuner = build_tuner(args, cfg, space, search_dir, name, TRIAL_CPUS, first, wandb_dir)
     # one line per trial (TrialLines) instead of Tune's banners, and a failed trial's traceback in its error.txt
     logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
     results = tuner.fit()
@@ -361,7 +309,3 @@ def finish(results, space: Space, cfg: Config, user_base: Config, search_dir: Pa
     size = disk_use(search_dir)
     print(f"best trial {trial_id}: {OBJECTIVE}={best[OBJECTIVE]:.4f}; taxoclass run --config {path}\n"
           f"search folder {search_dir}: {size / 2**20:.0f} MiB (the cache holds each trial's models)")
-
-
-if __name__ == "__main__":
-    sys.exit(main())

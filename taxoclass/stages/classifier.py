@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from transformers import get_linear_schedule_with_warmup
 
 from taxoclass.config import ClassifierConfig
 from taxoclass.stages.amp import amp_context
@@ -37,17 +38,6 @@ def masked_bce(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) 
     """BCE summed over each document's unmasked classes, averaged over documents."""
     loss = F.binary_cross_entropy_with_logits(logits.float(), targets, reduction="none")
     return (loss * mask).sum(1).mean()
-
-
-def warmup_linear(total_steps: int, warmup_ratio: float):
-    warmup = int(total_steps * warmup_ratio)
-
-    def factor(step: int) -> float:
-        if warmup and step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
-
-    return factor
 
 
 @torch.no_grad()
@@ -113,7 +103,7 @@ def train_classifier(model: TaxoClassifier, docs: DocBatches, targets: np.ndarra
     steps_per_epoch = math.ceil(len(train_idx) / (cfg.batch_size * env.world_size))
     total = steps_per_epoch * cfg.epochs
     opt = torch.optim.AdamW(model.param_groups(cfg.learning_rate, cfg.head_learning_rate, cfg.weight_decay))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_linear(total, cfg.warmup_ratio))
+    sched = get_linear_schedule_with_warmup(opt, int(total * cfg.warmup_ratio), total)
     ddp = env.prepare_model(model)
     train_step = TrainStep(ddp, opt, cfg.amp, device, sched)
     keeper = Keeper(patience=cfg.early_stopping_patience)
