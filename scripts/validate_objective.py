@@ -4,12 +4,12 @@
     python scripts/validate_objective.py --trials 3 --sets relaclass --out /tmp/val max_docs=80   # a quick look
 
 For each set (relaclass-amazon-1000; the generated documents of dbpedia-298, or of amazon-531
-with `--sets relaclass,amazon`) it runs one search of `--trials` trials (`tune/search.py
+with `--sets relaclass,amazon`) it runs one search of `--trials` trials (`taxoclass search
 --no-asha`, so every trial finishes, on the default config as scripts/bench_quality.py) and
 scores each trial's final model, for the record only, on both halves of the gold: the dev half
 (documents at even positions of the gold file), where the default objective was chosen, and
 the held-out half (odd positions), which is only reported. For every label-free objective of
-tune/objectives.py (a trial that did not report one, e.g. from an older search, gets it
+taxoclass/search/objectives.py (a trial that did not report one, e.g. from an older search, gets it
 computed from its run dir by the same function) it prints the Spearman correlation between the
 objective (signed so that higher is better) and the gold Example-F1, and the regret: the best
 trial's Example-F1 minus that of the trial the objective picks.
@@ -35,8 +35,8 @@ from taxoclass.config import build_config  # noqa: E402
 from taxoclass.metrics import evaluate_rankings  # noqa: E402
 from taxoclass.pipeline import prepare_inputs  # noqa: E402
 from taxoclass.rundir import PREDICTIONS, read_predictions  # noqa: E402
-from tune.objectives import COLUMN, OBJECTIVES, label_free_objectives  # noqa: E402
-from tune.report import objective_check  # noqa: E402
+from taxoclass.search.objectives import COLUMN, OBJECTIVES, label_free_objectives  # noqa: E402
+from taxoclass.search.report import objective_check  # noqa: E402
 
 SETS = {
     "relaclass": [f"data={SHARED / 'relaclass-amazon-1000'}"],
@@ -70,7 +70,7 @@ def trial_objectives(row: dict, run_dir: Path) -> None:
 
 def validate_set(name: str, args, out: Path) -> dict:
     search_dir = out / f"validate-{name}"
-    cmd = [sys.executable, str(REPO / "tune" / "search.py"), "--name", search_dir.name, "--num-samples", str(args.trials),
+    cmd = [sys.executable, "-m", "taxoclass.cli", "search", "--name", search_dir.name, "--num-samples", str(args.trials),
            "--no-asha", "--gpus-per-trial", str(args.gpus_per_trial), *SETS[name], f"output_dir={out}",
            *args.overrides]
     if (search_dir / "trials.csv").is_file():

@@ -3,10 +3,12 @@
     taxoclass run [--preset NAME] [--config FILE] [key=value ...]   all stages, then evaluation
     taxoclass stage N --run DIR [key=value ...]                      one stage on an existing run dir
     taxoclass evaluate --predictions FILE --data PATH                metrics of a predictions file
-    taxoclass predict --run DIR --input FILE [--top-k K] [--path]    classify new texts
+    taxoclass predict --run DIR --input FILE [--top-k K] [--path]    classify new texts (records on stdout)
+    taxoclass predict ... --output OUT runtime=ray [ray.KEY=VALUE]   the same on Ray Data, into resumable shards
     taxoclass validate PATH                                          check a dataset, print its counts
     taxoclass config [--preset NAME] [key=value ...]                 print the resolved config
     taxoclass report RUN_DIR [RUN_DIR ...]                           PNG plots and a Markdown summary
+    taxoclass search [--smoke] [--config FILE] [--num-samples N] ... hyper-parameter search (= tune/search.py)
 
 Errors in the user's input print one line (file:line or config key) and exit with status 2.
 """
@@ -19,7 +21,7 @@ import os
 import sys
 from pathlib import Path
 
-from taxoclass.errors import DataError, TaxoclassError
+from taxoclass.errors import ConfigError, DataError, TaxoclassError
 
 EXIT_USAGE = 2
 
@@ -57,11 +59,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="classify new texts with a trained run",
                        description="Print the top-k classes for each input text, as JSON lines. Scores are independent per-class "
-                                   "sigmoid probabilities (they need not sum to 1).")
+                                   "sigmoid probabilities (they need not sum to 1). With runtime=ray: the same records on Ray Data, "
+                                   "written as JSON-lines shards under --output; a rerun predicts only the missing shards.")
     p.add_argument("--run", required=True, help="a finished run directory")
     p.add_argument("--input", required=True, help="plain text lines, doc_id<TAB>text lines, or JSON lines with a 'text'/'token' field (detected from the first line)")
     p.add_argument("--top-k", type=int, default=3, help="classes per text (default 3)")
     p.add_argument("--path", action="store_true", help="answer the best root-to-leaf path (what evaluation ranks first), its mean score and the runner-up path, instead of top-k")
+    p.add_argument("--output", default=None, help="with runtime=ray: the folder of the JSON-lines shards (a rerun resumes there)")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="runtime=ray (Ray Data: an actor pool, shards under --output) and ray.* keys, e.g. ray.use_gpu=true "
+                        "ray.predict_actors=4 ray.address=auto")
 
     p = sub.add_parser("validate", help="check a dataset and print its counts",
                        description="Load every file of a dataset; report the first problem as file:line.")
@@ -76,6 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
                                        "accuracy of one or more runs; summary.md compares each with its best-path zero-shot.")
     p.add_argument("runs", nargs="+", help="run directories")
     p.add_argument("--out", default=None, help="output folder (default: the first run's report/)")
+
+    from taxoclass.search.cli import DESCRIPTION, add_arguments
+
+    add_arguments(sub.add_parser("search", help="hyper-parameter search on Ray Tune (the same as python tune/search.py)",
+                                 description=DESCRIPTION))
     return parser
 
 
@@ -151,8 +163,6 @@ def cmd_run(args) -> int:
 def find_run(value: str, output_dir: str) -> tuple[Path, str | None]:
     """`resume=` takes a run dir or a wandb run id (looked up in <output_dir>/*/tracking.json; a file there that
     cannot be read is skipped with a warning naming it: it belongs to another run)."""
-    from taxoclass.errors import ConfigError
-
     candidate = Path(value)
     if not (candidate / "config.yaml").is_file():
         candidate = None
@@ -199,6 +209,12 @@ def cmd_stage(args) -> int:
 def cmd_predict(args) -> int:
     from taxoclass.predict import FORMATS, predict_file
 
+    cfg = _predict_config(args.overrides) if args.overrides else None  # none: the local path, as before
+    if cfg is not None and cfg.runtime == "ray":
+        return _predict_on_ray(args, cfg)
+    if args.output:
+        raise ConfigError("", "predict --output: shards in a folder are written with runtime=ray; without it the records "
+                              "go to stdout")
     fmt, count, records = predict_file(Path(args.run), Path(args.input), top_k=args.top_k, path=args.path)
     print(f"taxoclass: {args.input}: {count} texts read as {FORMATS[fmt]}", file=sys.stderr, flush=True)
     try:
@@ -210,12 +226,44 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def _predict_config(overrides: list[str]):
+    """The settings `predict` takes on its command line: where it runs (`runtime`, `ray.*`); the model's own
+    come from its run."""
+    from taxoclass.config import build_config, canonical_key, parse_overrides
+
+    for key, _ in parse_overrides(overrides):
+        full = canonical_key(key)
+        if full != "runtime" and not full.startswith("ray."):
+            raise ConfigError(key, "not a setting of predict, which takes runtime=ray and ray.* keys (the model's settings "
+                                   "come from its run)")
+    return build_config(overrides=overrides, environ={})  # the environment's names are all tracking.* keys
+
+
+def _predict_on_ray(args, cfg) -> int:
+    from taxoclass.distributed.ray_predict import predict_on_ray
+    from taxoclass.predict import FORMATS
+
+    if not args.output:
+        raise ConfigError("", "predict runtime=ray writes its records as shards into a folder: give --output DIR")
+    done = predict_on_ray(cfg, Path(args.run), Path(args.input), Path(args.output), top_k=args.top_k, path=args.path)
+    print(f"taxoclass: {args.input}: {done['texts']} texts read as {FORMATS[done['format']]}; {args.output}: "
+          f"{done['shards']} shards of up to {cfg.ray.predict_shard_size} texts, {done['written']} written by "
+          f"{done['actors']} actors, {done['reused']} already there", file=sys.stderr)
+    return 0
+
+
 def cmd_report(args) -> int:
     from taxoclass.report import write_report
 
     out = write_report([Path(r) for r in args.runs], Path(args.out) if args.out else None)
     print(f"report written to {out}")
     return 0
+
+
+def cmd_search(args) -> int:
+    from taxoclass.search.cli import run
+
+    return run(args, "taxoclass search")
 
 
 def _print_summary(summary: dict) -> None:
@@ -241,6 +289,7 @@ COMMANDS = {
     "validate": cmd_validate,
     "config": cmd_config,
     "report": cmd_report,
+    "search": cmd_search,
 }
 
 

@@ -1,4 +1,4 @@
-"""The search's label-free objectives (tune/objectives.py): golden numbers on a tiny taxonomy, and
+"""The search's label-free objectives (taxoclass/search/objectives.py): golden numbers on a tiny taxonomy, and
 computing them from a finished run leaves its run dir as the run wrote it."""
 
 import numpy as np
@@ -8,8 +8,8 @@ from conftest import write_dataset
 from taxoclass.config import build_config
 from taxoclass.data.taxonomy import Taxonomy
 from taxoclass.pipeline import run_pipeline
+from taxoclass.search.objectives import COLUMN, CorpusView, label_free_objectives, path_margin, teacher_f1
 from taxoclass.stages.text_encoder import texts_encoded
-from tune.objectives import COLUMN, CorpusView, label_free_objectives, path_margin, teacher_f1
 
 
 def _tiny_view(tmp_path):

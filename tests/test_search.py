@@ -1,4 +1,4 @@
-"""tune/search.py: real Ray Tune + OptunaSearch + ASHA + WandbLoggerCallback (offline), and the sweep translation."""
+"""The search (`taxoclass search`, `tune/search.py`): real Ray Tune + OptunaSearch + ASHA + WandbLoggerCallback (offline), and the sweep translation."""
 
 import csv
 import json
@@ -16,10 +16,11 @@ from wandb_reader import find_runs, read_run
 
 from taxoclass.config import build_config
 from taxoclass.errors import ConfigError
-from tune.objectives import COLUMN, label_free_objectives
-from tune.space import Param, read_sweep, to_tune
+from taxoclass.search.objectives import COLUMN, label_free_objectives
+from taxoclass.search.space import Param, read_sweep, to_tune
 
-SEARCH = [sys.executable, str(REPO / "tune" / "search.py")]
+SEARCH = [sys.executable, str(REPO / "tune" / "search.py")]  # the entry point the README and the cluster files name
+TAXOCLASS_SEARCH = [sys.executable, "-m", "taxoclass.cli", "search"]  # the same search as a subcommand
 ray_tests = pytest.mark.ray  # the searches start Ray; the sweep translation does not
 FAST = ["self_training.enabled=false", "max_docs=40"]  # no ray.num_cpus: the search must fit whatever machine runs it
 
@@ -86,14 +87,15 @@ def test_sweep_translation_errors_name_the_key(tmp_path, text, key):
     assert key in str(err.value)
 
 
+@pytest.mark.parametrize("command, prog", [(SEARCH, "tune/search.py"), (TAXOCLASS_SEARCH, "taxoclass search")])
 @pytest.mark.parametrize("value, message", [("0", "expected at least 1, got 0"), ("-1", "expected at least 1, got -1"),
                                             ("many", "expected a whole number, got 'many'")])
-def test_num_samples_below_1_is_refused_before_ray_starts(tmp_path, value, message):
+def test_num_samples_below_1_is_refused_before_ray_starts(tmp_path, command, prog, value, message):
     # before: -1 searched without end (the timeout ends the test), 0 started Ray and ran stages 1-2 first
-    res = subprocess.run([*SEARCH, "--smoke", "--num-samples", value, f"output_dir={tmp_path}"], capture_output=True, text=True,
+    res = subprocess.run([*command, "--smoke", "--num-samples", value, f"output_dir={tmp_path}"], capture_output=True, text=True,
                          cwd=REPO, timeout=120, env={**os.environ, "WANDB_MODE": "offline"})
     assert res.returncode == 2 and "Traceback" not in res.stderr
-    assert f"tune/search.py: error: argument --num-samples: {message}" in res.stderr.strip().splitlines()[-1]
+    assert f"{prog}: error: argument --num-samples: {message}" in res.stderr.strip().splitlines()[-1]
     assert res.stdout == "" and not list(tmp_path.iterdir())  # no search folder, no Ray, no stage
 
 
@@ -104,9 +106,11 @@ def _rows(search_dir):
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
+    """The smoke search as `taxoclass search` (the other searches run tune/search.py), with WANDB_DIR set
+    (relative, to the working folder) as a user may set it for every wandb run."""
     out = tmp_path_factory.mktemp("search")
-    res = subprocess.run([*SEARCH, "--smoke", "--name", "smoke", f"output_dir={out}", "max_docs=40"], capture_output=True,
-                         text=True, cwd=REPO, timeout=1500, env={**os.environ, "WANDB_MODE": "offline"})
+    res = subprocess.run([*TAXOCLASS_SEARCH, "--smoke", "--name", "smoke", f"output_dir={out}", "max_docs=40"], capture_output=True,
+                         text=True, cwd=out, timeout=1500, env={**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": "wandb-elsewhere"})
     assert res.returncode == 0, res.stderr[-3000:]
     return out / "smoke", res
 
@@ -116,7 +120,9 @@ def test_smoke_search_one_offline_run_per_trial_with_comparable_names(smoke):
     search_dir, res = smoke
     rows = _rows(search_dir)
     assert len(rows) == 3
-    runs = [read_run(p) for p in find_runs(search_dir)]
+    # the trials' offline runs are where WANDB_DIR says (before: in the search folder regardless)
+    assert not find_runs(search_dir)
+    runs = [read_run(p) for p in find_runs(search_dir.parent / "wandb-elsewhere" / "wandb")]
     assert len(runs) == 3
     assert {r.group for r in runs} == {"smoke"} and {r.job_type for r in runs} == {"hpo-trial"}
     assert {r.run_id for r in runs} == {row["trial"] for row in rows}
@@ -191,6 +197,8 @@ def test_asha_stops_a_diverging_trial(tmp_path):
     good, bad = rows[0.004], rows[100.0]
     assert good["finished"] == "True" and bad["finished"] == "False"
     assert int(bad["reports"]) < int(good["reports"])
+    if not os.environ.get("WANDB_DIR"):  # no WANDB_DIR: the trials' wandb runs in the search folder
+        assert len(find_runs(tmp_path / "asha" / "wandb")) == 2
 
 
 @ray_tests
@@ -230,7 +238,7 @@ def test_ctrl_c_ends_the_search_at_once_and_resume_continues_trials_and_study(tm
 
 # ---------------------------------------------------------------- the feasibility check (no Ray started)
 def test_a_trial_too_wide_for_the_cpus_shrinks_with_a_notice():
-    from tune.resources import plan_trials
+    from taxoclass.search.resources import plan_trials
 
     plan = plan_trials(0, num_workers=2, cpus_per_worker=1, cluster={"CPU": 2.0})  # the 2-core machine of the issue
     assert (plan.workers, plan.concurrent, plan.cpus) == (1, 1, 2)
@@ -244,7 +252,7 @@ def test_a_trial_too_wide_for_the_cpus_shrinks_with_a_notice():
     (1.5, {"CPU": 8.0, "GPU": 4.0}, "--gpus-per-trial"),  # neither a share nor whole GPUs
 ])
 def test_a_trial_that_cannot_fit_is_a_one_line_error(gpus, cluster, key):
-    from tune.resources import plan_trials
+    from taxoclass.search.resources import plan_trials
 
     with pytest.raises(ConfigError) as err:
         plan_trials(gpus, 2, 1, cluster)
@@ -252,7 +260,7 @@ def test_a_trial_that_cannot_fit_is_a_one_line_error(gpus, cluster, key):
 
 
 def test_fractional_and_whole_gpus_per_trial():
-    from tune.resources import plan_trials
+    from taxoclass.search.resources import plan_trials
 
     cluster = {"CPU": 64.0, "GPU": 4.0}
     quarter = plan_trials(0.25, 2, 1, cluster)
@@ -266,7 +274,7 @@ def test_fractional_and_whole_gpus_per_trial():
 def test_best_config_is_the_base_plus_the_winning_parameters(tmp_path):
     import yaml
 
-    from tune.search import write_best_config
+    from taxoclass.search.search import write_best_config
 
     base = tmp_path / "base.yaml"
     base.write_text("data: demo\nclassifier:\n  gnn_hidden_dim: 128\n")
@@ -282,7 +290,7 @@ def test_best_config_is_the_base_plus_the_winning_parameters(tmp_path):
 
 
 def test_trials_report_says_when_the_winner_does_not_beat_the_default():
-    from tune.report import markdown
+    from taxoclass.search.report import markdown
 
     def row(trial, objective, held_out, default=False):
         return {"trial": trial, "status": "ok", "reports": 3, "finished": True, "default": default,
@@ -337,7 +345,7 @@ def test_gpus_per_trial_places_trials_on_logical_gpus(tmp_path):
     import ray
     from ray import tune
 
-    from tune.resources import TRIAL_CPUS, plan_trials
+    from taxoclass.search.resources import TRIAL_CPUS, plan_trials
 
     path = os.pathsep.join([str(REPO / "tests"), str(REPO), os.environ.get("PYTHONPATH", "")])  # the workers import this module
     ray.init(num_cpus=12, num_gpus=4, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1",

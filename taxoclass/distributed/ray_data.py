@@ -21,6 +21,7 @@ import numpy as np
 
 from taxoclass.config import Config, from_dict, to_dict
 from taxoclass.data.taxonomy import Taxonomy
+from taxoclass.distributed.shards import whole_shards
 
 
 class SimilarityActor:
@@ -114,17 +115,9 @@ def score_with_ray_data(cfg: Config, taxonomy: Taxonomy, texts: list[str], hypot
             num_gpus=1 if gpus else 0,
             num_cpus=0 if gpus else 1,
         )
-        pending: dict[int, tuple[list, list]] = {}
-        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-            for i, s, row in zip(batch["id"], batch["shard"], batch["sims"]):
-                ids, sims = pending.setdefault(int(s), ([], []))
-                ids.append(int(i))
-                sims.append(row)
-                if len(ids) == expected[int(s)]:  # the shard is whole: write it and let it go
-                    write_shard(shard_path(folder, int(s)), np.array(ids), np.stack(sims))
-                    del pending[int(s)]
-        if pending:
-            raise RuntimeError(f"stage 1 on Ray Data returned incomplete shards: {sorted(pending)}")
+        batches = ds.iter_batches(batch_size=None, batch_format="numpy")
+        for s, rows in whole_shards(batches, expected, ("id", "sims")):  # each shard written once whole, then let go
+            write_shard(shard_path(folder, s), np.array(rows["id"], dtype=np.int64), np.stack(rows["sims"]))
     width = _embedding_width(cfg) if embed else len(taxonomy)
     return {"stage1/shards_scored": len(todo), "stage1/shards_reused": total_shards - len(todo), "stage1/actors": actors,
             "stage1/gpus_per_actor": 1 if gpus else 0}, width

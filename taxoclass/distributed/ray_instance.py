@@ -4,8 +4,10 @@ Features:
 - `start_local_ray`: a local instance listening on 127.0.0.1 only, its workers with the driver's
   model-hub and wandb settings (`worker_env`);
 - `bind_to_loopback`: Ray's "no cluster" switch, without which it listens on the host's address;
-- used by the Ray runtime (`ray_runtime.py`) and the search (`tune/search.py`); Ray is imported
-  only when an instance starts.
+- `join_or_start`: join `ray.address`, or start a local instance on loopback, saying whether it was
+  started here (the caller then ends it with `ray.shutdown()`; never `ray stop`);
+- used by the Ray runtime (`ray_runtime.py`), batch prediction (`ray_predict.py`) and the search
+  (`taxoclass/search/search.py`); Ray is imported only when an instance starts.
 """
 
 from __future__ import annotations
@@ -45,3 +47,18 @@ def start_local_ray(num_cpus: int | None = None, dashboard: bool = False, **kwar
     env = worker_env()
     ray.init(num_cpus=num_cpus or None, include_dashboard=dashboard, runtime_env={"env_vars": env} if env else None,
              _node_ip_address="127.0.0.1", **kwargs)
+
+
+def join_or_start(ray_cfg, **kwargs) -> bool:
+    """Join the cluster at `ray.address`, or with none start a local instance on loopback (`ray.num_cpus`);
+    nothing when this process is already connected. True when the instance was started here: the caller
+    ends it with `ray.shutdown()`."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if ray_cfg.address:
+        ray.init(address=ray_cfg.address, include_dashboard=False, **kwargs)
+        return False
+    start_local_ray(ray_cfg.num_cpus, **kwargs)  # a local instance serves this process only
+    return True

@@ -37,16 +37,9 @@ class RayRuntime:
         return ("ray", self.cfg.ray.num_workers)
 
     def start(self) -> None:
-        import ray  # Ray-specific lines: joining or starting an instance
+        from taxoclass.distributed.ray_instance import join_or_start  # Ray-specific lines: joining or starting an instance
 
-        from taxoclass.distributed.ray_instance import start_local_ray
-
-        if ray.is_initialized():
-            return
-        if self.cfg.ray.address:
-            ray.init(address=self.cfg.ray.address, include_dashboard=False, log_to_driver=False)
-        else:
-            start_local_ray(self.cfg.ray.num_cpus, log_to_driver=False)  # a local instance serves this process only
+        if join_or_start(self.cfg.ray, log_to_driver=False):
             self._started_here = True
 
     def stop(self) -> None:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from transformers import get_linear_schedule_with_warmup
 
 from taxoclass.config import ClassifierConfig
 from taxoclass.stages.amp import amp_context
@@ -54,17 +55,6 @@ def label_loss(model, loss: str) -> Callable:
     if loss == "path":
         return lambda logits, targets, mask: path_cross_entropy(unwrap(model).path_logits(logits), targets)
     return lambda logits, targets, mask: masked_bce(logits, targets, mask)
-
-
-def warmup_linear(total_steps: int, warmup_ratio: float):
-    warmup = int(total_steps * warmup_ratio)
-
-    def factor(step: int) -> float:
-        if warmup and step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
-
-    return factor
 
 
 @torch.no_grad()
@@ -135,7 +125,7 @@ def train_classifier(model: TaxoClassifier, docs: DocBatches, targets: np.ndarra
     steps_per_epoch = math.ceil(len(train_idx) / (cfg.batch_size * env.world_size))
     total = steps_per_epoch * cfg.epochs
     opt = torch.optim.AdamW(model.param_groups(cfg.learning_rate, cfg.head_learning_rate, cfg.weight_decay, cfg.gnn_learning_rate))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_linear(total, cfg.warmup_ratio))
+    sched = get_linear_schedule_with_warmup(opt, int(total * cfg.warmup_ratio), total)
     ddp = env.prepare_model(model)
     train_step = TrainStep(ddp, opt, cfg.amp, device, sched)
     loss_fn = label_loss(model, cfg.loss)

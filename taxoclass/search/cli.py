@@ -1,0 +1,83 @@
+"""The search's command line: `taxoclass search ...`, and `python tune/search.py ...` with the same flags.
+
+Features:
+- `add_arguments`: the flags, put on the `taxoclass search` subcommand (taxoclass/cli.py) or on
+  tune/search.py's own parser, so the two cannot drift apart;
+- `--num-samples` below 1 is refused when the arguments are parsed, before Ray starts;
+- `run`: the search (search.py) with one-line errors (`PROG: error: ...`, exit status 2), Ctrl-C
+  obeyed at the first press (exit status 130), and the Ray instance ended with `ray.shutdown()`
+  (never `ray stop`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from taxoclass.errors import TaxoclassError
+from taxoclass.search.objectives import DEFAULT_OBJECTIVE, DESCRIBE, OBJECTIVES
+
+DESCRIPTION = "Hyper-parameter search for taxoclass (Ray Tune + Optuna + ASHA)."
+
+
+def add_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    ap.add_argument("--config", help="base config YAML (default: the defaults, or the debug preset with --smoke)")
+    ap.add_argument("--preset", help="base preset (debug, demo, amazon-531, dbpedia-298)")
+    ap.add_argument("--space", help="search space: a wandb sweep.yaml (default: DEFAULT_SPACE of taxoclass/search/space.py)")
+    ap.add_argument("--num-samples", type=at_least_one, default=None, help="trials (default 16; 3 with --smoke)")
+    ap.add_argument("--gpus-per-trial", type=float, default=0,
+                    help="GPUs per trial: below 1 one Train worker with that share of a GPU (0.25: 4 trials per GPU); "
+                         "from 1 on that many DDP workers")
+    ap.add_argument("--max-concurrent", type=int, default=None, help="trials at once (default: as many as the cluster fits)")
+    ap.add_argument("--name", default=None, help="search name: the wandb group, the Optuna study and the folder under output_dir")
+    ap.add_argument("--resume", action="store_true", help="continue the search of this --name")
+    ap.add_argument("--smoke", action="store_true", help="a tiny CPU search on the debug preset")
+    ap.add_argument("--objective", choices=sorted(OBJECTIVES), default=DEFAULT_OBJECTIVE,
+                    help=f"label-free objective (default {DEFAULT_OBJECTIVE}): " + "; ".join(f"{k}: {v}" for k, v in DESCRIBE.items()))
+    ap.add_argument("--dev", default=None, help="labelled dev split of corpus documents (doc_id<TAB>id,id): objective = its Example-F1")
+    ap.add_argument("--storage", default=None, help="Optuna storage URL (default: sqlite:///<search dir>/optuna.db)")
+    ap.add_argument("--no-asha", action="store_true", help="run every trial to the end (FIFO)")
+    ap.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every trial")
+    return ap
+
+
+def at_least_one(text: str) -> int:
+    """An argparse type: a count of at least 1, refused when the arguments are parsed (before Ray starts);
+    -1 would search without end, 0 starts Ray and stages 1-2 before Tune refuses it."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
+    return value
+
+
+def run(args, prog: str) -> int:
+    """The search for parsed arguments; errors in the input are one line naming `prog`."""
+    from taxoclass.search.search import run_search
+
+    try:
+        return run_search(args, prog)
+    except TaxoclassError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; `--name {args.name} --resume` continues this search" if args.name else
+              f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        _stop_ray()
+
+
+def _stop_ray() -> None:
+    if "ray" in sys.modules:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+
+
+def main(argv: list[str] | None = None, prog: str = "tune/search.py") -> int:
+    args = add_arguments(argparse.ArgumentParser(prog=prog, description=DESCRIPTION)).parse_args(argv)
+    return run(args, prog)

@@ -1,0 +1,311 @@
+"""Hyper-parameter search: Ray Tune + Optuna (TPE) + ASHA, one wandb run per trial, grouped.
+
+    taxoclass search --smoke                                         # 3 tiny trials on the demo data, CPU
+    taxoclass search --config my.yaml --num-samples 20 --gpus-per-trial 1
+    taxoclass search --config my.yaml --gpus-per-trial 0.25          # four one-worker trials per GPU
+    taxoclass search --space sweep.yaml --name my-search             # the seed's wandb sweep.yaml, translated
+    taxoclass search --name my-search --resume                       # continue a killed search
+
+(`python tune/search.py ...` is the same command; the flags: `taxoclass/search/cli.py`.)
+
+Features:
+- before anything starts, one trial's CPUs and GPUs (the trial, its Train workers) are checked
+  against the cluster: a trial that does not fit is shrunk with a one-line notice, or the
+  search stops with a one-line error (resources.py); Ctrl-C ends it at the first press;
+- each trial runs stages 3-4 of the pipeline on Ray Train inside a Tune function (the Train V2
+  pattern); stages 1-2 are computed once, before the trials, into `<search>/cache`, which every
+  trial reads; the trials' run dirs are `<search>/runs/<trial>`;
+- `OptunaSearch` (TPE, seeded; random or grid for sweep files) with a persistent study
+  (`<search>/optuna.db`, or `--storage URL`) named after the search; with `--objective
+  silver_loss`, the one objective reported during a trial, `ASHAScheduler` over the trial's
+  reports (stage-3 epochs, then stage-4 target updates); the first trial runs the base
+  config's values (the "default" trial);
+- the objective never sees the test set (objectives.py): by default `path_margin`, the
+  final model's mean gap between the best and the runner-up root-to-leaf path on a fixed sample
+  of corpus documents (maximised; validated by scripts/validate_objective.py); `--objective`
+  `silver_loss`, `silver_f1` or `teacher_f1`; with `--dev FILE` the Example-F1 on that labelled
+  dev split (maximised). Every trial reports all of them; test metrics only for the record;
+- `WandbLoggerCallback`: one wandb run per trial (the parameters as config; the objective and
+  the pipeline's `stage3/...`, `stage4/...`, `test/...` metrics), all in one group named after
+  the search, job type `hpo-trial`, its files under `WANDB_DIR` when set, else the search folder;
+  `WANDB_MODE=offline` works;
+- at the end: `trials.md` / `trials.csv` (with the objective's correlation and regret against
+  the held-out test score, and whether the winner beats the default), `best_config.yaml` (the
+  base config plus the winning parameters) and `best_trial_config.yaml` (the winner's full config);
+- `--resume` continues a killed search with `Tuner.restore`, keeping finished trials and the study.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from taxoclass.config import LEAF_TYPES, Config, build_config, from_dict, set_value, to_dict
+from taxoclass.errors import ConfigError
+from taxoclass.rundir import writable_dir
+from taxoclass.search.objectives import COLUMN, DESCRIBE, OBJECTIVES, dev_example_f1, label_free_objectives
+from taxoclass.search.report import OBJECTIVE, markdown, trial_rows, winner
+from taxoclass.search.resources import TRIAL_CPUS, plan_trials
+from taxoclass.search.space import Space, base_point, default_space, grid_points, read_sweep, to_tune
+
+RECORD_METRICS = ["test/example_f1", "test/p_at_1", "test/p_at_3", "test/mrr", "test/accuracy"]
+COLUMNS = RECORD_METRICS + list(COLUMN.values())
+
+
+def objective_mode(args) -> str:
+    return "max" if args.dev else OBJECTIVES[args.objective]
+
+
+def run_trial(params: dict, base: dict, search_dir: str, dev: str | None, objective: str) -> None:
+    """One Tune trial: the pipeline with this trial's parameters; stages 3-4 on Ray Train."""
+    from ray import tune
+
+    from taxoclass.distributed.ray_runtime import RayRuntime
+    from taxoclass.pipeline import run_pipeline
+
+    cfg = from_dict(base, "search base config")
+    for key, value in params.items():
+        set_value(cfg, key, value)
+    cfg.output_dir = str(Path(search_dir) / "runs")  # absolute: a trial's working directory is not the driver's
+    cfg.run_name = tune.get_context().get_trial_id()
+    cfg.cache_dir = str(Path(search_dir) / "cache")  # stages 1-2 computed once, before the trials
+    summary = run_pipeline(cfg, runtime=RayRuntime(cfg))
+    run_dir = Path(summary["run_dir"])
+    final = {k: summary[k] for k in COLUMNS + ["stage4/iteration"] if k in summary}
+    final.update(label_free_objectives(cfg, run_dir))  # all of them, whichever drives the search: trials.csv compares them
+    final[OBJECTIVE] = dev_example_f1(cfg, run_dir, dev) if dev else final[COLUMN[objective]]
+    tune.report(final)
+
+
+def compute_shared_stages(cfg: Config, search_dir: Path) -> None:
+    """Stages 1-2 in this process, into the cache every trial reads."""
+    from taxoclass.pipeline import RunContext, steps
+
+    shared = from_dict(to_dict(cfg), "search base config")
+    shared.runtime, shared.output_dir, shared.run_name = "local", str(search_dir), "shared"
+    shared.cache_dir = str(search_dir / "cache")
+    with RunContext.open(shared) as ctx:
+        steps.similarity(ctx)
+        steps.mining(ctx)
+
+
+def max_reports(cfg: Config, space: Space) -> int:
+    """Reports a trial makes at most: per stage-3 epoch, per stage-4 target update, each Train run's
+    final report, and the trial's own last one (ASHA ends a trial at max_t, so this must not be short)."""
+    st = cfg.self_training
+    epochs = cfg.classifier.epochs
+    for p in space.params:  # the space may give more epochs than the base config
+        if p.key == "classifier.epochs":
+            epochs = int(max(p.values) if p.values else p.high)
+    stage4 = math.ceil(st.max_batches / st.update_interval) + 1 if st.enabled != "false" else 0  # auto may run it
+    return epochs + 1 + stage4 + 1
+
+
+def make_sampler(space: Space, seed: int):
+    import optuna
+
+    if space.sampler == "grid":
+        return optuna.samplers.GridSampler(grid_points(space), seed=seed)
+    if space.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+def build_tuner(args, cfg: Config, space: Space, search_dir: Path, name: str, trial_cpus: float, first: dict | None,
+                wandb_dir: str):
+    import optuna
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    from taxoclass.search.callbacks import TrialLines, TrialWandbCallback
+
+    mode = objective_mode(args)
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, base=to_dict(cfg), search_dir=str(search_dir), dev=args.dev, objective=args.objective),
+        {"cpu": trial_cpus})
+    if args.resume:
+        if not tune.Tuner.can_restore(str(search_dir)):
+            raise ConfigError("--resume", f"no search to resume at {search_dir}")
+        # the searcher comes back with its study (the same storage), the callbacks with their settings
+        return tune.Tuner.restore(str(search_dir), trainable=trainable, resume_unfinished=True, resume_errored=True)
+    callbacks = [TrialWandbCallback(project=cfg.tracking.project, group=name, job_type="hpo-trial", log_config=True,
+                                    entity=cfg.tracking.entity or None, tags=list(cfg.tracking.tags) or None,
+                                    dir=wandb_dir),
+                 TrialLines(args.num_samples, [OBJECTIVE, "test/example_f1"])]
+    run_config = tune.RunConfig(name=name, storage_path=str(search_dir.parent), callbacks=callbacks, verbose=0)
+    storage = optuna.storages.RDBStorage(args.storage or f"sqlite:///{search_dir / 'optuna.db'}")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    domains = OptunaSearch.convert_search_space(to_tune(space))  # Optuna's own distributions: no conversion warning
+    searcher = OptunaSearch(space=domains, metric=OBJECTIVE, mode=mode, sampler=make_sampler(space, cfg.seed), storage=storage, study_name=name, points_to_evaluate=[first] if first else None)
+    if args.no_asha or mode == "max":  # the max objectives exist only at the end of a trial: nothing for ASHA to compare
+        scheduler = FIFOScheduler()
+    else:
+        scheduler = ASHAScheduler(metric=OBJECTIVE, mode=mode, time_attr="training_iteration", max_t=max_reports(cfg, space),
+                                  grace_period=1, reduction_factor=2)
+    tune_config = tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=args.num_samples,
+                                  max_concurrent_trials=args.max_concurrent)
+    return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
+
+
+def config_delta(cfg: Config) -> dict:
+    """The settings of `cfg` that differ from the defaults, as a nested mapping (a config YAML)."""
+    values, defaults, out = to_dict(cfg), to_dict(Config()), {}
+    for key in LEAF_TYPES:
+        *sections, leaf = key.split(".")
+        v, d = values, defaults
+        for section in sections:
+            v, d = v[section], d[section]
+        if v[leaf] != d[leaf]:
+            target = out
+            for section in sections:
+                target = target.setdefault(section, {})
+            target[leaf] = v[leaf]
+    return out
+
+
+def write_best_config(user_base: Config, params: dict, trial_dir: Path | None, search_dir: Path, name: str) -> Path:
+    """`best_config.yaml`: the user's base config (their --config/--preset and overrides, not what the
+    search sets for itself) plus the winning parameters; the winner's full config beside it."""
+    best = from_dict(to_dict(user_base), "search base config")
+    for key, value in params.items():
+        set_value(best, key, value)
+    best.run_name, best.cache_dir = f"best-{name}", ""
+    path = search_dir / "best_config.yaml"
+    path.write_text(yaml.safe_dump(config_delta(best), sort_keys=False), encoding="utf-8")
+    if trial_dir is not None and (trial_dir / "config.yaml").is_file():
+        shutil.copyfile(trial_dir / "config.yaml", search_dir / "best_trial_config.yaml")
+    return path
+
+
+def _absolute(cfg: Config) -> None:
+    """Paths as the driver sees them: a trial runs elsewhere (Tune's working dir, another node)."""
+    cfg.output_dir = str(Path(cfg.output_dir).resolve())
+    if cfg.cache_dir:
+        cfg.cache_dir = str(Path(cfg.cache_dir).resolve())
+    for key in ("data", "test_corpus"):
+        value = getattr(cfg, key)
+        if value and Path(value).exists():
+            setattr(cfg, key, str(Path(value).resolve()))
+
+
+def _start_ray(cfg: Config) -> None:
+    import ray
+
+    from taxoclass.distributed.ray_instance import start_local_ray, worker_env
+
+    if ray.is_initialized():
+        return
+    if cfg.ray.address:
+        ray.init(address=cfg.ray.address, runtime_env={"env_vars": worker_env()}, log_to_driver=False)
+    else:
+        start_local_ray(cfg.ray.num_cpus, dashboard=True, log_to_driver=False)
+
+
+def run_search(args, prog: str) -> int:
+    """The whole search for parsed arguments (`cli.py`); `prog` names the command in its notes."""
+    # Tune's own Ctrl-C handler waits for a second press; without it the first press ends the search
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
+    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TUNE_WARN_THRESHOLD_S", "10")  # a result's trip through Optuna's SQLite is not worth a warning
+    # a trial ASHA stops is asked to stop, and its Train run holds its workers' CPUs until the trial's
+    # process ends: kill it soon, or the next trial's worker group cannot start
+    os.environ.setdefault("TUNE_FORCE_TRIAL_CLEANUP_S", "5")
+    os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")  # trials work in the driver's folder, not Ray's session folder
+    preset = args.preset or ("debug" if args.smoke and not args.config else None)
+    cfg = build_config(preset, args.config, args.overrides)
+    user_base = build_config(args.preset, args.config, args.overrides)  # what best_config.yaml starts from
+    cfg.runtime = "ray"
+    cfg.tracking.use_wandb = False  # the trials' wandb runs come from WandbLoggerCallback
+    _absolute(cfg)
+    if args.num_samples is None:
+        args.num_samples = 3 if args.smoke else 16
+    space = read_sweep(args.space) if args.space else default_space()
+    for p in space.params:  # a sweep's `value:` entries are settings of every trial, not dimensions
+        if p.kind == "constant":
+            set_value(cfg, p.key, p.values[0])
+    name = args.name or f"search-{Path(str(cfg.data)).name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    args.name = name
+    search_dir = Path(cfg.output_dir) / name
+    search_dir.mkdir(parents=True, exist_ok=True)
+    # WandbLoggerCallback's logging actor reads these: they must be set before Ray starts. A WANDB_DIR
+    # the user set is kept (the trials' wandb files go there, as a plain run's would), made absolute like
+    # the other paths the search hands to Ray, and checked: wandb would fall back to a temporary folder,
+    # with a warning, if it did not exist or took no files
+    wandb_dir = str(writable_dir(Path(os.environ.get("WANDB_DIR") or search_dir).resolve(), "the wandb files (WANDB_DIR)"))
+    os.environ["WANDB_DIR"] = wandb_dir
+    os.environ.setdefault("WANDB_SILENT", "true")
+    if not os.environ.get("WANDB_API_KEY") and os.environ.get("WANDB_MODE", "online") == "online":
+        print(f"{prog}: warning: no WANDB_API_KEY: trials log to wandb offline (wandb sync later)", file=sys.stderr)
+        os.environ["WANDB_MODE"] = "offline"
+    _start_ray(cfg)
+    import ray
+
+    plan = plan_trials(args.gpus_per_trial, cfg.ray.num_workers, cfg.ray.cpus_per_worker, ray.cluster_resources(),
+                       args.max_concurrent)
+    for notice in plan.notices:
+        print(f"{prog}: note: {notice}", file=sys.stderr)
+    plan.apply(cfg)
+    args.max_concurrent = plan.concurrent
+    mode = objective_mode(args)
+    what = "dev Example-F1" if args.dev else f"{args.objective}, {DESCRIBE[args.objective]}"
+    print(f"search {name}: {space.describe()}; {args.num_samples} trials; {plan.describe()}; objective: {what} ({mode})",
+          flush=True)
+    first = None if space.sampler == "grid" else base_point(space, {p.key: _get(cfg, p.key) for p in space.params})
+    compute_shared_stages(cfg, search_dir)
+    tuner = build_tuner(args, cfg, space, search_dir, name, TRIAL_CPUS, first, wandb_dir)
+    # one line per trial (TrialLines) instead of Tune's banners, and a failed trial's traceback in its error.txt
+    logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
+    results = tuner.fit()
+    finish(results, space, cfg, user_base, search_dir, name, mode, first)
+    return 0
+
+
+def _get(cfg: Config, key: str):
+    value = cfg
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def disk_use(folder: Path) -> int:
+    """Bytes under `folder`, a hard-linked file (a run's model.pt is its cached stage output) once."""
+    files = {}
+    for f in folder.rglob("*"):
+        if f.is_file():
+            st = f.stat()
+            files[(st.st_dev, st.st_ino)] = st.st_size
+    return sum(files.values())
+
+
+def finish(results, space: Space, cfg: Config, user_base: Config, search_dir: Path, name: str, mode: str, first) -> None:
+    """trials.md, trials.csv, best_config.yaml and the lines a user reads."""
+    for checkpoints in (search_dir / "runs").glob("*/ray"):  # a stopped trial's Train checkpoints: nothing resumes it now
+        shutil.rmtree(checkpoints, ignore_errors=True)
+    keys = [p.key for p in space.params]
+    rows = trial_rows(results, keys, COLUMNS, first)
+    md = markdown(rows, mode)
+    (search_dir / "trials.md").write_text(md + "\n")
+    with open(search_dir / "trials.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["trial"])
+        writer.writeheader()
+        writer.writerows(rows)
+    print(md)
+    best = winner(rows, mode)
+    if best is None:
+        raise ConfigError("objective", f"no trial of {name} finished with a finite objective; see {search_dir}")
+    trial_id = best["trial"]
+    params = {p.key: p.values[0] for p in space.params if p.kind == "constant"}
+    params.update({k: best[k] for k in keys if best.get(k) is not None})
+    path = write_best_config(user_base, params, search_dir / "runs" / str(trial_id), search_dir, name)
+    size = disk_use(search_dir)
+    print(f"best trial {trial_id}: {OBJECTIVE}={best[OBJECTIVE]:.4f}; taxoclass run --config {path}\n"
+          f"search folder {search_dir}: {size / 2**20:.0f} MiB (the cache holds each trial's models)")

@@ -1,0 +1,53 @@
+"""The distribution: the wheel installs `taxoclass` and nothing else at the top level (no `tune` to collide
+with the PyPI package of that name), and tune/search.py is a script that needs nothing beside itself."""
+
+import shutil
+import subprocess
+import sys
+import zipfile
+
+import pytest
+from conftest import REPO
+
+SOURCES = ["pyproject.toml", "README.md", "taxoclass", "tune"]
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory):
+    """`pip wheel --no-deps` of a copy of the sources (the build writes build/ and *.egg-info beside them);
+    its build dependencies come from pip's configured index (offline: the local one)."""
+    src, out = tmp_path_factory.mktemp("src"), tmp_path_factory.mktemp("wheel")
+    for name in SOURCES:
+        if (REPO / name).is_dir():
+            shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            shutil.copy(REPO / name, src / name)
+    res = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(src)],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    (path,) = out.glob("taxoclass-*.whl")
+    with zipfile.ZipFile(path) as whl:
+        return {name: whl.read(name).decode("utf-8", "replace") if name.endswith(".txt") else "" for name in whl.namelist()}
+
+
+def test_the_wheel_installs_only_taxoclass_at_the_top_level(wheel):
+    top = {name.split("/")[0] for name in wheel if not name.split("/")[0].endswith(".dist-info")}
+    assert top == {"taxoclass"}  # before: {"taxoclass", "tune"}
+    (top_level,) = [text for name, text in wheel.items() if name.endswith(".dist-info/top_level.txt")]
+    assert top_level.split() == ["taxoclass"]
+    # the search travels inside the package, with the presets and the demo data
+    assert {"taxoclass/search/search.py", "taxoclass/search/cli.py", "taxoclass/search/objectives.py",
+            "taxoclass/presets/demo.yaml", "taxoclass/data/demo/labels.txt"} <= set(wheel)
+    (entry_points,) = [text for name, text in wheel.items() if name.endswith(".dist-info/entry_points.txt")]
+    assert "taxoclass = taxoclass.cli:main" in entry_points
+
+
+def test_tune_search_py_runs_from_anywhere_on_the_installed_package(tmp_path):
+    """A copy of the entry point in an empty folder is the whole search: it reaches the package as installed,
+    not through a path of the checkout (-I: neither the script's folder nor PYTHONPATH is on sys.path)."""
+    script = tmp_path / "search.py"
+    shutil.copy(REPO / "tune" / "search.py", script)
+    res = subprocess.run([sys.executable, "-I", str(script), "--num-samples", "0"], capture_output=True, text=True,
+                         cwd=tmp_path, timeout=120)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip().splitlines()[-1] == "tune/search.py: error: argument --num-samples: expected at least 1, got 0"

@@ -1,1 +1,0 @@
-"""Hyper-parameter search for taxoclass on Ray Tune (search.py) and its search spaces (space.py)."""
