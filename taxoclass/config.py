@@ -149,7 +149,10 @@ class ClassifierConfig(Section):
     """Stage 3: text encoder + GNN class encoder, trained on core classes."""
 
     section: ClassVar[str] = "classifier"
-    encoder: Text = Field("bundled", description="'bundled', a HF name or a model folder")
+    # `similarity`: stage 1's bi-encoder, so that a run (or a search trial) that changes `similarity.model` trains
+    # on that encoder's vectors and starts at its prototypes, instead of mixing two encoders
+    encoder: Text = Field("similarity", description="'similarity' = stage 1's bi-encoder (similarity.model; the bundled "
+                          "MiniLM after an NLI stage 1), 'bundled', a HF name or a model folder")
     pooling: Literal["mean", "cls"] = "mean"
     max_length: Int = Field(256, ge=1)
     gnn_num_layers: Int = Field(3, ge=0)
@@ -499,8 +502,23 @@ def build_config(
     if cfg.classifier.head_init == "random" and cfg.classifier.gnn_learning_rate == 0:
         raise ConfigError("classifier.gnn_learning_rate", "head_init=random learns its class vectors through the GCN and the "
                           "bilinear matrix: give them a learning rate (the paper's: 4e-3), got 0.0")
-    check_model_paths({key: get_value(cfg, key) for key in MODEL_KEYS})
+    models = {key: get_value(cfg, key) for key in MODEL_KEYS}
+    if models["classifier.encoder"] == STAGE1_ENCODER:  # checked as similarity.model
+        del models["classifier.encoder"]
+    check_model_paths(models)
     return cfg
+
+
+STAGE1_ENCODER = "similarity"  # the value of `classifier.encoder` that names stage 1's model
+
+
+def classifier_encoder(cfg: Config) -> str:
+    """The classifier's encoder as a model name: `classifier.encoder`, where `similarity` (the default) is stage 1's
+    bi-encoder, and after an NLI stage 1 (a cross-encoder, which makes no document vectors) the bundled MiniLM."""
+    c, s = cfg.classifier, cfg.similarity
+    if c.encoder != STAGE1_ENCODER:
+        return c.encoder
+    return s.model if s.backend == "biencoder" else "bundled"
 
 
 def yaml_scalar(text: str):

@@ -27,7 +27,7 @@ import time
 import warnings
 from pathlib import Path
 
-from taxoclass.config import Config, to_dict
+from taxoclass.config import Config, classifier_encoder, to_dict
 from taxoclass.hier_metrics import class_wise
 from taxoclass.sink import Sink
 
@@ -42,8 +42,8 @@ def warn(msg: str) -> None:
 
 def default_run_name(cfg: Config) -> str:
     """The seed's naming: taxo_<encoder>_gnn<layers>_lr<lr>_bs<batch>."""
-    c = cfg.classifier
-    encoder = "minilm" if c.encoder == "bundled" else Path(c.encoder).name.replace("/", "-")
+    c, name = cfg.classifier, classifier_encoder(cfg)
+    encoder = "minilm" if name == "bundled" else Path(name).name.replace("/", "-")
     return f"taxo_{encoder}_gnn{c.gnn_num_layers}_lr{c.learning_rate:g}_bs{c.batch_size}"
 
 

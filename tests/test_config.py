@@ -165,7 +165,7 @@ GOLDEN_DEFAULTS = {'data': 'demo',
             'path_consistent': True,
             'rule': 'path_top',
             'top_share': 0.5},
- 'classifier': {'encoder': 'bundled',
+ 'classifier': {'encoder': 'similarity',
                 'pooling': 'mean',
                 'max_length': 256,
                 'gnn_num_layers': 3,
@@ -364,3 +364,19 @@ def test_readme_config_table_names_real_keys():
     assert len(keys) > 40
     for key in keys:
         canonical_key(key)  # an unknown or ambiguous name is a ConfigError: the table is out of date
+
+
+def test_the_classifier_follows_stage_1s_encoder_unless_told_otherwise(tmp_path):
+    from taxoclass.config import classifier_encoder
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"")
+    assert classifier_encoder(build_config(environ={})) == "bundled"
+    # `similarity.model=X` alone moves both: a search trial over encoders trains on the encoder it scored with
+    assert classifier_encoder(build_config(overrides=[f"similarity.model={folder}"], environ={})) == str(folder)
+    # an NLI cross-encoder makes no document vectors: the classifier takes the bundled bi-encoder
+    assert classifier_encoder(build_config(overrides=[f"similarity.model={folder}", "similarity.backend=nli"], environ={})) == "bundled"
+    assert classifier_encoder(build_config(overrides=[f"similarity.model={folder}", "classifier.encoder=bundled"],
+                                           environ={})) == "bundled"

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from taxoclass.config import Config, save_yaml, to_dict
+from taxoclass.config import Config, classifier_encoder, save_yaml, to_dict
 from taxoclass.pipeline import steps
 from taxoclass.pipeline.inputs import content_digest, prepare_inputs
 from taxoclass.pipeline.lock import RunDirLock
@@ -122,6 +122,6 @@ class RunContext(RunView):
         from taxoclass.stages.similarity import refines
 
         c, s = self.cfg.classifier, self.cfg.similarity
-        if not refines(s) or c.head_init != "zeroshot" or c.encoder != s.model or c.pooling != "mean":
+        if not refines(s) or c.head_init != "zeroshot" or classifier_encoder(self.cfg) != s.model or c.pooling != "mean":
             return None
         return self.stage1().get("prototypes")

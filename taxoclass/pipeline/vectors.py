@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from taxoclass.cache import is_intact, seal
-from taxoclass.config import ClassifierConfig, SimilarityConfig
+from taxoclass.config import Config, SimilarityConfig, classifier_encoder
 from taxoclass.pipeline.inputs import digest
 from taxoclass.rundir import atomic_replace_with
 
@@ -38,8 +38,9 @@ class EncoderSpec:
         return cls(s.model, "mean", s.max_length, s.lowercase and not tokenizer_lowercases(s.model))
 
     @classmethod
-    def of_classifier(cls, c: ClassifierConfig) -> EncoderSpec:
-        return cls(c.encoder, c.pooling, c.max_length, False)
+    def of_classifier(cls, cfg: Config) -> EncoderSpec:
+        c = cfg.classifier
+        return cls(classifier_encoder(cfg), c.pooling, c.max_length, False)
 
 
 @lru_cache(maxsize=8)

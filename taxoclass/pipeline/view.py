@@ -151,7 +151,7 @@ class RunView:
 
         c = self.cfg.classifier
         texts = {"corpus": self.inputs.corpus, "test": self.inputs.test}[which].texts
-        spec = EncoderSpec.of_classifier(c)
+        spec = EncoderSpec.of_classifier(self.cfg)
 
         def embed() -> np.ndarray:
             say(f"{desc or which}: embedding {len(texts)} documents ({why_embed(spec, self.cfg.similarity)})")

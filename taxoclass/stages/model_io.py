@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from taxoclass import tensorfile
-from taxoclass.config import LEAF_TYPES, Config, from_dict, to_dict
+from taxoclass.config import LEAF_TYPES, Config, classifier_encoder, from_dict, to_dict
 from taxoclass.data.taxonomy import Taxonomy
 from taxoclass.errors import DataError, TaxoclassError
 from taxoclass.stages.model import DocBatches, TaxoClassifier, tokenize
@@ -74,7 +74,7 @@ def build_model(cfg: Config, taxonomy: Taxonomy, device: torch.device, keywords:
     """`class_init` (classes x dim) replaces the encoded class texts as the initial class features
     (stage 1's refined prototypes)."""
     c = cfg.classifier
-    encoder, tokenizer = load_encoder(c.encoder, key="classifier.encoder")
+    encoder, tokenizer = load_encoder(classifier_encoder(cfg), key="classifier.encoder")
     encoder.to(device)
     if class_init is None:
         class_init = encode_texts(encoder, tokenizer, initial_class_texts(cfg, taxonomy, keywords), max_length=CLASS_NAME_MAX_LENGTH,
