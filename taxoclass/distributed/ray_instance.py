@@ -45,8 +45,10 @@ def start_local_ray(num_cpus: int | None = None, dashboard: bool = False, **kwar
     import ray
 
     env = worker_env()
-    ray.init(num_cpus=num_cpus or None, include_dashboard=dashboard, runtime_env={"env_vars": env} if env else None,
-             _node_ip_address="127.0.0.1", **kwargs)
+    # address="local": a new instance, always; with no address Ray would join RAY_ADDRESS or the last cluster a
+    # `ray start` on this machine left in /tmp/ray/ray_current_cluster
+    ray.init(address="local", num_cpus=num_cpus or None, include_dashboard=dashboard,
+             runtime_env={"env_vars": env} if env else None, _node_ip_address="127.0.0.1", **kwargs)
 
 
 def join_or_start(ray_cfg, **kwargs) -> bool:
