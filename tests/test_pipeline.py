@@ -629,27 +629,30 @@ def test_each_document_is_embedded_once(tmp_path, capfd):
 
 
 def test_the_mpnet_preset_takes_a_local_folder_in_place_of_the_hub(tmp_path, monkeypatch):
-    """`--preset mpnet` names the hub's all-mpnet-base-v2; with no hub a local folder takes its place on both keys
-    (here a tiny random BERT stands in for the 420 MB model)."""
+    """`--preset mpnet` names the hub's all-mpnet-base-v2 for stage 1, and the classifier follows it; with no hub a local
+    folder given once, as similarity.model, takes its place for both (here a tiny random BERT stands in for the 420 MB
+    model)."""
     from transformers import AutoTokenizer, BertConfig, BertModel
 
+    from taxoclass.config import classifier_encoder
     from taxoclass.stages.text_encoder import resolve_model_path
 
     with monkeypatch.context() as online:  # the hub's name is checked against the local cache only when offline
         online.delenv("HF_HUB_OFFLINE", raising=False)
         online.delenv("TRANSFORMERS_OFFLINE", raising=False)
         preset = build_config("mpnet", environ={})
-    assert preset.similarity.model == preset.classifier.encoder == "sentence-transformers/all-mpnet-base-v2"
+    assert preset.similarity.model == classifier_encoder(preset) == "sentence-transformers/all-mpnet-base-v2"
     folder = tmp_path / "mpnet-local"
     tok = AutoTokenizer.from_pretrained(resolve_model_path("bundled"))
     torch.manual_seed(0)
     BertModel(BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                          intermediate_size=64)).save_pretrained(folder)
     tok.save_pretrained(folder)
-    cfg = build_config("mpnet", overrides=[f"similarity.model={folder}", f"classifier.encoder={folder}", "max_docs=40",
+    cfg = build_config("mpnet", overrides=[f"similarity.model={folder}", "max_docs=40",
                                            f"output_dir={tmp_path}", "run_name=local", "device=cpu"], environ={})
+    assert classifier_encoder(cfg) == str(folder)
     summary = run_pipeline(cfg)
     saved = (tmp_path / "local" / "config.yaml").read_text()
-    assert f"model: {folder}" in saved and f"encoder: {folder}" in saved
+    assert f"model: {folder}" in saved and "encoder: similarity" in saved
     assert 0 <= summary["test/example_f1"] <= 1 and summary["stage1/encoder_passes"] > 0
     assert len(list((tmp_path / "local" / "cache").glob("vectors-*.npy"))) >= 1  # the folder's 32-dim vectors, embedded once
