@@ -225,3 +225,13 @@ def test_a_taxonomy_of_one_class_is_refused_before_stage_1(tmp_path):
     res = run_cli("run", "--preset", "debug", f"data={root}", f"output_dir={tmp_path / 'runs'}", "run_name=one")
     assert res.returncode == 2 and res.stderr.strip().splitlines() == [f"taxoclass: error: {message}"], res.stderr
     assert not (tmp_path / "runs" / "one").exists()  # refused before the run dir, let alone stage 1
+
+
+@pytest.mark.parametrize("name", ["labels.txt", "train/corpus.txt"])
+def test_a_dataset_file_given_as_the_dataset_is_named_so(tmp_path, name):
+    """Issue 29: `taxoclass validate labels.txt` read the file as JSON lines and said 'malformed JSON line'."""
+    root = write_dataset(tmp_path / "ds")
+    res = run_cli("validate", root / name)
+    assert res.returncode == 2 and res.stderr.strip().splitlines() == [
+        f"taxoclass: error: {root / name}: not a dataset: give the dataset's folder (holding labels.txt, label_hierarchy.txt, "
+        "train/corpus.txt) or its JSON-lines file (*.json, *.jsonl)"], res.stderr
