@@ -2,7 +2,7 @@
 
     taxoclass run [--preset NAME] [--config FILE] [key=value ...]   all stages, then evaluation
     taxoclass stage N --run DIR [key=value ...]                      one stage on an existing run dir
-    taxoclass evaluate --predictions FILE --data PATH                metrics of a predictions file
+    taxoclass evaluate --predictions FILE --data PATH [--max-docs N] metrics of a predictions file
     taxoclass predict --run DIR --input FILE [--top-k K] [--path]    classify new texts (records on stdout)
     taxoclass predict ... --output OUT runtime=ray [ray.KEY=VALUE]   the same on Ray Data, into resumable shards
     taxoclass validate PATH                                          check a dataset, print its counts
@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="taxoclass",
         description="Hierarchical multi-label classification from class names alone (TaxoClass).",
     )
+    from taxoclass.search.cli import DESCRIPTION, add_arguments, at_least
+
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("run", help="run every stage and evaluate; no argument runs the built-in demo",
@@ -55,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="the dataset (folder, JSON-lines file or 'demo')")
     p.add_argument("--variant", default="auto", help="dataset layout: auto, teleclass, generated, jsonl")
     p.add_argument("--test-corpus", default=None, help="evaluate against this doc_id<TAB>text file's documents")
+    p.add_argument("--max-docs", type=at_least(0), default=0,
+                   help="evaluate against the first N test documents only: what a run with max_docs=N (the debug preset: 60) predicts")
     p.add_argument("--output", default=None, help="also write the metrics as JSON here")
 
     p = sub.add_parser("predict", help="classify new texts with a trained run",
@@ -84,8 +88,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="+", help="run directories")
     p.add_argument("--out", default=None, help="output folder (default: the first run's report/)")
 
-    from taxoclass.search.cli import DESCRIPTION, add_arguments
-
     add_arguments(sub.add_parser("search", help="hyper-parameter search on Ray Tune (the same as python tune/search.py)",
                                  description=DESCRIPTION))
     return parser
@@ -105,7 +107,7 @@ def cmd_evaluate(args) -> int:
     from taxoclass.rundir import write_json
 
     ds = load_dataset(args.data, variant=args.variant, test_corpus=args.test_corpus)
-    metrics = evaluate_predictions_file(Path(args.predictions), ds)
+    metrics = evaluate_predictions_file(Path(args.predictions), ds, max_docs=args.max_docs)
     print(format_metrics(metrics))
     if args.output:
         write_json(Path(args.output), metrics, what="the metrics")

@@ -97,11 +97,26 @@ def test_run_dir_contract(debug_run):
         assert path in tax.paths(path[-1])
         assert p["scores"][3:] == sorted(p["scores"][3:], reverse=True)
     # `taxoclass evaluate` recomputes exactly what the summary says
-    ds = load_dataset("demo")
-    ds.test.doc_ids = ds.test.doc_ids[:60]
-    recomputed = evaluate_predictions_file(run / "predictions/test.jsonl", ds)
+    recomputed = evaluate_predictions_file(run / "predictions/test.jsonl", load_dataset("demo"), max_docs=60)
     for k, v in recomputed.items():
         assert on_disk[k] == pytest.approx(v), k
+
+
+def test_evaluate_on_a_max_docs_run(debug_run, capsys):
+    """Issue 29: `taxoclass evaluate` on a --preset debug run (max_docs=60) failed with 'no prediction for 40 test
+    documents' and no way out; it says how now, and --max-docs evaluates what the run predicted."""
+    from taxoclass.cli import main
+
+    out, _ = debug_run
+    predictions = out / "a" / "predictions" / "test.jsonl"
+    assert main(["evaluate", "--predictions", str(predictions), "--data", "demo"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"taxoclass: error: {predictions}: no prediction for 40 test documents (first: 't060'); they are of its first "
+        "60, as a run with max_docs=60 predicts them: evaluate those with --max-docs 60")
+    assert main(["evaluate", "--predictions", str(predictions), "--data", "demo", "--max-docs", "60"]) == 0
+    printed = dict(line.split() for line in capsys.readouterr().out.splitlines())
+    summary = json.loads((out / "a" / "summary.json").read_text())
+    assert printed["test/example_f1"] == f"{summary['test/example_f1']:.4f}" and printed["test/mrr"] == f"{summary['test/mrr']:.4f}"
 
 
 @pytest.fixture(scope="module")
