@@ -29,7 +29,8 @@ EXIT_USAGE = 2
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", help="a preset name (debug, demo, amazon-531, dbpedia-298)")
     p.add_argument("--config", help="a YAML config file (e.g. a search's best_config.yaml)")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. seed=3 gnn_num_layers=2")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="config overrides, e.g. seed=3 gnn_num_layers=2 (a key given twice: the last counts, with a warning)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -283,6 +284,14 @@ def _print_summary(summary: dict) -> None:
         print(f"run dir: {summary['run_dir']}")
 
 
+def _warn_repeated(overrides: list[str]) -> None:
+    from taxoclass.config import repeated_overrides
+    from taxoclass.errors import warn
+
+    for line in repeated_overrides(overrides):
+        warn(line)
+
+
 COMMANDS = {
     "run": cmd_run,
     "stage": cmd_stage,
@@ -304,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = list(args.overrides) + extra
     try:
+        _warn_repeated(getattr(args, "overrides", []))
         return COMMANDS[args.command](args)
     except TaxoclassError as err:
         print(f"taxoclass: error: {err}", file=sys.stderr)
