@@ -64,6 +64,11 @@ def encoder_width(model: str) -> int:
     return int(AutoConfig.from_pretrained(resolve_model_path(model)).hidden_size)
 
 
+def takes_stage1_vectors(classifier: ClassifierConfig, similarity: SimilarityConfig) -> bool:
+    """Whether the classifier's frozen encoder makes the vectors stage 1 made (and takes them from the cache)."""
+    return similarity.backend == "biencoder" and EncoderSpec.of_classifier(classifier) == EncoderSpec.of_similarity(similarity)
+
+
 def why_embed(classifier: EncoderSpec, similarity: SimilarityConfig, miss: str) -> str:
     """Why the classifier cannot take stage 1's document vectors; `miss`: why the store had none (`VectorStore.miss`)."""
     if similarity.backend != "biencoder":
