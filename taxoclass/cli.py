@@ -63,9 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default=None, help="also write the metrics as JSON here")
 
     p = sub.add_parser("predict", help="classify new texts with a trained run",
-                       description="Print the top-k classes for each input text, as JSON lines. Scores are independent per-class "
-                                   "sigmoid probabilities (they need not sum to 1). With runtime=ray: the same records on Ray Data, "
-                                   "written as JSON-lines shards under --output; a rerun predicts only the missing shards.")
+                       description="Print the top-k classes for each input text, as JSON lines. What a score is depends on the "
+                                   "run's model: with the path loss (the default) a class's marginal probability under one "
+                                   "distribution over root-to-leaf paths, and path_score the path's probability; with "
+                                   "classifier.loss=bce independent sigmoids, and path_score their mean over the path; untrained "
+                                   "(stage 3 stepped aside) sigmoids, and path_score the sigmoid of the path's mean logit (README, "
+                                   "Predicting new texts). With runtime=ray: the same records on Ray Data, written as JSON-lines "
+                                   "shards under --output; a rerun predicts only the missing shards.")
     p.add_argument("--run", required=True, help="a finished run directory")
     p.add_argument("--input", required=True, help="plain text lines, doc_id<TAB>text lines, or JSON lines with a 'text'/'token' field (detected from the first line)")
     p.add_argument("--top-k", type=int, default=3, help="classes per text (default 3)")
