@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -183,6 +184,35 @@ def test_kill_9_resumes_stage1_shards_and_stage3_checkpoints(tmp_path):
     assert stage1 and stage1[-1]["stage1/shards_reused"] == done_before
     # once stage 3's output is cached its Train checkpoints (the model and optimiser state) are deleted
     assert list(run_dir.glob("cache/stage3-*.pt")) and not list(run_dir.glob("ray/stage3-*/checkpoint_*"))
+
+
+SECRET = "local-0123456789abcdef0123456789abcdef01234567"  # a fake W&B API key
+
+
+@pytest.fixture
+def ray_tmp():
+    """A private folder for Ray's session files (RAY_TMPDIR), short enough for Ray's socket paths (107 bytes)."""
+    import shutil
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="rt", dir="/tmp")
+    yield Path(folder)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def holding(secret: str, *folders: Path) -> list[Path]:
+    return [p for folder in folders for p in folder.rglob("*") if p.is_file() and not p.is_symlink()
+            and secret.encode() in p.read_bytes()]
+
+
+def test_the_env_handed_to_ray_holds_no_secret(monkeypatch):
+    from taxoclass.distributed.ray_instance import worker_env
+
+    for name, value in {"WANDB_API_KEY": SECRET, "HF_TOKEN": "hf_x", "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}.items():
+        monkeypatch.setenv(name, value)
+    env = worker_env()
+    assert env["WANDB_MODE"] == "offline" and env["HF_HUB_OFFLINE"] == "1"
+    assert "WANDB_API_KEY" not in env and "HF_TOKEN" not in env
 
 
 @pytest.mark.parametrize("name", ["cluster.yaml", "cluster-aws.yaml"])
