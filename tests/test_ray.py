@@ -200,9 +200,49 @@ def ray_tmp():
     shutil.rmtree(folder, ignore_errors=True)
 
 
+def listening() -> set[tuple[str, str]]:
+    """(local address, process) of every listening TCP socket (`ss -ltnp`; in `make test`'s namespace, only the tests')."""
+    out = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True).stdout
+    found = set()
+    for line in out.splitlines():
+        fields = line.split()
+        address = fields[3].rsplit(":", 1)[0].strip("[]")
+        process = fields[5].split('"')[1] if len(fields) > 5 and '"' in fields[5] else "?"
+        found.add((address, process))
+    return found
+
+
 def holding(secret: str, *folders: Path) -> list[Path]:
     return [p for folder in folders for p in folder.rglob("*") if p.is_file() and not p.is_symlink()
             and secret.encode() in p.read_bytes()]
+
+
+def test_a_ray_run_listens_on_loopback_only_and_writes_no_secret(tmp_path, ray_tmp):
+    """Issue 29: during stages 3 and 4 a Ray Train worker listened on every interface (`*:PORT`, torch's rendezvous
+    store), and the W&B API key was in Ray's session folder (`logs/runtime_env_agent.log`): every WANDB_* variable
+    went into the runtime_env, which Ray writes down."""
+    import shutil
+
+    if not shutil.which("ss"):
+        pytest.skip("no `ss` (iproute2) to list the listening sockets")
+    env = {**os.environ, "WANDB_API_KEY": SECRET, "USE_WANDB": "1", "WANDB_MODE": "offline", "RAY_TMPDIR": str(ray_tmp)}
+    args = ["run", "--preset", "debug", "runtime=ray", "ray.num_cpus=4", f"output_dir={tmp_path}", "run_name=r"]
+    proc = subprocess.Popen([sys.executable, "-m", "taxoclass.cli", *args], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    seen: set[tuple[str, str]] = set()
+    try:
+        while proc.poll() is None:
+            seen |= listening()
+            time.sleep(0.5)
+    finally:
+        _kill_tree(proc)
+    assert proc.returncode == 0, proc.stderr.read()[-3000:]
+    assert any(name.startswith("ray::RayTrain") for _, name in seen), seen  # sampled while stages 3-4 ran (ss shows 15 characters)
+    loopback = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
+    assert {(a, name) for a, name in seen if a not in loopback} == set()
+    assert list(ray_tmp.glob("ray/session_*/logs/runtime_env_agent.log"))  # where the key was; and a wandb run to look in
+    assert list((tmp_path / "r").rglob("run-*.wandb"))
+    assert holding(SECRET, tmp_path, ray_tmp) == []
 
 
 def test_the_env_handed_to_ray_holds_no_secret(monkeypatch):
