@@ -21,6 +21,7 @@ import os
 import sys
 from pathlib import Path
 
+from taxoclass.distributed.ray_address import RULE as RAY_RULE
 from taxoclass.errors import ConfigError, DataError, TaxoclassError
 
 EXIT_USAGE = 2
@@ -43,11 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("run", help="run every stage and evaluate; no argument runs the built-in demo",
-                       description="Run stages 1-4 and the evaluation; writes <output_dir>/<run_name>/.")
+                       description="Run stages 1-4 and the evaluation; writes <output_dir>/<run_name>/.", epilog=RAY_RULE)
     _add_config_args(p)
 
     p = sub.add_parser("stage", help="run one stage (1-4, or 5 = evaluation) on an existing run dir",
-                       description="Run one stage on a run dir, reading the earlier stages' cached outputs.")
+                       description="Run one stage on a run dir, reading the earlier stages' cached outputs.", epilog=RAY_RULE)
     p.add_argument("number", type=int, choices=[1, 2, 3, 4, 5], help="1 similarity, 2 core mining, 3 classifier, 4 self-training, 5 evaluation")
     p.add_argument("--run", required=True, help="the run directory (holds config.yaml)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
@@ -69,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "classifier.loss=bce independent sigmoids, and path_score their mean over the path; untrained "
                                    "(stage 3 stepped aside) sigmoids, and path_score the sigmoid of the path's mean logit (README, "
                                    "Predicting new texts). With runtime=ray: the same records on Ray Data, written as JSON-lines "
-                                   "shards under --output; a rerun predicts only the missing shards.")
+                                   "shards under --output; a rerun predicts only the missing shards.", epilog=RAY_RULE)
     p.add_argument("--run", required=True, help="a finished run directory")
     p.add_argument("--input", required=True, help="plain text lines, doc_id<TAB>text lines, or JSON lines with a 'text'/'token' field (detected from the first line)")
     p.add_argument("--top-k", type=int, default=3, help="classes per text (default 3)")
@@ -94,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output folder (default: the first run's report/)")
 
     add_arguments(sub.add_parser("search", help="hyper-parameter search on Ray Tune (the same as python tune/search.py)",
-                                 description=DESCRIPTION))
+                                 description=DESCRIPTION, epilog=RAY_RULE))
     return parser
 
 
@@ -131,10 +132,12 @@ def cmd_config(args) -> int:
 
 def build_runtime(cfg):
     """`runtime=local`: the engine in this process (Ray is not imported); `runtime=ray`: stage 1 on Ray
-    Data, stages 3-4 on Ray Train."""
+    Data, stages 3-4 on Ray Train, its cluster address checked before any work."""
     if cfg.runtime == "ray":
+        from taxoclass.distributed.ray_address import check_reachable
         from taxoclass.distributed.ray_runtime import RayRuntime
 
+        check_reachable(cfg.ray.address)
         return RayRuntime(cfg)
     from taxoclass.runtime import LocalRuntime
 
@@ -252,6 +255,9 @@ def _predict_on_ray(args, cfg) -> int:
 
     if not args.output:
         raise ConfigError("", "predict runtime=ray writes its records as shards into a folder: give --output DIR")
+    from taxoclass.distributed.ray_address import check_reachable
+
+    check_reachable(cfg.ray.address)
     done = predict_on_ray(cfg, Path(args.run), Path(args.input), Path(args.output), top_k=args.top_k, path=args.path)
     print(f"taxoclass: {args.input}: {done['texts']} texts read as {FORMATS[done['format']]}; {args.output}: "
           f"{done['shards']} shards of up to {cfg.ray.predict_shard_size} texts, {done['written']} written by "

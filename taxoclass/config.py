@@ -216,7 +216,8 @@ class RayConfig(Section):
     """runtime=ray: where and how wide the Ray parts run."""
 
     section: ClassVar[str] = "ray"
-    address: Text = Field("", description="'' = start a local Ray instance; 'auto' or ray://host:port = join a cluster")
+    address: Text = Field("", description="'' = start a private local Ray instance (RAY_ADDRESS is ignored); 'auto' = join "
+                                           "the cluster RAY_ADDRESS names; HOST:PORT or ray://HOST:PORT = join that one")
     num_cpus: Int = Field(0, ge=0, description="logical CPUs of a local instance (0 = Ray's default)")
     stage1_actors: Int = Field(0, ge=0, description="scorer actors in the stage-1 pool (0 = one per GPU, or 1)")
     stage1_batch_size: Int = Field(256, ge=1, description="documents per Ray Data batch")

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, run_cli
 
 ray = pytest.importorskip("ray")
 
@@ -33,7 +33,8 @@ ENV_VARS = {k: v for k, v in os.environ.items() if k.startswith(("HF_", "WANDB_"
 
 @pytest.fixture(scope="module")
 def ray_instance():
-    ray.init(num_cpus=6, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1",
+    # address="local": a new instance, whatever RAY_ADDRESS or /tmp/ray/ray_current_cluster (another user's) name
+    ray.init(address="local", num_cpus=6, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1",
              runtime_env={"env_vars": ENV_VARS})
     yield
     ray.shutdown()
@@ -41,6 +42,26 @@ def ray_instance():
 
 def cfg_for(tmp_path, name, *extra):
     return build_config("debug", overrides=[f"output_dir={tmp_path}", f"run_name={name}", *extra], environ={})
+
+
+def test_a_ray_address_that_names_no_cluster_is_one_line(tmp_path, ray_tmp):
+    """First in this module: before its tests start the Ray instance that `auto` would find and join."""
+    common = ["run", "--preset", "debug", "runtime=ray", f"output_dir={tmp_path}", "run_name=x"]
+    res = run_cli(*common, "ray.address=local")  # not Ray's word for a new instance here: empty is
+    assert res.returncode == 2 and res.stderr.strip().splitlines() == [
+        "taxoclass: error: config key 'ray.address': expected 'auto', HOST:PORT or ray://HOST:PORT (empty: a local instance), "
+        "got 'local'"]
+    import psutil
+
+    if any(p.info["name"] == "gcs_server" for p in psutil.process_iter(["name"])):
+        pytest.skip("a Ray instance runs where this test can see it: ray.address=auto would join it")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    res = subprocess.run([sys.executable, "-m", "taxoclass.cli", *common, "ray.address=auto"], capture_output=True, text=True,
+                         cwd=REPO, timeout=300, env={**env, "RAY_TMPDIR": str(ray_tmp)})  # no `ray start` to find
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and "Traceback" not in res.stderr and lines[-1].startswith(
+        "taxoclass: error: config key 'ray.address': cannot join a Ray cluster at auto: Could not find any running Ray "
+        "instance"), res.stderr
 
 
 def test_stage1_and_2_match_the_local_runtime(ray_instance, tmp_path):
@@ -243,6 +264,23 @@ def test_a_ray_run_listens_on_loopback_only_and_writes_no_secret(tmp_path, ray_t
     assert list(ray_tmp.glob("ray/session_*/logs/runtime_env_agent.log"))  # where the key was; and a wandb run to look in
     assert list((tmp_path / "r").rglob("run-*.wandb"))
     assert holding(SECRET, tmp_path, ray_tmp) == []
+
+
+@pytest.mark.parametrize("address, env, where", [
+    ("127.0.0.1:1", {}, "a Ray cluster at 127.0.0.1:1 cannot be reached"),
+    ("auto", {"RAY_ADDRESS": "127.0.0.1:1"}, "ray.address=auto joins RAY_ADDRESS=127.0.0.1:1, which cannot be reached"),
+])
+def test_a_ray_address_that_cannot_be_reached_is_one_line_at_once(tmp_path, address, env, where):
+    """Issue 29: `RAY_ADDRESS=127.0.0.1:1 taxoclass run --preset debug runtime=ray` retried "Failed to connect to GCS"
+    for 171 s with no error until it was killed. Refused now before any work, run and search alike."""
+    how = "(Connection refused); start it (ray start --head) or fix the address; an empty ray.address starts a local instance"
+    for command, prog in ((["run", "--preset", "debug"], "taxoclass"), (["search", "--smoke"], "taxoclass search")):
+        res = subprocess.run([sys.executable, "-m", "taxoclass.cli", *command, "runtime=ray", f"ray.address={address}",
+                              f"output_dir={tmp_path}", "run_name=x"], capture_output=True, text=True, cwd=REPO, timeout=120,
+                             env={**os.environ, **env})
+        assert res.returncode == 2 and res.stderr.strip().splitlines() == [
+            f"{prog}: error: config key 'ray.address': {where} {how}"], res.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing written: no run dir, no search folder
 
 
 def test_the_env_handed_to_ray_holds_no_secret(monkeypatch):

@@ -374,7 +374,7 @@ def test_gpus_per_trial_places_trials_on_logical_gpus(tmp_path):
     from taxoclass.search.resources import TRIAL_CPUS, plan_trials
 
     path = os.pathsep.join([str(REPO / "tests"), str(REPO), os.environ.get("PYTHONPATH", "")])  # the workers import this module
-    ray.init(num_cpus=12, num_gpus=4, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1",
+    ray.init(address="local", num_cpus=12, num_gpus=4, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1",
              runtime_env={"env_vars": {"PYTHONPATH": path}})
     try:
         for gpus_per_trial, trials in ((0.25, 4), (2, 2)):

@@ -7,7 +7,8 @@ Features:
   settings, never a secret (Ray writes a runtime_env into its session folder);
 - `bind_to_loopback`: Ray's "no cluster" switch, without which it listens on the host's address;
 - `join_or_start`: join `ray.address`, or start a local instance on loopback, saying whether it was
-  started here (the caller then ends it with `ray.shutdown()`; never `ray stop`);
+  started here (the caller then ends it with `ray.shutdown()`; never `ray stop`); which instance,
+  and a dead address: `ray_address.py`;
 - used by the Ray runtime (`ray_runtime.py`), batch prediction (`ray_predict.py`) and the search
   (`taxoclass/search/search.py`); Ray is imported only when an instance starts.
 """
@@ -16,6 +17,8 @@ from __future__ import annotations
 
 import os
 import sys
+
+from taxoclass.distributed.ray_address import ignored_ray_address, joined
 
 SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "CREDENTIAL")
 
@@ -59,7 +62,20 @@ def start_local_ray(num_cpus: int | None = None, dashboard: bool = False, **kwar
     bind_to_loopback()
     import ray
 
-    ray.init(num_cpus=num_cpus or None, include_dashboard=dashboard, _node_ip_address="127.0.0.1", **kwargs)
+    note = ignored_ray_address("")
+    if note:
+        print(f"taxoclass: note: {note}", file=sys.stderr, flush=True)
+    # address="local": Ray's own word for a new instance; with none, Ray would join the cluster RAY_ADDRESS names
+    ray.init(address="local", num_cpus=num_cpus or None, include_dashboard=dashboard, _node_ip_address="127.0.0.1",
+             **kwargs)
+
+
+def join(address: str, **kwargs) -> None:
+    """Join the cluster at `address` (`auto`: the one RAY_ADDRESS or `ray start` names); one that cannot be reached is
+    a one-line ConfigError at once."""
+    import ray
+
+    joined(address, lambda: ray.init(address=address, **kwargs))
 
 
 def join_or_start(ray_cfg, **kwargs) -> bool:
@@ -71,7 +87,7 @@ def join_or_start(ray_cfg, **kwargs) -> bool:
     if ray.is_initialized():
         return False
     if ray_cfg.address:
-        ray.init(address=ray_cfg.address, include_dashboard=False, **kwargs)
+        join(ray_cfg.address, include_dashboard=False, **kwargs)
         return False
     start_local_ray(ray_cfg.num_cpus, **kwargs)  # a local instance serves this process only
     return True

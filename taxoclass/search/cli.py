@@ -84,8 +84,9 @@ def _stop_ray() -> None:
 
 def main(argv: list[str] | None = None, prog: str = "tune/search.py") -> int:
     from taxoclass.config import repeated_overrides
+    from taxoclass.distributed.ray_address import RULE
 
-    args = add_arguments(argparse.ArgumentParser(prog=prog, description=DESCRIPTION)).parse_args(argv)
+    args = add_arguments(argparse.ArgumentParser(prog=prog, description=DESCRIPTION, epilog=RULE)).parse_args(argv)
     for line in repeated_overrides(args.overrides):  # `taxoclass search` says it in taxoclass/cli.py
         print(f"{prog}: warning: {line}", file=sys.stderr)
     return run(args, prog)
