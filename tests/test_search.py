@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO
-from test_ray import _kill_tree, _wait_for
+from test_ray import SECRET, _kill_tree, _wait_for, holding
 from wandb_reader import find_runs, read_run
 
 from taxoclass.config import build_config
@@ -105,14 +105,36 @@ def _rows(search_dir):
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
+def search_ray_tmp():
+    """Ray's session folder for the smoke search (RAY_TMPDIR), short enough for Ray's socket paths."""
+    import shutil
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="rt", dir="/tmp")
+    yield Path(folder)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory, search_ray_tmp):
     """The smoke search as `taxoclass search` (the other searches run tune/search.py), with WANDB_DIR set
-    (relative, to the working folder) as a user may set it for every wandb run."""
+    (relative, to the working folder) as a user may set it for every wandb run, and a (fake) W&B API key."""
     out = tmp_path_factory.mktemp("search")
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": "wandb-elsewhere", "WANDB_API_KEY": SECRET,
+           "RAY_TMPDIR": str(search_ray_tmp)}
     res = subprocess.run([*TAXOCLASS_SEARCH, "--smoke", "--name", "smoke", f"output_dir={out}", "max_docs=40"], capture_output=True,
-                         text=True, cwd=out, timeout=1500, env={**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": "wandb-elsewhere"})
+                         text=True, cwd=out, timeout=1500, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
     return out / "smoke", res
+
+
+@ray_tests
+def test_smoke_search_writes_the_api_key_nowhere(smoke, search_ray_tmp):
+    """Issue 29: the search's Ray instance took every WANDB_* variable into its runtime_env, and Ray's WandbLoggerCallback
+    puts the API key into its logging actors' runtime_env: Ray writes both into its session folder."""
+    search_dir, _ = smoke
+    assert list(search_ray_tmp.glob("ray/session_*/logs/runtime_env_agent.log"))  # where the key was written
+    assert holding(SECRET, search_dir.parent, search_ray_tmp) == []  # the search folder, the trials' wandb runs, Ray's files
 
 
 @ray_tests
@@ -352,7 +374,7 @@ def test_gpus_per_trial_places_trials_on_logical_gpus(tmp_path):
     from taxoclass.search.resources import TRIAL_CPUS, plan_trials
 
     path = os.pathsep.join([str(REPO / "tests"), str(REPO), os.environ.get("PYTHONPATH", "")])  # the workers import this module
-    ray.init(num_cpus=12, num_gpus=4, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1",
+    ray.init(address="local", num_cpus=12, num_gpus=4, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1",
              runtime_env={"env_vars": {"PYTHONPATH": path}})
     try:
         for gpus_per_trial, trials in ((0.25, 4), (2, 2)):

@@ -55,7 +55,14 @@ class RayRuntime:
 
     # stage 1
     def similarity(self, ctx, corpus_texts: list[str], test_texts: list[str] | None, fresh: bool):
-        from taxoclass.stages.similarity import VECTOR_DTYPE, SimilarityOutput, class_hypotheses, make_scorer, scores_from_vectors
+        from taxoclass.stages.similarity import (
+            VECTOR_DTYPE,
+            SimilarityOutput,
+            biencoder_passes,
+            class_hypotheses,
+            make_scorer,
+            scores_from_vectors,
+        )
 
         cfg, taxonomy = ctx.cfg, ctx.inputs.taxonomy
         hyps = class_hypotheses(cfg.similarity, taxonomy, ctx.inputs.keywords)
@@ -70,13 +77,11 @@ class RayRuntime:
         # the bi-encoder's actors return document vectors, kept in the cache for the stages after it (a
         # rerun takes them from there); the scores are made here, from the vectors, as the local runtime does
         extra: dict = {"stage1/actors": 0}
-        embedded = []
 
         def on_ray(texts, part):
             def compute():
                 vectors, stats = self._score(cfg, taxonomy, texts, hyps, folder / part, embed=True)
                 extra.update({k: v for k, v in stats.items() if part == "corpus" or k not in extra})
-                embedded.append(len(texts))
                 return vectors.astype(VECTOR_DTYPE)
 
             return lambda: ctx.memo(fresh)(texts, f"stage 1: {part}", compute)
@@ -85,8 +90,8 @@ class RayRuntime:
         test = None if test_texts is None else on_ray(test_texts, "test")()
         scorer = make_scorer(cfg.similarity, ctx.device)
         scorer.set_classes(hyps)
-        # each actor encodes the hypotheses once, and the driver once more
-        passes = sum(embedded) + len(hyps) * (extra["stage1/actors"] + 1)
+        # what the local runtime counts: the texts once, whether the vectors came from the actors or the cache
+        passes = biencoder_passes(hyps, corpus_texts, test_texts)
         return scores_from_vectors(corpus, test, scorer.class_emb, taxonomy, cfg.similarity, passes, extra)
 
     # stages 3 and 4

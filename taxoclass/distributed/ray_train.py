@@ -12,6 +12,8 @@ Features:
   cached; `FailureConfig(max_failures)`, which also bounds a worker group that cannot start; a run killed with kill -9 and
   started again with the same run dir resumes from its latest checkpoint (Ray Train V2
   restores the checkpoint manager from `storage_path/name`);
+- on a local instance the torch process group's rendezvous store listens on 127.0.0.1 only
+  (`torch_config`, `loopback_store.py`), as every other port of the instance;
 - logging from rank 0 only: its log lines travel in the checkpoints and the driver replays
   them into the pipeline's sink (metrics.jsonl, wandb): one run, not one per worker;
 - a checkpoint's `state.pt` loads without running code (`write_state` / `read_state`): the
@@ -213,6 +215,17 @@ def scaling_config(cfg: Config):
     return ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=cfg.ray.use_gpu, resources_per_worker=worker_resources(cfg))
 
 
+def torch_config(cfg: Config):
+    """Ray Train's torch setup: on a local instance, its rendezvous store on loopback (`loopback_store.py`)."""
+    if cfg.ray.address:
+        from ray.train.torch import TorchConfig
+
+        return TorchConfig()
+    from taxoclass.distributed.loopback_store import LoopbackTorchConfig
+
+    return LoopbackTorchConfig()
+
+
 def discard_checkpoints(storage: Path, name: str) -> None:
     """A stage's Train checkpoints, once its output is in the cache: only a restart needed them."""
     import shutil
@@ -236,6 +249,7 @@ def fit(stage: int, cfg: Config, taxonomy: Taxonomy, keywords, texts: list[str] 
     r = cfg.ray
     trainer = TorchTrainer(
         train_loop_per_worker,
+        torch_config=torch_config(cfg),
         train_loop_config={"cfg": to_dict(cfg), "stage": stage, "texts": texts, "targets": targets, "mask": mask,
                            "init_state": init_state, "keywords": keywords, "objective": objective, "silver": silver,
                            "taxonomy": taxonomy.to_dict()},

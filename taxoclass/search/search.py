@@ -49,6 +49,7 @@ from pathlib import Path
 import yaml
 
 from taxoclass.config import LEAF_TYPES, Config, build_config, from_dict, set_value, to_dict
+from taxoclass.distributed.ray_address import check_reachable
 from taxoclass.errors import ConfigError
 from taxoclass.rundir import writable_dir
 from taxoclass.search.objectives import COLUMN, DESCRIBE, OBJECTIVES, dev_example_f1, label_free_objectives
@@ -200,12 +201,12 @@ def _absolute(cfg: Config) -> None:
 def _start_ray(cfg: Config) -> None:
     import ray
 
-    from taxoclass.distributed.ray_instance import start_local_ray, worker_env
+    from taxoclass.distributed.ray_instance import join, start_local_ray, worker_env
 
     if ray.is_initialized():
         return
     if cfg.ray.address:
-        ray.init(address=cfg.ray.address, runtime_env={"env_vars": worker_env()}, log_to_driver=False)
+        join(cfg.ray.address, runtime_env={"env_vars": worker_env()}, log_to_driver=False)
     else:
         start_local_ray(cfg.ray.num_cpus, dashboard=True, log_to_driver=False)
 
@@ -224,6 +225,7 @@ def run_search(args, prog: str) -> int:
     cfg = build_config(preset, args.config, args.overrides)
     user_base = build_config(args.preset, args.config, args.overrides)  # what best_config.yaml starts from
     cfg.runtime = "ray"
+    check_reachable(cfg.ray.address)  # a dead cluster address: one line now, not a search folder first
     cfg.tracking.use_wandb = False  # the trials' wandb runs come from WandbLoggerCallback
     _absolute(cfg)
     if args.num_samples is None:

@@ -260,7 +260,8 @@ def run_similarity(s: SimilarityConfig, search: PrunedSearch, taxonomy: Taxonomy
     """Stage 1. The bi-encoder embeds each document once (through `memo`, which keeps the vectors for
     the stages after it) and scores from the vectors; the NLI cross-encoder scores pairs."""
     scorer = scorer or make_scorer(s, device)
-    scorer.set_classes(class_hypotheses(s, taxonomy, keywords))
+    hyps = class_hypotheses(s, taxonomy, keywords)
+    scorer.set_classes(hyps)
     if s.backend == "biencoder":
         memo = memo or (lambda texts, desc, compute: compute())
 
@@ -268,10 +269,17 @@ def run_similarity(s: SimilarityConfig, search: PrunedSearch, taxonomy: Taxonomy
             return None if texts is None else memo(texts, desc, lambda: scorer.vectors(texts, desc))
 
         corpus, test = vectors(corpus_texts, "stage 1: corpus"), vectors(test_texts, "stage 1: test set")
-        return scores_from_vectors(corpus, test, scorer.class_emb, taxonomy, s, scorer.encoder_passes)
+        return scores_from_vectors(corpus, test, scorer.class_emb, taxonomy, s, biencoder_passes(hyps, corpus_texts, test_texts))
     corpus = score_documents(scorer, corpus_texts, taxonomy, s, search, "stage 1: corpus")
     test = score_documents(scorer, test_texts, taxonomy, s, search, "stage 1: test set") if test_texts is not None else None
     return SimilarityOutput(corpus, test, scorer.encoder_passes)
+
+
+def biencoder_passes(hyps: list[str], corpus_texts: list[str], test_texts: list[str] | None) -> int:
+    """Stage 1's `encoder_passes` with the bi-encoder: each hypothesis and each document once, also when the
+    vectors came from the cache or a Ray actor encoded the hypotheses again (a run's figure must not depend
+    on either)."""
+    return len(hyps) + len(corpus_texts) + len(test_texts or [])
 
 
 def scores_from_vectors(corpus_vec: np.ndarray, test_vec: np.ndarray | None, name_emb: np.ndarray, taxonomy: Taxonomy,

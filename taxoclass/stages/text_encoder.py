@@ -81,7 +81,7 @@ _encoded = 0  # texts encode_texts embedded in this process
 
 
 def texts_encoded() -> int:
-    """Texts `encode_texts` has embedded in this process so far: a run's `run/encoder_passes` is the difference."""
+    """Texts `encode_texts` has embedded in this process so far (tests check that a step embeds nothing)."""
     return _encoded
 
 
