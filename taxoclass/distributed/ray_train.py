@@ -213,17 +213,11 @@ def scaling_config(cfg: Config):
     return ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=cfg.ray.use_gpu, resources_per_worker=worker_resources(cfg))
 
 
-def discard_checkpoints(storage: Path, name: str) -> None:
-    """A stage's Train checkpoints, once its output is in the cache: only a restart needed them."""
-    import shutil
-
-    shutil.rmtree(Path(storage) / name, ignore_errors=True)
-
-
-def fit(stage: int, cfg: Config, taxonomy: Taxonomy, keywords, texts: list[str] | np.ndarray, storage: Path, name: str,
+def fit(stage: int, cfg: Config, taxonomy: Taxonomy, keywords, texts: list[str] | np.ndarray, storage: str, name: str,
         targets: np.ndarray | None = None, mask: np.ndarray | None = None, init_state: dict | None = None,
         objective: float = float("nan"), silver=None):
-    """Run stage 3 or 4 on Ray Train; returns (stats, rank-0 log lines, final model state)."""
+    """Run stage 3 or 4 on Ray Train, its checkpoints under `storage` (a URI or an absolute path, `storage.py`);
+    returns (stats, rank-0 log lines, final model state)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig  # Ray-specific lines start here
     from ray.train.torch import TorchTrainer
     from ray.tune.trainable.trainable_fn_utils import _in_tune_session
@@ -242,7 +236,7 @@ def fit(stage: int, cfg: Config, taxonomy: Taxonomy, keywords, texts: list[str] 
         scaling_config=scaling_config(cfg),
         # the latest checkpoint is all a restart needs (the engine keeps its best weights in it);
         # a worker group that cannot start is a controller failure: bounded too, never retried forever
-        run_config=RunConfig(name=name, storage_path=str(Path(storage).resolve()), callbacks=callbacks,
+        run_config=RunConfig(name=name, storage_path=storage, callbacks=callbacks,
                              checkpoint_config=CheckpointConfig(num_to_keep=1),
                              failure_config=FailureConfig(max_failures=r.max_failures, controller_failure_limit=r.max_failures)),
     )
