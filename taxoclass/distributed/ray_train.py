@@ -135,6 +135,17 @@ class RayTrainEnv:
             out[rows] = values
         return out
 
+    def node_count(self) -> int:
+        """The Ray nodes this worker group spans (a collective: every rank calls it)."""
+        import ray
+        import torch.distributed as dist
+
+        ids = [ray.get_runtime_context().get_node_id()]
+        if self.world_size > 1:
+            ids = [None] * self.world_size
+            dist.all_gather_object(ids, ray.get_runtime_context().get_node_id())
+        return len(set(ids))
+
     def checkpoint(self, metrics: dict, state: dict) -> None:
         import ray.train
 
@@ -197,6 +208,7 @@ def train_loop_per_worker(config: dict) -> None:
                            cfg.evaluation.batch_size, env=env, silver=config.get("silver"),
                            train_gnn=cfg.classifier.gnn_learning_rate > 0)
     stats[f"stage{config['stage']}/worker_gpus"] = 1 if device.type == "cuda" else 0  # did ray.use_gpu reach the workers?
+    stats[f"stage{config['stage']}/worker_nodes"] = env.node_count()  # one node, or spread over a cluster
     state = bundle.model.head_state_dict() if cfg.classifier.freeze_encoder else bundle.model.state_dict()
     env.checkpoint({"final": 1}, {"final": True, "model": {k: v.cpu() for k, v in state.items()}, "stats": stats})
 
