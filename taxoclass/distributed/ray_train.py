@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -225,6 +226,26 @@ def scaling_config(cfg: Config):
     return ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=cfg.ray.use_gpu, resources_per_worker=worker_resources(cfg))
 
 
+TUNE_HANDOFF_TIMEOUT_S = 600
+
+
+def _until_tune_took_the_last_report() -> None:
+    """Wait, in a Tune trial, until Tune has taken Ray Train's last report from TuneReportCallback's queue.
+
+    The trial's main thread moves that report into the trial's one-slot result queue only when the
+    driver next asks the trial for a result; a `tune.report` the trial makes meanwhile (its final
+    metrics, a few seconds later) takes the slot first, and the main thread then blocks on the full
+    queue for good: the trial never reports again. Seen with two trials at once (the driver busy with
+    the other): one trial hung after its first report, 2 of 2 runs; none with this wait.
+    """
+    from ray.train._internal.session import get_session
+
+    handoff = get_session()._get_or_create_inter_actor_queue()  # the queue TuneReportCallback puts into
+    deadline = time.monotonic() + TUNE_HANDOFF_TIMEOUT_S
+    while not handoff.empty() and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
 def fit(stage: int, cfg: Config, taxonomy: Taxonomy, keywords, texts: list[str] | np.ndarray, storage: str, name: str,
         targets: np.ndarray | None = None, mask: np.ndarray | None = None, init_state: dict | None = None,
         objective: float = float("nan"), silver=None):
@@ -253,6 +274,8 @@ def fit(stage: int, cfg: Config, taxonomy: Taxonomy, keywords, texts: list[str] 
                              failure_config=FailureConfig(max_failures=r.max_failures, controller_failure_limit=r.max_failures)),
     )
     result = trainer.fit()
+    if callbacks:
+        _until_tune_took_the_last_report()
     with result.checkpoint.as_directory() as folder:
         final = read_state(Path(folder) / STATE_FILE)
     return final["stats"], final.get("logs", []), final["model"]
