@@ -19,6 +19,7 @@ Targets: stage 1 >= 10,000 documents/s for MiniLM in bf16 on an H200; AMP at lea
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -195,13 +196,18 @@ def main() -> None:
     ap.add_argument("--batch-tokens", type=int, default=131072, help="stage 1: padded tokens per batch")
     ap.add_argument("--mpnet", default=None, help="all-mpnet-base-v2's folder (default: its shape, random weights)")
     ap.add_argument("--peak-tflops", type=float, default=None, help="the card's dense bf16 peak (default: from its name)")
+    ap.add_argument("--serial-tokenizer", action="store_true",
+                    help="tokenize on one thread (default: the tokenizer's threads, Hugging Face's default)")
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--max-length", type=int, default=256)
     args = ap.parse_args()
+    # the device machine's environment turns the tokenizer's threads off (for tests); a user's run has them
+    os.environ["TOKENIZERS_PARALLELISM"] = "false" if args.serial_tokenizer else "true"
     device = torch.device(args.device)
     card = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    print(f"device: {card}; torch {torch.__version__}")
+    print(f"device: {card}; torch {torch.__version__}; {os.cpu_count()} CPUs, tokenizer threads "
+          f"{'off' if args.serial_tokenizer else 'on'}")
     tax = synthetic_taxonomy()
 
     stage1_table(args, device, card)
