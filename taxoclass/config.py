@@ -103,6 +103,8 @@ class SimilarityConfig(Section):
     template: Text = Field("This product is about {}.", description="the hypothesis; '{}' is the class text")
     max_length: Int = Field(256, ge=1, description="tokens per document")
     batch_size: Int = Field(64, ge=1)
+    batch_tokens: Int = Field(0, ge=0, description="padded tokens per bi-encoder batch (0 = batch_size x max_length)")
+    autocast: Literal["auto", "off", "bf16", "fp16"] = Field("auto", description="auto = bf16 on CUDA (fp16 without bf16), off on the CPU")
     lowercase: Flag = True
     nli_normalization: Literal["softmax3", "entail_vs_contra"] = "softmax3"
     pruning: Flag = Field(True, description="score only the classes the stage-2 search visits")

@@ -151,6 +151,8 @@ GOLDEN_DEFAULTS = {'data': 'demo',
                 'template': 'This product is about {}.',
                 'max_length': 256,
                 'batch_size': 64,
+                'batch_tokens': 0,
+                'autocast': 'auto',
                 'lowercase': True,
                 'nli_normalization': 'softmax3',
                 'pruning': True,
@@ -241,7 +243,7 @@ def test_leaf_types_and_short_names():
 
     assert LEAF_TYPES["classifier.gnn_num_layers"] is int and LEAF_TYPES["classifier.learning_rate"] is float
     assert LEAF_TYPES["classifier.amp"] is str and LEAF_TYPES["tracking.use_wandb"] is bool  # a Literal key is text
-    assert LEAF_TYPES["tracking.tags"] == list[str] and len(LEAF_TYPES) == 89
+    assert LEAF_TYPES["tracking.tags"] == list[str] and len(LEAF_TYPES) == 91
     assert SHORT_NAMES["gnn_num_layers"] == "classifier.gnn_num_layers" and "learning_rate" not in SHORT_NAMES
 
 

@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -457,7 +458,8 @@ class RecordingRuntime(RayRuntime):
         return np.zeros((len(texts), width), np.float32), {"stage1/actors": 1}
 
     def _fit(self, stage, cfg, taxonomy, keywords, texts, storage, name, **kw):
-        self.found.append(sorted(p.name for p in (storage / name).glob("*")) if (storage / name).exists() else [])
+        found = Path(storage) / name  # an absolute path here (a URI on a cluster's shared storage)
+        self.found.append(sorted(p.name for p in found.glob("*")) if found.exists() else [])
         return {}, [], self.bundle_state
 
 

@@ -335,13 +335,13 @@ def test_trials_report_says_when_the_winner_does_not_beat_the_default():
 
 # ---------------------------------------------------------------- fractional GPUs, placed by real Ray on logical GPUs
 def _placement_worker(config):
-    """A Train worker: note what it holds, then wait until every expected worker has started."""
+    """A Train worker: note where it runs and what it holds, then wait until every expected worker has started."""
     import ray
     import ray.train
 
     ctx = ray.get_runtime_context()
     rank = ray.train.get_context().get_world_rank()
-    note = {"gpu": ctx.get_assigned_resources().get("GPU", 0), "ids": ctx.get_accelerator_ids()["GPU"]}
+    note = {"node": ctx.get_node_id(), "gpu": ctx.get_assigned_resources().get("GPU", 0), "ids": ctx.get_accelerator_ids()["GPU"]}
     folder = Path(config["folder"])
     (folder / f"{config['trial']}-{rank}.json").write_text(json.dumps(note))
     t0 = time.time()

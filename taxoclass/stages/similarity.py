@@ -4,7 +4,8 @@ Features:
 - one scorer interface (`score_pairs`) with two backends:
   - `BiEncoderScorer` (default): cosine between the document and the hypothesis
     made from the class name; N + C encoder passes, class hypotheses encoded once,
-    documents once, in length-sorted batches with a progress bar;
+    documents once, in batches sized by a token budget (`similarity.batch_tokens`), on CUDA
+    under autocast (`similarity.autocast`, bf16 by default) with tokenization ahead of the model;
   - `NLIScorer`: any Hugging Face sequence-classification NLI model; the
     entailment index is read from `id2label`; `softmax3` (3-way entailment
     probability) or `entail_vs_contra` (the zero-shot pipeline's normalisation);
@@ -27,6 +28,7 @@ import torch
 
 from taxoclass.config import MiningConfig, SimilarityConfig
 from taxoclass.data.taxonomy import Taxonomy
+from taxoclass.stages.amp import amp_context, check_amp, resolve_amp
 from taxoclass.stages.search import candidate_search, confidence_neighbours
 from taxoclass.stages.text_encoder import encode_texts, length_sorted_batches, load_encoder, load_pretrained
 
@@ -73,17 +75,21 @@ class BiEncoderScorer:
 
     full_matrix = True
 
-    def __init__(self, model_name: str, max_length: int, batch_size: int, device, lowercase: bool = True):
+    def __init__(self, model_name: str, max_length: int, batch_size: int, device, lowercase: bool = True,
+                 batch_tokens: int = 0, amp: str = "auto"):
+        check_amp(amp, device, "similarity.autocast")
         self.model, self.tokenizer = load_encoder(model_name, key="similarity.model")
         self.model.to(device)
         self.max_length, self.batch_size, self.device, self.lowercase = max_length, batch_size, device, lowercase
+        self.batch_tokens, self.amp = batch_tokens, amp
         self.encoder_passes = 0
 
     def _encode(self, texts, desc=None, normalize: bool = True) -> np.ndarray:
         texts = [t.lower() for t in texts] if self.lowercase else list(texts)
         self.encoder_passes += len(texts)
         return encode_texts(self.model, self.tokenizer, texts, max_length=self.max_length, batch_size=self.batch_size,
-                            pooling="mean", device=self.device, normalize=normalize, desc=desc)
+                            pooling="mean", device=self.device, normalize=normalize, desc=desc,
+                            batch_tokens=self.batch_tokens, amp=self.amp)
 
     def set_classes(self, hypothesis_texts: list[str]) -> None:
         self.class_emb = self._encode(hypothesis_texts)
@@ -104,9 +110,11 @@ class NLIScorer:
     full_matrix = False
 
     def __init__(self, model_name: str, max_length: int, batch_size: int, device, normalization: str = "softmax3",
-                 lowercase: bool = True):
+                 lowercase: bool = True, amp: str = "auto"):
         from transformers import AutoModelForSequenceClassification
 
+        check_amp(amp, device, "similarity.autocast")
+        self.amp = resolve_amp(amp, device)
         self.model, self.tokenizer = load_pretrained(model_name, "similarity.model", AutoModelForSequenceClassification)
         self.model.to(device).eval()
         self.entail, self.contra = nli_label_indices(self.model.config.id2label)
@@ -127,7 +135,8 @@ class NLIScorer:
         for idx in length_sorted_batches([len(p) for p in premises], self.batch_size):
             enc = self.tokenizer([premises[i] for i in idx], [self.hypotheses[pairs[i][1]] for i in idx], padding=True,
                                  truncation="only_first", max_length=self.max_length, return_tensors="pt").to(self.device)
-            logits = self.model(**enc).logits.float()
+            with amp_context(self.amp, self.device):
+                logits = self.model(**enc).logits.float()
             out[idx] = entailment_probability(logits, self.entail, self.contra, self.normalization).cpu().numpy()
         self.encoder_passes += len(pairs)
         return out
@@ -159,8 +168,8 @@ def entailment_probability(logits: torch.Tensor, entail: int, contra: int, norma
 
 def make_scorer(s: SimilarityConfig, device):
     if s.backend == "nli":
-        return NLIScorer(s.model, s.max_length, s.batch_size, device, s.nli_normalization, s.lowercase)
-    return BiEncoderScorer(s.model, s.max_length, s.batch_size, device, s.lowercase)
+        return NLIScorer(s.model, s.max_length, s.batch_size, device, s.nli_normalization, s.lowercase, s.autocast)
+    return BiEncoderScorer(s.model, s.max_length, s.batch_size, device, s.lowercase, s.batch_tokens, s.autocast)
 
 
 def score_pruned(scorer: NLIScorer, docs: list[str], taxonomy: Taxonomy, root_width: int, progress: bool = True,
