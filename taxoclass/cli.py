@@ -28,7 +28,9 @@ EXIT_USAGE = 2
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", help="a preset name (debug, demo, amazon-531, dbpedia-298)")
+    from taxoclass.config import preset_names
+
+    p.add_argument("--preset", help=f"a preset name ({', '.join(preset_names())})")
     p.add_argument("--config", help="a YAML config file (e.g. a search's best_config.yaml)")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="config overrides, e.g. seed=3 gnn_num_layers=2 (a key given twice: the last counts, with a warning)")

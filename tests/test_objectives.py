@@ -8,7 +8,17 @@ from conftest import write_dataset
 from taxoclass.config import build_config
 from taxoclass.data.taxonomy import Taxonomy
 from taxoclass.pipeline import run_pipeline
-from taxoclass.search.objectives import COLUMN, CorpusView, label_free_objectives, path_margin, teacher_f1
+from taxoclass.search.objectives import (
+    COLUMN,
+    ZMARGIN_WEIGHT,
+    CorpusView,
+    label_free_objectives,
+    path_logits_of,
+    path_margin,
+    path_zmargin,
+    teacher_f1,
+    text_agreement,
+)
 from taxoclass.stages.text_encoder import texts_encoded
 
 
@@ -44,6 +54,42 @@ def test_path_margin_and_teacher_f1_golden(tmp_path):
     assert path_margin(confident) > path_margin(view)  # a model that separates its paths more decides more clearly
 
 
+def test_path_zmargin_golden_and_free_of_the_scores_scale(tmp_path):
+    view = _tiny_view(tmp_path)
+    # doc 1 leads by 1 with path logits 2, 1, 0 (std sqrt(2/3)); doc 2 by 3 with 0, 0, 3 (std sqrt(2))
+    view.path_logits = np.array([[2.0, 1.0, 0.0], [0.0, 0.0, 3.0]])
+    golden = (1 / np.sqrt(2 / 3) + 3 / np.sqrt(2)) / 2
+    assert path_zmargin(view) == pytest.approx(golden)  # 1.673
+    view.path_logits = 5 * view.path_logits - 7  # the prototypes' refinement or training rescale the logits
+    assert path_zmargin(view) == pytest.approx(golden)
+
+
+def test_path_logits_are_read_back_from_either_models_path_scores():
+    from taxoclass.stages.model import PATH, ZERO_SHOT
+
+    logits = np.array([[1.0, -0.5, 2.0]])
+    softmax = np.exp(logits) / np.exp(logits).sum()
+    sigmoid = 1 / (1 + np.exp(-logits))
+    assert np.diff(path_logits_of(softmax, PATH)) == pytest.approx(np.diff(logits))  # a constant per document apart
+    assert path_logits_of(sigmoid, ZERO_SHOT) == pytest.approx(logits)
+
+
+def _text_view(labels, texts):
+    paths = np.eye(3)[labels]  # one-hot path scores: the best path is the label
+    return CorpusView(paths, paths, None, paths=paths, texts=texts)
+
+
+def test_text_agreement_is_one_when_words_decide_the_paths_and_near_chance_when_they_do_not():
+    rng = np.random.default_rng(0)
+    topics = [["apple", "banana", "cherry", "grape"], ["engine", "wheel", "brake", "gear"], ["goal", "match", "team", "score"]]
+    labels = np.repeat([0, 1, 2], 20)
+    texts = [" ".join(rng.choice(topics[k], 3)) + " some words " + " ".join(rng.choice(["the", "a", "my"], 2)) for k in labels]
+    assert text_agreement(_text_view(labels, texts), seed=0) == pytest.approx(1.0)
+    shuffled = rng.permutation(labels)  # paths the words cannot tell: near chance
+    assert abs(text_agreement(_text_view(shuffled, texts), seed=0)) < 0.3
+    assert text_agreement(_text_view(np.zeros(60, dtype=int), texts), seed=0) == 0.0  # one path for all: nothing agrees by skill
+
+
 def test_objectives_of_a_finished_run_read_its_cache_and_leave_the_run_dir_alone(tmp_path):
     cfg = build_config("debug", overrides=[f"output_dir={tmp_path}", "run_name=r"], environ={})
     summary = run_pipeline(cfg)
@@ -57,6 +103,9 @@ def test_objectives_of_a_finished_run_read_its_cache_and_leave_the_run_dir_alone
     assert set(values) == set(COLUMN.values())
     assert values[COLUMN["silver_loss"]] == summary["stage3/best_val_loss"]
     assert 0 <= values[COLUMN["teacher_f1"]] <= 1 and 0 <= values[COLUMN["path_margin"]] <= 1
+    # the default objective is its two parts, weighted as objectives.py says
+    assert values[COLUMN["text_margin"]] == pytest.approx(values[COLUMN["text_agreement"]]
+                                                          + ZMARGIN_WEIGHT * values[COLUMN["path_zmargin"]])
     assert {f: (run_dir / f).read_bytes() for f in before} == before  # no attempt marker, no config rewritten
     assert sorted(p.name for p in (run_dir / "cache").iterdir()) == cache  # read only: nothing added to the cache
     assert label_free_objectives(cfg, run_dir) == values

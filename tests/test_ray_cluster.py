@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import REPO
-from test_search import _placement_trial
+from test_search import placement_trainable
 
 ray = pytest.importorskip("ray")
 
@@ -218,13 +218,13 @@ def test_a_node_lost_mid_stage3_resumes_from_the_last_checkpoint(cluster, local,
 
 @ray_tests
 def test_search_trials_land_on_different_nodes(cluster, tmp_path):
-    # a trial holds 1 CPU, its one Train worker half of one: two trials at once (3 CPUs), and as each node has
-    # one CPU, their two trials on two nodes; a grid of two one-epoch trials keeps it short
+    # a one-worker trial trains in its own process, which holds ray.cpus_per_worker CPUs: with 1, each node (1 CPU) fits
+    # one trial, so two trials at once run on two nodes; a grid of two one-epoch trials keeps it short
     space = tmp_path / "grid.yaml"
     space.write_text("method: grid\nparameters:\n  classifier.head_learning_rate:\n    values: [0.004, 0.008]\n")
     res = subprocess.run([sys.executable, "-m", "taxoclass.cli", "search", "--smoke", "--space", space, "--num-samples", "2",
                           "--no-asha", "--name", "spread", f"output_dir={tmp_path}", f"ray.address={cluster.address}",
-                          "ray.num_workers=1", "ray.cpus_per_worker=0.5", "max_docs=40", "self_training.enabled=false"],
+                          "ray.num_workers=1", "ray.cpus_per_worker=1", "max_docs=40", "self_training.enabled=false"],
                          capture_output=True, text=True, cwd=REPO, timeout=600, env={**os.environ, "WANDB_MODE": "offline"})
     assert res.returncode == 0, res.stderr[-3000:]
     # Tune's own record of each trial's results: the address of the node it ran on
@@ -236,21 +236,20 @@ def test_search_trials_land_on_different_nodes(cluster, tmp_path):
 @ray_tests
 def test_a_quarter_gpu_per_trial_packs_four_trials_on_a_stand_in_gpu(cluster, tmp_path):
     """A node whose one GPU is Ray's logical resource only (no CUDA here): the search's plan for --gpus-per-trial
-    0.25 runs four trials at once, their Train workers all on that GPU, a quarter each."""
+    0.25 runs four trials at once, each in its own process on that GPU, a quarter each."""
     from ray import tune
 
-    from taxoclass.search.resources import TRIAL_CPUS, plan_trials
+    from taxoclass.search.resources import plan_trials
 
     gpu_node = cluster.add_node(num_cpus=1, num_gpus=1, node_ip_address=f"127.0.0.{next(_next_ip)}")
     try:
-        plan = plan_trials(0.25, 1, 0, ray.cluster_resources())  # workers of no CPU: four trials fit the four CPUs
-        assert (plan.workers, plan.gpus_per_worker, plan.concurrent) == (1, 0.25, 4)
+        plan = plan_trials(0.25, 0, ray.cluster_resources())  # trials of no CPU: four fit the stand-in GPU
+        assert (plan.in_process, plan.gpus_per_worker, plan.concurrent) == (True, 0.25, 4)
         cfg = build_config("debug", environ={})
         plan.apply(cfg)
         folder = tmp_path / "notes"
         folder.mkdir()
-        fn = tune.with_parameters(_placement_trial, cfg=cfg, folder=str(folder), expected=4, storage=str(tmp_path / "ray"))
-        tuner = tune.Tuner(tune.with_resources(fn, {"cpu": TRIAL_CPUS}),
+        tuner = tune.Tuner(placement_trainable(plan, cfg, folder, 4, tmp_path / "ray"),
                            tune_config=tune.TuneConfig(num_samples=4, max_concurrent_trials=plan.concurrent),
                            run_config=tune.RunConfig(storage_path=str(tmp_path / "tune"), verbose=0))
         assert not tuner.fit().errors

@@ -48,11 +48,12 @@ class TrialWandbCallback(WandbLoggerCallback):
 class TrialLines(Callback):
     """What a user needs from a running search, instead of Tune's status tables: a line per trial."""
 
-    def __init__(self, total: int, shown: list[str]):
-        self.total, self.shown, self.done = total, shown, 0
+    def __init__(self, total: int, shown: list[str], params: list[str]):
+        self.total, self.shown, self.params, self.done = total, shown, params, 0
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        params = ", ".join(f"{k.rsplit('.', 1)[-1]}={_fmt(v)}" for k, v in trial.config.items())
+        # the space's keys (the trial's config also carries the stage-1 settings every trial shares)
+        params = ", ".join(f"{k.rsplit('.', 1)[-1]}={_fmt(v)}" for k, v in trial.config.items() if k in self.params)
         print(f"trial {trial.trial_id} started: {params}", flush=True)
 
     def on_trial_complete(self, iteration, trials, trial, **info):

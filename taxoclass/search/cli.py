@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from taxoclass.config import preset_names
 from taxoclass.errors import TaxoclassError
 from taxoclass.search.objectives import DEFAULT_OBJECTIVE, DESCRIBE, OBJECTIVES
 
@@ -22,7 +23,7 @@ DESCRIPTION = "Hyper-parameter search for taxoclass (Ray Tune + Optuna + ASHA)."
 
 def add_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
     ap.add_argument("--config", help="base config YAML (default: the defaults, or the debug preset with --smoke)")
-    ap.add_argument("--preset", help="base preset (debug, demo, amazon-531, dbpedia-298)")
+    ap.add_argument("--preset", help=f"base preset ({', '.join(preset_names())})")
     ap.add_argument("--space", help="search space: a wandb sweep.yaml (default: DEFAULT_SPACE of taxoclass/search/space.py)")
     ap.add_argument("--num-samples", type=at_least(1), default=None, help="trials (default 16; 3 with --smoke)")
     ap.add_argument("--gpus-per-trial", type=float, default=0,

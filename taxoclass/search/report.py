@@ -8,6 +8,7 @@ from pathlib import Path
 
 OBJECTIVE = "objective"
 HELD_OUT = "test/example_f1"  # the held-out score a trial logs for the record (never the objective)
+STEPPED_ASIDE, DOCS_PER_LABEL = "stage3/stepped_aside", "stage3/docs_per_label"  # what a trial reports of its stage 3
 
 
 def _number(v) -> float | None:
@@ -58,10 +59,26 @@ def objective_check(rows: list[dict], mode: str, held_out: str = HELD_OUT, objec
     if len(pairs) < 3:
         return None
     quality, held = zip(*pairs)
-    rho = spearmanr(quality, held).statistic
+    # a constant side has no ranking: the correlation is undefined (scipy would warn and return nan)
+    rho = float("nan") if len(set(quality)) == 1 or len(set(held)) == 1 else spearmanr(quality, held).statistic
     picked = max(pairs, key=lambda p: p[0])[1]
     return {"trials": len(pairs), "spearman": float(rho) if not math.isnan(rho) else float("nan"),
             "regret": max(held) - picked}
+
+
+def all_alike(rows: list[dict]) -> str | None:
+    """One line when every finished trial scored the same, with why when it can tell; else None."""
+    done = [r for r in rows if r["status"] == "ok" and r["finished"] and _number(r[OBJECTIVE]) is not None]
+    if len(done) < 2 or len({(r[OBJECTIVE], r.get(HELD_OUT)) for r in done}) > 1:
+        return None
+    line = f"Every trial scored the same ({OBJECTIVE} {done[0][OBJECTIVE]:.4g}): the trials' settings changed nothing."
+    if all(r.get(STEPPED_ASIDE) == 1 for r in done):
+        per_label = _number(done[0].get(DOCS_PER_LABEL))
+        many = f"{per_label:.1f}" if per_label is not None else "too few"
+        line = (f"Every trial scored the same ({OBJECTIVE} {done[0][OBJECTIVE]:.4g}): stage 3 stepped aside in every trial "
+                f"(this set has {many} pseudo-labelled documents per label path, fewer than classifier.min_docs_per_label), so "
+                "stage 3-4 keys change nothing; search stage-1 keys (similarity.refine_*) or classifier.min_docs_per_label.")
+    return line
 
 
 def verdict(rows: list[dict], mode: str) -> str:
@@ -70,6 +87,9 @@ def verdict(rows: list[dict], mode: str) -> str:
     default = next((r for r in rows if r["default"]), None)
     if best is None:
         return "No trial finished with an objective: no winner."
+    alike = all_alike(rows)
+    if alike:
+        return alike
     if default is None:
         return "No trial ran the default configuration: nothing to compare the winner with."
     if best is default:

@@ -38,6 +38,7 @@ Features:
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import math
 import os
@@ -48,54 +49,20 @@ from pathlib import Path
 
 import yaml
 
-from taxoclass.config import LEAF_TYPES, Config, build_config, from_dict, set_value, to_dict
+from taxoclass.config import LEAF_TYPES, Config, build_config, from_dict, get_value, set_value, to_dict
 from taxoclass.distributed.ray_address import check_reachable
 from taxoclass.errors import ConfigError
 from taxoclass.rundir import writable_dir
-from taxoclass.search.objectives import COLUMN, DESCRIBE, OBJECTIVES, dev_example_f1, label_free_objectives
+from taxoclass.search.objectives import DESCRIBE, OBJECTIVES
 from taxoclass.search.report import OBJECTIVE, markdown, trial_rows, winner
-from taxoclass.search.resources import TRIAL_CPUS, plan_trials
+from taxoclass.search.resources import TrialPlan, plan_trials
+from taxoclass.search.shared import compute_shared_stages, stage1_settings, stage1_values
 from taxoclass.search.space import Space, base_point, default_space, grid_points, read_sweep, to_tune
-
-RECORD_METRICS = ["test/example_f1", "test/p_at_1", "test/p_at_3", "test/mrr", "test/accuracy"]
-COLUMNS = RECORD_METRICS + list(COLUMN.values())
+from taxoclass.search.trial import COLUMNS, TRIAL_FACTS, run_trial
 
 
 def objective_mode(args) -> str:
     return "max" if args.dev else OBJECTIVES[args.objective]
-
-
-def run_trial(params: dict, base: dict, search_dir: str, dev: str | None, objective: str) -> None:
-    """One Tune trial: the pipeline with this trial's parameters; stages 3-4 on Ray Train."""
-    from ray import tune
-
-    from taxoclass.distributed.ray_runtime import RayRuntime
-    from taxoclass.pipeline import run_pipeline
-
-    cfg = from_dict(base, "search base config")
-    for key, value in params.items():
-        set_value(cfg, key, value)
-    cfg.output_dir = str(Path(search_dir) / "runs")  # absolute: a trial's working directory is not the driver's
-    cfg.run_name = tune.get_context().get_trial_id()
-    cfg.cache_dir = str(Path(search_dir) / "cache")  # stages 1-2 computed once, before the trials
-    summary = run_pipeline(cfg, runtime=RayRuntime(cfg))
-    run_dir = Path(summary["run_dir"])
-    final = {k: summary[k] for k in COLUMNS + ["stage4/iteration"] if k in summary}
-    final.update(label_free_objectives(cfg, run_dir))  # all of them, whichever drives the search: trials.csv compares them
-    final[OBJECTIVE] = dev_example_f1(cfg, run_dir, dev) if dev else final[COLUMN[objective]]
-    tune.report(final)
-
-
-def compute_shared_stages(cfg: Config, search_dir: Path) -> None:
-    """Stages 1-2 in this process, into the cache every trial reads."""
-    from taxoclass.pipeline import RunContext, steps
-
-    shared = from_dict(to_dict(cfg), "search base config")
-    shared.runtime, shared.output_dir, shared.run_name = "local", str(search_dir), "shared"
-    shared.cache_dir = str(search_dir / "cache")
-    with RunContext.open(shared) as ctx:
-        steps.similarity(ctx)
-        steps.mining(ctx)
 
 
 def max_reports(cfg: Config, space: Space) -> int:
@@ -120,7 +87,7 @@ def make_sampler(space: Space, seed: int):
     return optuna.samplers.TPESampler(seed=seed)
 
 
-def build_tuner(args, cfg: Config, space: Space, search_dir: Path, name: str, trial_cpus: float, first: dict | None,
+def build_tuner(args, cfg: Config, space: Space, search_dir: Path, name: str, plan: TrialPlan, first: dict | None,
                 wandb_dir: str):
     import optuna
     from ray import tune
@@ -131,8 +98,9 @@ def build_tuner(args, cfg: Config, space: Space, search_dir: Path, name: str, tr
 
     mode = objective_mode(args)
     trainable = tune.with_resources(
-        tune.with_parameters(run_trial, base=to_dict(cfg), search_dir=str(search_dir), dev=args.dev, objective=args.objective),
-        {"cpu": trial_cpus})
+        tune.with_parameters(run_trial, base=to_dict(cfg), search_dir=str(search_dir), dev=args.dev, objective=args.objective,
+                             in_process=plan.in_process),
+        plan.resources())
     if args.resume:
         if not tune.Tuner.can_restore(str(search_dir)):
             raise ConfigError("--resume", f"no search to resume at {search_dir}")
@@ -141,7 +109,7 @@ def build_tuner(args, cfg: Config, space: Space, search_dir: Path, name: str, tr
     callbacks = [TrialWandbCallback(project=cfg.tracking.project, group=name, job_type="hpo-trial", log_config=True,
                                     entity=cfg.tracking.entity or None, tags=list(cfg.tracking.tags) or None,
                                     dir=wandb_dir),
-                 TrialLines(args.num_samples, [OBJECTIVE, "test/example_f1"])]
+                 TrialLines(args.num_samples, [OBJECTIVE, "test/example_f1"], [p.key for p in space.params])]
     run_config = tune.RunConfig(name=name, storage_path=str(search_dir.parent), callbacks=callbacks, verbose=0)
     storage = optuna.storages.RDBStorage(args.storage or f"sqlite:///{search_dir / 'optuna.db'}")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -152,9 +120,18 @@ def build_tuner(args, cfg: Config, space: Space, search_dir: Path, name: str, tr
     else:
         scheduler = ASHAScheduler(metric=OBJECTIVE, mode=mode, time_attr="training_iteration", max_t=max_reports(cfg, space),
                                   grace_period=1, reduction_factor=2)
+    # one process serves trial after trial (the trials' resources are alike): no new interpreter, torch and model per trial
     tune_config = tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=args.num_samples,
-                                  max_concurrent_trials=args.max_concurrent)
-    return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
+                                  max_concurrent_trials=args.max_concurrent, reuse_actors=plan.in_process,
+                                  trial_dirname_creator=trial_dirname)
+    # every trial's stage-1 settings in its config (and so its wandb run's), the space's values over the base's
+    return tune.Tuner(trainable, param_space=stage1_values(cfg), tune_config=tune_config, run_config=run_config)
+
+
+def trial_dirname(trial) -> str:
+    """Tune's folder for a trial: its id, as its run dir under runs/ (Tune's default spells out every stage-1 setting
+    of the trial's config, past a file name's length)."""
+    return f"trial_{trial.trial_id}"
 
 
 def config_delta(cfg: Config) -> dict:
@@ -205,10 +182,12 @@ def _start_ray(cfg: Config) -> None:
 
     if ray.is_initialized():
         return
+    # logging_level: Ray's own warnings and notes at start (token authentication, the dashboard's address) are not the
+    # search's output; its errors still are
     if cfg.ray.address:
-        join(cfg.ray.address, runtime_env={"env_vars": worker_env()}, log_to_driver=False)
+        join(cfg.ray.address, runtime_env={"env_vars": worker_env()}, log_to_driver=False, logging_level=logging.ERROR)
     else:
-        start_local_ray(cfg.ray.num_cpus, dashboard=True, log_to_driver=False)
+        start_local_ray(cfg.ray.num_cpus, dashboard=True, log_to_driver=False, logging_level=logging.ERROR)
 
 
 def run_search(args, prog: str) -> int:
@@ -221,6 +200,11 @@ def run_search(args, prog: str) -> int:
     # process ends: kill it soon, or the next trial's worker group cannot start
     os.environ.setdefault("TUNE_FORCE_TRIAL_CLEANUP_S", "5")
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")  # trials work in the driver's folder, not Ray's session folder
+    # one line per trial (TrialLines) is the search's output: Tune's legacy reporter at verbose=0 prints nothing (the new
+    # engine prints a configuration box and a TensorBoard hint whatever the verbosity), and Tune's automatic CSV, JSON
+    # and TensorBoard loggers are off (trials.csv and wandb hold the results)
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     preset = args.preset or ("debug" if args.smoke and not args.config else None)
     cfg = build_config(preset, args.config, args.overrides)
     user_base = build_config(args.preset, args.config, args.overrides)  # what best_config.yaml starts from
@@ -234,6 +218,7 @@ def run_search(args, prog: str) -> int:
     for p in space.params:  # a sweep's `value:` entries are settings of every trial, not dimensions
         if p.kind == "constant":
             set_value(cfg, p.key, p.values[0])
+    settings = stage1_settings(space, cfg)  # a range over a key that needs new vectors stops here, before Ray starts
     name = args.name or f"search-{Path(str(cfg.data)).name}-{time.strftime('%Y%m%d-%H%M%S')}"
     args.name = name
     search_dir = Path(cfg.output_dir) / name
@@ -251,8 +236,7 @@ def run_search(args, prog: str) -> int:
     _start_ray(cfg)
     import ray
 
-    plan = plan_trials(args.gpus_per_trial, cfg.ray.num_workers, cfg.ray.cpus_per_worker, ray.cluster_resources(),
-                       args.max_concurrent)
+    plan = plan_trials(args.gpus_per_trial, cfg.ray.cpus_per_worker, ray.cluster_resources(), args.max_concurrent)
     for notice in plan.notices:
         print(f"{prog}: note: {notice}", file=sys.stderr)
     plan.apply(cfg)
@@ -261,21 +245,22 @@ def run_search(args, prog: str) -> int:
     what = "dev Example-F1" if args.dev else f"{args.objective}, {DESCRIBE[args.objective]}"
     print(f"search {name}: {space.describe()}; {args.num_samples} trials; {plan.describe()}; objective: {what} ({mode})",
           flush=True)
-    first = None if space.sampler == "grid" else base_point(space, {p.key: _get(cfg, p.key) for p in space.params})
-    compute_shared_stages(cfg, search_dir)
-    tuner = build_tuner(args, cfg, space, search_dir, name, TRIAL_CPUS, first, wandb_dir)
+    first = None if space.sampler == "grid" else base_point(space, {p.key: get_value(cfg, p.key) for p in space.params})
+    t0 = time.time()
+    compute_shared_stages(cfg, search_dir, settings)
+    tuner = build_tuner(args, cfg, space, search_dir, name, plan, first, wandb_dir)
     # one line per trial (TrialLines) instead of Tune's banners, and a failed trial's traceback in its error.txt
     logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
+    t1 = time.time()
     results = tuner.fit()
+    timing = {"shared_seconds": t1 - t0, "trials_seconds": time.time() - t1, "concurrent": plan.concurrent,
+              "trials": len(results)}
+    (search_dir / "timing.json").write_text(json.dumps(timing, indent=1) + "\n")  # scripts/bench_search.py reads it
     finish(results, space, cfg, user_base, search_dir, name, mode, first)
+    print(f"search {name}: stages computed once {timing['shared_seconds']:.0f} s; {timing['trials']} trials "
+          f"{timing['trials_seconds']:.0f} s ({timing['trials_seconds'] / max(1, timing['trials']) * plan.concurrent:.1f} s a "
+          f"trial, {plan.concurrent} at once)")
     return 0
-
-
-def _get(cfg: Config, key: str):
-    value = cfg
-    for part in key.split("."):
-        value = getattr(value, part)
-    return value
 
 
 def disk_use(folder: Path) -> int:
@@ -293,7 +278,7 @@ def finish(results, space: Space, cfg: Config, user_base: Config, search_dir: Pa
     for checkpoints in (search_dir / "runs").glob("*/ray"):  # a stopped trial's Train checkpoints: nothing resumes it now
         shutil.rmtree(checkpoints, ignore_errors=True)
     keys = [p.key for p in space.params]
-    rows = trial_rows(results, keys, COLUMNS, first)
+    rows = trial_rows(results, keys, COLUMNS + TRIAL_FACTS, first)
     md = markdown(rows, mode)
     (search_dir / "trials.md").write_text(md + "\n")
     with open(search_dir / "trials.csv", "w", newline="") as fh:
