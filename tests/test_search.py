@@ -304,12 +304,12 @@ def test_asha_stops_a_diverging_trial(tmp_path):
 def test_ctrl_c_ends_the_search_at_once_and_resume_continues_trials_and_study(tmp_path):
     import optuna
 
-    # the default trial first, fast; the second trains long enough to be running when Ctrl-C comes (a trial takes
-    # seconds: two such trials both ended before the first was seen finished)
+    # one trial at a time, each training long enough (about a minute) that the second is running when the first is
+    # seen finished and Ctrl-C comes (with a trial of seconds, two at once, both had ended by then)
     space = tmp_path / "slow.yaml"
-    space.write_text("parameters:\n  classifier.epochs:\n    values: [25, 30]\n")
-    args = [*SEARCH, "--smoke", "--space", space, "--num-samples", "2", "--no-asha", "--name", "res", f"output_dir={tmp_path}",
-            *FAST, "classifier.early_stopping_patience=30"]
+    space.write_text("parameters:\n  classifier.epochs:\n    values: [150, 160]\n")
+    args = [*SEARCH, "--smoke", "--space", space, "--num-samples", "2", "--max-concurrent", "1", "--no-asha", "--name", "res",
+            f"output_dir={tmp_path}", *FAST, "classifier.early_stopping_patience=200"]
     search_dir = tmp_path / "res"
     # Ctrl-C's disposition as in a terminal's foreground job: a suite started in the background (`cmd &` in a
     # script, nohup) hands its children SIGINT ignored, and an ignoring search would run on to the end
