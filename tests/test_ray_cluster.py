@@ -6,6 +6,7 @@ serves the module; a test that removes a node adds a fresh one back before it en
 `scripts/private_net.sh` like every Ray test; `ray stop` is never called.
 """
 
+import csv
 import json
 import os
 import shutil
@@ -227,9 +228,9 @@ def test_search_trials_land_on_different_nodes(cluster, tmp_path):
                           "ray.num_workers=1", "ray.cpus_per_worker=1", "max_docs=40", "self_training.enabled=false"],
                          capture_output=True, text=True, cwd=REPO, timeout=600, env={**os.environ, "WANDB_MODE": "offline"})
     assert res.returncode == 0, res.stderr[-3000:]
-    # Tune's own record of each trial's results: the address of the node it ran on
-    results = [json.loads(line) for p in (tmp_path / "spread").glob("*/result.json") for line in p.read_text().splitlines()]
-    trials = {r["trial_id"]: r["node_ip"] for r in results}
+    # trials.csv's node column: Tune's record of the address of the node each trial ran on
+    with open(tmp_path / "spread" / "trials.csv") as fh:
+        trials = {r["trial"]: r["node"] for r in csv.DictReader(fh)}
     assert len(trials) == 2 and len(set(trials.values())) == 2, trials
 
 
