@@ -126,7 +126,7 @@ def main() -> None:
     ap.add_argument("--sizes", default="10000,100000")
     args = ap.parse_args()
     out = Path(tempfile.mkdtemp(prefix="taxoclass-bench-ray-"))
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
     try:
         if args.only in (None, "throughput"):
             throughput([1, 2], out)

@@ -2,7 +2,8 @@
 
 An entry whose checksum is missing (the run was killed before it was written) or does not
 match (a file was truncated or replaced since) is a cache miss with a one-line warning: the
-stage runs again and rewrites the entry. Nothing is trusted because it merely exists.
+stage runs again and rewrites the entry. Nothing is trusted because it merely exists, and an intact
+entry's arrays are checked against what the stage expects as they are read (`npyfile.py`).
 """
 
 from __future__ import annotations
@@ -53,6 +54,11 @@ def is_intact(checksum: Path, files: list[Path]) -> bool:
         return False  # never computed: an ordinary miss
     why = problem(checksum, files)
     if why is not None:
-        print(f"taxoclass: warning: cache entry {checksum.parent / checksum.stem} is not usable ({why}): computing it again",
-              file=sys.stderr, flush=True)
+        warn_unusable(checksum, why)
     return why is None
+
+
+def warn_unusable(checksum: Path, why: str) -> None:
+    """The one line that says an entry is computed again, and why."""
+    print(f"taxoclass: warning: cache entry {checksum.parent / checksum.stem} is not usable ({why}): computing it again",
+          file=sys.stderr, flush=True)

@@ -2,7 +2,7 @@
 
     taxoclass run [--preset NAME] [--config FILE] [key=value ...]   all stages, then evaluation
     taxoclass stage N --run DIR [key=value ...]                      one stage on an existing run dir
-    taxoclass evaluate --predictions FILE --data PATH                metrics of a predictions file
+    taxoclass evaluate --predictions FILE --data PATH [--max-docs N] metrics of a predictions file
     taxoclass predict --run DIR --input FILE [--top-k K] [--path]    classify new texts (records on stdout)
     taxoclass predict ... --output OUT runtime=ray [ray.KEY=VALUE]   the same on Ray Data, into resumable shards
     taxoclass validate PATH                                          check a dataset, print its counts
@@ -21,6 +21,7 @@ import os
 import sys
 from pathlib import Path
 
+from taxoclass.distributed.ray_address import RULE as RAY_RULE
 from taxoclass.errors import ConfigError, DataError, TaxoclassError
 
 EXIT_USAGE = 2
@@ -31,7 +32,8 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--preset", help=f"a preset name ({', '.join(preset_names())})")
     p.add_argument("--config", help="a YAML config file (e.g. a search's best_config.yaml)")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. seed=3 gnn_num_layers=2")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="config overrides, e.g. seed=3 gnn_num_layers=2 (a key given twice: the last counts, with a warning)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,14 +41,16 @@ def build_parser() -> argparse.ArgumentParser:
         prog="taxoclass",
         description="Hierarchical multi-label classification from class names alone (TaxoClass).",
     )
+    from taxoclass.search.cli import DESCRIPTION, add_arguments, at_least
+
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("run", help="run every stage and evaluate; no argument runs the built-in demo",
-                       description="Run stages 1-4 and the evaluation; writes <output_dir>/<run_name>/.")
+                       description="Run stages 1-4 and the evaluation; writes <output_dir>/<run_name>/.", epilog=RAY_RULE)
     _add_config_args(p)
 
     p = sub.add_parser("stage", help="run one stage (1-4, or 5 = evaluation) on an existing run dir",
-                       description="Run one stage on a run dir, reading the earlier stages' cached outputs.")
+                       description="Run one stage on a run dir, reading the earlier stages' cached outputs.", epilog=RAY_RULE)
     p.add_argument("number", type=int, choices=[1, 2, 3, 4, 5], help="1 similarity, 2 core mining, 3 classifier, 4 self-training, 5 evaluation")
     p.add_argument("--run", required=True, help="the run directory (holds config.yaml)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
@@ -57,12 +61,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="the dataset (folder, JSON-lines file or 'demo')")
     p.add_argument("--variant", default="auto", help="dataset layout: auto, teleclass, generated, jsonl")
     p.add_argument("--test-corpus", default=None, help="evaluate against this doc_id<TAB>text file's documents")
+    p.add_argument("--max-docs", type=at_least(0), default=0,
+                   help="evaluate against the first N test documents only: what a run with max_docs=N (the debug preset: 60) predicts")
     p.add_argument("--output", default=None, help="also write the metrics as JSON here")
 
     p = sub.add_parser("predict", help="classify new texts with a trained run",
-                       description="Print the top-k classes for each input text, as JSON lines. Scores are independent per-class "
-                                   "sigmoid probabilities (they need not sum to 1). With runtime=ray: the same records on Ray Data, "
-                                   "written as JSON-lines shards under --output; a rerun predicts only the missing shards.")
+                       description="Print the top-k classes for each input text, as JSON lines. What a score is depends on the "
+                                   "run's model: with the path loss (the default) a class's marginal probability under one "
+                                   "distribution over root-to-leaf paths, and path_score the path's probability; with "
+                                   "classifier.loss=bce independent sigmoids, and path_score their mean over the path; untrained "
+                                   "(stage 3 stepped aside) sigmoids, and path_score the sigmoid of the path's mean logit (README, "
+                                   "Predicting new texts). With runtime=ray: the same records on Ray Data, written as JSON-lines "
+                                   "shards under --output; a rerun predicts only the missing shards.", epilog=RAY_RULE)
     p.add_argument("--run", required=True, help="a finished run directory")
     p.add_argument("--input", required=True, help="plain text lines, doc_id<TAB>text lines, or JSON lines with a 'text'/'token' field (detected from the first line)")
     p.add_argument("--top-k", type=int, default=3, help="classes per text (default 3)")
@@ -86,10 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="+", help="run directories")
     p.add_argument("--out", default=None, help="output folder (default: the first run's report/)")
 
-    from taxoclass.search.cli import DESCRIPTION, add_arguments
-
     add_arguments(sub.add_parser("search", help="hyper-parameter search on Ray Tune (the same as python tune/search.py)",
-                                 description=DESCRIPTION))
+                                 description=DESCRIPTION, epilog=RAY_RULE))
     return parser
 
 
@@ -107,7 +115,7 @@ def cmd_evaluate(args) -> int:
     from taxoclass.rundir import write_json
 
     ds = load_dataset(args.data, variant=args.variant, test_corpus=args.test_corpus)
-    metrics = evaluate_predictions_file(Path(args.predictions), ds)
+    metrics = evaluate_predictions_file(Path(args.predictions), ds, max_docs=args.max_docs)
     print(format_metrics(metrics))
     if args.output:
         write_json(Path(args.output), metrics, what="the metrics")
@@ -126,10 +134,12 @@ def cmd_config(args) -> int:
 
 def build_runtime(cfg):
     """`runtime=local`: the engine in this process (Ray is not imported); `runtime=ray`: stage 1 on Ray
-    Data, stages 3-4 on Ray Train."""
+    Data, stages 3-4 on Ray Train, its cluster address checked before any work."""
     if cfg.runtime == "ray":
+        from taxoclass.distributed.ray_address import check_reachable
         from taxoclass.distributed.ray_runtime import RayRuntime
 
+        check_reachable(cfg.ray.address)
         return RayRuntime(cfg)
     from taxoclass.runtime import LocalRuntime
 
@@ -247,6 +257,9 @@ def _predict_on_ray(args, cfg) -> int:
 
     if not args.output:
         raise ConfigError("", "predict runtime=ray writes its records as shards into a folder: give --output DIR")
+    from taxoclass.distributed.ray_address import check_reachable
+
+    check_reachable(cfg.ray.address)
     done = predict_on_ray(cfg, Path(args.run), Path(args.input), Path(args.output), top_k=args.top_k, path=args.path)
     print(f"taxoclass: {args.input}: {done['texts']} texts read as {FORMATS[done['format']]}; {args.output}: "
           f"{done['shards']} shards of up to {cfg.ray.predict_shard_size} texts, {done['written']} written by "
@@ -283,6 +296,14 @@ def _print_summary(summary: dict) -> None:
         print(f"run dir: {summary['run_dir']}")
 
 
+def _warn_repeated(overrides: list[str]) -> None:
+    from taxoclass.config import repeated_overrides
+    from taxoclass.errors import warn
+
+    for line in repeated_overrides(overrides):
+        warn(line)
+
+
 COMMANDS = {
     "run": cmd_run,
     "stage": cmd_stage,
@@ -304,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = list(args.overrides) + extra
     try:
+        _warn_repeated(getattr(args, "overrides", []))
         return COMMANDS[args.command](args)
     except TaxoclassError as err:
         print(f"taxoclass: error: {err}", file=sys.stderr)

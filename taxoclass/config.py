@@ -9,6 +9,8 @@ Features:
 - keys are dotted (`classifier.gnn_num_layers=4`); a leaf name that is unique across sections
   may be used alone (`gnn_num_layers=4`), and the seed's upper-case names are aliases
   (`WANDB_PROJECT=x`); command-line values are YAML scalars, text keys keep their text (`run_name=007`);
+- a key given twice in one YAML file is an error with its line (`_UniqueKeyLoader`), on the command
+  line a warning (`repeated_overrides`: the last value counts);
 - every bad value is a one-line `ConfigError` naming the dotted key: the closest valid name for an
   unknown key, the choices, the range in words; the hypothesis template, the run name and the
   model settings (`model_paths.py`) are checked when the config is built, before any work.
@@ -101,6 +103,8 @@ class SimilarityConfig(Section):
     template: Text = Field("This product is about {}.", description="the hypothesis; '{}' is the class text")
     max_length: Int = Field(256, ge=1, description="tokens per document")
     batch_size: Int = Field(64, ge=1)
+    batch_tokens: Int = Field(0, ge=0, description="padded tokens per bi-encoder batch (0 = batch_size x max_length)")
+    autocast: Literal["auto", "off", "bf16", "fp16"] = Field("auto", description="auto = bf16 on CUDA (fp16 without bf16), off on the CPU")
     lowercase: Flag = True
     nli_normalization: Literal["softmax3", "entail_vs_contra"] = "softmax3"
     pruning: Flag = Field(True, description="score only the classes the stage-2 search visits")
@@ -217,7 +221,8 @@ class RayConfig(Section):
     """runtime=ray: where and how wide the Ray parts run."""
 
     section: ClassVar[str] = "ray"
-    address: Text = Field("", description="'' = start a local Ray instance; 'auto' or ray://host:port = join a cluster")
+    address: Text = Field("", description="'' = start a private local Ray instance (RAY_ADDRESS is ignored); 'auto' = join "
+                                           "the cluster RAY_ADDRESS names; HOST:PORT or ray://HOST:PORT = join that one")
     num_cpus: Int = Field(0, ge=0, description="logical CPUs of a local instance (0 = Ray's default)")
     stage1_actors: Int = Field(0, ge=0, description="scorer actors in the stage-1 pool (0 = one per GPU, or 1)")
     stage1_batch_size: Int = Field(256, ge=1, description="documents per Ray Data batch")
@@ -391,12 +396,15 @@ def _flatten(mapping: dict, prefix: str = "") -> dict:
 
 def _mapping_layer(mapping: dict, source: str) -> Layer:
     where = f" (in {source})"
-    layer = {}
+    layer, written = {}, {}
     for key, value in _flatten(mapping).items():
         try:
             full = canonical_key(key)
         except ConfigError as err:
             raise ConfigError(err.key, f"{str(err).split(': ', 1)[1]}{where}") from None
+        if full in written:  # `epochs: 2` beside `classifier: {epochs: 1}`: which one was meant?
+            raise ConfigError(full, f"given twice, as '{written[full]}' and as '{key}'{where}")
+        written[full] = key
         layer[full] = (value, full, where)
     return layer
 
@@ -442,7 +450,9 @@ def load_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise DataError(path, "config file not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # yaml.safe_load, a key only once
+    except _RepeatedKey as err:
+        raise DataError(path, f"config key '{err.key}' given twice (first on line {err.first})", err.line) from None
     except yaml.YAMLError as err:
         line = err.problem_mark.line + 1 if getattr(err, "problem_mark", None) else None
         raise DataError(path, f"malformed YAML: {getattr(err, 'problem', err)}", line) from None
@@ -453,6 +463,46 @@ def load_yaml(path: str | Path) -> dict:
     if not isinstance(data, dict):
         raise DataError(path, "expected a mapping of config keys at the top level")
     return data
+
+
+class _RepeatedKey(Exception):
+    def __init__(self, key, line: int, first: int):
+        self.key, self.line, self.first = key, line, first
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """`yaml.safe_load`'s loader, which refuses a key given twice in one mapping: YAML keeps the last one silently,
+    and a config file that sets `seed` twice is a mistake one of whose values would be lost."""
+
+    def construct_mapping(self, node, deep=False):
+        lines: dict = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` may be overridden, as YAML intends
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, (str, int, float, bool)):  # a key YAML itself cannot use says so below
+                continue
+            if key in lines:
+                raise _RepeatedKey(key, key_node.start_mark.line + 1, lines[key])
+            lines[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
+
+def repeated_overrides(items: list[str]) -> list[str]:
+    """One warning per config key given twice on the command line: the last value counts, as before, but the
+    user is told (a key the config does not know is left to `build_config`'s error)."""
+    first: dict[str, str] = {}
+    warnings = []
+    for key, value in parse_overrides(items):
+        try:
+            full = "preset" if key == "preset" else canonical_key(key)
+        except ConfigError:
+            continue
+        if full in first:
+            warnings.append(f"config key '{full}' given twice on the command line ({first[full]}, then {key}={value}): "
+                            f"the last one counts")
+        first[full] = f"{key}={value}"
+    return warnings
 
 
 def preset_names() -> list[str]:

@@ -24,6 +24,7 @@ from taxoclass.rundir import atomic_write_text
 
 PIPELINE, ZEROSHOT_BEST, GAIN = "test/example_f1", "zeroshot/bestpath_example_f1", "test/gain_over_zeroshot"
 ENRICHED_BEST, GAIN_ENRICHED = "zeroshot/enriched_bestpath_example_f1", "test/gain_over_enriched"
+GAINS = ((GAIN, ZEROSHOT_BEST), (GAIN_ENRICHED, ENRICHED_BEST))  # (ratio, its baseline)
 SUMMARY_KEYS = [PIPELINE, ZEROSHOT_BEST, GAIN, ENRICHED_BEST, GAIN_ENRICHED, "stage3/stepped_aside", "test/p_at_1", "test/p_at_3", "test/mrr", "test/accuracy", "zeroshot/example_f1",
                 "zeroshot/path_example_f1", "stage2/core_precision", "stage3/best_val_loss", "stage4/best_iteration"]
 HIER_KEYS = ["test/hier_precision_micro", "test/hier_recall_micro", "test/hier_f1_micro", "test/hier_f1_macro",
@@ -37,8 +38,10 @@ def headline(summary: dict) -> dict:
     ratio is computed here when the summary predates it."""
     keys = (PIPELINE, ZEROSHOT_BEST, GAIN, ENRICHED_BEST, GAIN_ENRICHED)
     out = {k: summary[k] for k in keys if isinstance(summary.get(k), (int, float))}
-    for gain, base in ((GAIN, ZEROSHOT_BEST), (GAIN_ENRICHED, ENRICHED_BEST)):
-        if gain not in out and PIPELINE in out and out.get(base):
+    for gain, base in GAINS:
+        if out.get(base) == 0:
+            out.pop(gain, None)  # undefined (a summary from before issue 29 stored the ratio over a floor of 1e-12)
+        elif gain not in out and PIPELINE in out and out.get(base):
             out[gain] = out[PIPELINE] / out[base]
     return out
 
@@ -46,7 +49,11 @@ def headline(summary: dict) -> dict:
 def headline_line(summary: dict) -> str:
     h = headline(summary)
     parts = [f"{k}={h[k]:.4f}" for k in (PIPELINE, ZEROSHOT_BEST) if k in h]
-    parts += [f"{k}={h[k]:.3f}x" for k in (GAIN, GAIN_ENRICHED) if k in h]
+    for gain, base in GAINS:
+        if gain in h:
+            parts.append(f"{gain}={h[gain]:.3f}x")
+        elif PIPELINE in h and h.get(base) == 0:
+            parts.append(f"{gain}=undefined ({base}=0)")
     return "  ".join(parts)
 
 

@@ -6,8 +6,9 @@ Features:
   (a tampered `model.pt` whose `__reduce__` would call `os.system`, a file from an older version
   with a NumPy array) is a one-line `DataError` that says it was refused, and a cut or foreign file
   one that says it is unreadable: nothing in it is ever executed;
-- `save(obj, path)`: `torch.save` through a file handle, so a full disk is the `OSError` the file
-  system raised (`No space left on device`), never torch's `RuntimeError` about stream positions;
+- `save(obj, path)`: `torch.save` through a file handle whose failed writes are remembered, so a full
+  disk is the `OSError` the file system raised (`No space left on device`), never torch's
+  `RuntimeError` about stream positions (its zip writer swallows the handle's error);
 - `to_json` / `from_json`: what is not a tensor (configs, taxonomies, stats, logs) travels as a
   JSON string inside the file; floats round-trip exactly, `inf` and `nan` included.
 """
@@ -27,10 +28,32 @@ from taxoclass.errors import DataError
 
 def save(obj, path: str | Path) -> None:
     with open(path, "wb") as fh:
+        recording = _RecordingWriter(fh)
         try:
-            torch.save(obj, fh)
-        except RuntimeError as err:  # torch's own stream writer; a failing handle raises OSError itself
+            torch.save(obj, recording)
+        except RuntimeError as err:
+            # torch's zip writer swallows the OSError its write raised (a full disk) and fails later on a stream
+            # position ("unexpected pos 704 vs 598"): the file system's own error is what happened
+            if recording.error is not None:
+                raise recording.error from None
             raise OSError(errno.EIO, f"torch.save failed: {_first_line(err)}") from None
+
+
+class _RecordingWriter:
+    """A binary file handle that keeps the last OSError its `write` raised, for torch.save to be honest about."""
+
+    def __init__(self, fh):
+        self.fh, self.error = fh, None
+
+    def write(self, data) -> int:
+        try:
+            return self.fh.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+    def flush(self) -> None:
+        self.fh.flush()
 
 
 def load(path: str | Path, redo: str):

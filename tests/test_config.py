@@ -151,6 +151,8 @@ GOLDEN_DEFAULTS = {'data': 'demo',
                 'template': 'This product is about {}.',
                 'max_length': 256,
                 'batch_size': 64,
+                'batch_tokens': 0,
+                'autocast': 'auto',
                 'lowercase': True,
                 'nli_normalization': 'softmax3',
                 'pruning': True,
@@ -241,7 +243,7 @@ def test_leaf_types_and_short_names():
 
     assert LEAF_TYPES["classifier.gnn_num_layers"] is int and LEAF_TYPES["classifier.learning_rate"] is float
     assert LEAF_TYPES["classifier.amp"] is str and LEAF_TYPES["tracking.use_wandb"] is bool  # a Literal key is text
-    assert LEAF_TYPES["tracking.tags"] == list[str] and len(LEAF_TYPES) == 89
+    assert LEAF_TYPES["tracking.tags"] == list[str] and len(LEAF_TYPES) == 91
     assert SHORT_NAMES["gnn_num_layers"] == "classifier.gnn_num_layers" and "learning_rate" not in SHORT_NAMES
 
 
@@ -380,3 +382,28 @@ def test_the_classifier_follows_stage_1s_encoder_unless_told_otherwise(tmp_path)
     assert classifier_encoder(build_config(overrides=[f"similarity.model={folder}", "similarity.backend=nli"], environ={})) == "bundled"
     assert classifier_encoder(build_config(overrides=[f"similarity.model={folder}", "classifier.encoder=bundled"],
                                            environ={})) == "bundled"
+
+
+def test_a_key_given_twice_warns_on_the_command_line_and_is_refused_in_a_file(tmp_path, capsys):
+    """Issue 29: `seed=1 seed=2`, or a key twice in one YAML file, silently took the last value. On the command line
+    the last one still counts, with a warning (a later override is how a wrapper script changes one setting); in a
+    file, where nothing overrides anything, it is refused with the line."""
+    from taxoclass.cli import main
+
+    assert main(["config", "seed=1", "seed=2", "gnn_num_layers=2", "classifier.gnn_num_layers=3"]) == 0
+    out, err = capsys.readouterr()
+    assert "seed: 2" in out and "gnn_num_layers: 3" in out
+    assert err.splitlines() == [
+        "taxoclass: warning: config key 'seed' given twice on the command line (seed=1, then seed=2): the last one counts",
+        "taxoclass: warning: config key 'classifier.gnn_num_layers' given twice on the command line (gnn_num_layers=2, then "
+        "classifier.gnn_num_layers=3): the last one counts"]
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("seed: 1\nclassifier:\n  epochs: 2\n  epochs: 3\n")
+    with pytest.raises(DataError) as caught:
+        build_config(config_file=str(twice))
+    assert str(caught.value) == f"{twice}:4: config key 'epochs' given twice (first on line 3)"
+    both = tmp_path / "both.yaml"
+    both.write_text("epochs: 1\nclassifier:\n  epochs: 2\n")  # one key under two of its names
+    with pytest.raises(ConfigError) as caught:
+        build_config(config_file=str(both))
+    assert str(caught.value) == f"config key 'classifier.epochs': given twice, as 'epochs' and as 'classifier.epochs' (in {both})"

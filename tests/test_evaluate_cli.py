@@ -83,3 +83,13 @@ def test_evaluate_output_to_an_unwritable_path(tiny_dataset, tmp_path):
     res = run_cli("evaluate", "--predictions", preds, "--data", tiny_dataset, "--output", blocker / "m.json")
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert "a-file/m.json: cannot write the metrics" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_evaluate_max_docs_below_0_is_refused_when_parsed(capsys):
+    from taxoclass.cli import main
+
+    with pytest.raises(SystemExit) as caught:
+        main(["evaluate", "--predictions", "p.jsonl", "--data", "demo", "--max-docs", "-1"])
+    assert caught.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "taxoclass evaluate: error: argument --max-docs: expected at least 0, got -1")

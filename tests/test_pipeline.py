@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,6 +29,7 @@ from taxoclass.pipeline import (
 )
 from taxoclass.pipeline.store import self_training_runs
 from taxoclass.sink import Sink
+from taxoclass.stages.text_encoder import texts_encoded
 
 REQUIRED_SUMMARY = ["test/example_f1", "test/p_at_1", "test/p_at_3", "test/mrr", "test/accuracy", "test/precision", "test/recall",
                     "test/f1_score", "test/top3_accuracy", "test/top5_accuracy", "test/top10_accuracy", "test/level_0_accuracy",
@@ -97,11 +99,26 @@ def test_run_dir_contract(debug_run):
         assert path in tax.paths(path[-1])
         assert p["scores"][3:] == sorted(p["scores"][3:], reverse=True)
     # `taxoclass evaluate` recomputes exactly what the summary says
-    ds = load_dataset("demo")
-    ds.test.doc_ids = ds.test.doc_ids[:60]
-    recomputed = evaluate_predictions_file(run / "predictions/test.jsonl", ds)
+    recomputed = evaluate_predictions_file(run / "predictions/test.jsonl", load_dataset("demo"), max_docs=60)
     for k, v in recomputed.items():
         assert on_disk[k] == pytest.approx(v), k
+
+
+def test_evaluate_on_a_max_docs_run(debug_run, capsys):
+    """Issue 29: `taxoclass evaluate` on a --preset debug run (max_docs=60) failed with 'no prediction for 40 test
+    documents' and no way out; it says how now, and --max-docs evaluates what the run predicted."""
+    from taxoclass.cli import main
+
+    out, _ = debug_run
+    predictions = out / "a" / "predictions" / "test.jsonl"
+    assert main(["evaluate", "--predictions", str(predictions), "--data", "demo"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"taxoclass: error: {predictions}: no prediction for 40 test documents (first: 't060'); they are of its first "
+        "60, as a run with max_docs=60 predicts them: evaluate those with --max-docs 60")
+    assert main(["evaluate", "--predictions", str(predictions), "--data", "demo", "--max-docs", "60"]) == 0
+    printed = dict(line.split() for line in capsys.readouterr().out.splitlines())
+    summary = json.loads((out / "a" / "summary.json").read_text())
+    assert printed["test/example_f1"] == f"{summary['test/example_f1']:.4f}" and printed["test/mrr"] == f"{summary['test/mrr']:.4f}"
 
 
 @pytest.fixture(scope="module")
@@ -441,7 +458,8 @@ class RecordingRuntime(RayRuntime):
         return np.zeros((len(texts), width), np.float32), {"stage1/actors": 1}
 
     def _fit(self, stage, cfg, taxonomy, keywords, texts, storage, name, **kw):
-        self.found.append(sorted(p.name for p in (storage / name).glob("*")) if (storage / name).exists() else [])
+        found = Path(storage) / name  # an absolute path here (a URI on a cluster's shared storage)
+        self.found.append(sorted(p.name for p in found.glob("*")) if found.exists() else [])
         return {}, [], self.bundle_state
 
 
@@ -558,9 +576,9 @@ def test_the_summary_does_not_depend_on_what_was_cached(fresh_run):
     assert rerun["run_dir"] == single["run_dir"] == str(run_dir)
     for summary in (cached, stage5):
         assert set(summary) == set(first)
-        # what this attempt cost (a cached rerun embeds nothing) is the attempt's own; every result is the same
-        attempt = ("total_seconds", "total_encoder_passes")
-        assert {k: v for k, v in summary.items() if k not in attempt} == {k: v for k, v in first.items() if k not in attempt}
+        # only the attempt's time is the attempt's own; every other value is the run's, total_encoder_passes too (issue
+        # 29: it counted the attempt's passes, 0 for a rerun from the cache)
+        assert {k: v for k, v in summary.items() if k != "total_seconds"} == {k: v for k, v in first.items() if k != "total_seconds"}
 
 
 def test_stage_4_on_a_run_that_skips_it_does_nothing(fresh_run, tmp_path):
@@ -612,20 +630,25 @@ def test_each_document_is_embedded_once(tmp_path, capfd):
     # stages 3 and 4 train (the demo's 4 documents per label path would have stage 3 step aside and embed nothing)
     trains = [f"output_dir={tmp_path}", "run_name=once", "classifier.min_docs_per_label=0"]
     cfg = build_config("demo", overrides=trains, environ={})
+    before = texts_encoded()
     summary = run_pipeline(cfg)
     # 200 corpus documents, 100 test documents and 41 class hypotheses, each through the encoder once: stage 3's
     # frozen encoder and the evaluation take stage 1's vectors (before: 641 passes, both embedded again)
-    assert summary["total_encoder_passes"] == 341 == summary["stage1/encoder_passes"]
+    assert texts_encoded() - before == summary["total_encoder_passes"] == 341 == summary["stage1/encoder_passes"]
     assert len(list((tmp_path / "once" / "cache").glob("vectors-*.npy"))) == 2  # corpus and test, float16
     # another token limit for the classifier: stage 1 is cached, the classifier embeds its own vectors, and says why
     capfd.readouterr()
+    before = texts_encoded()
     summary = run_pipeline(build_config("demo", overrides=[*trains, "classifier.max_length=64"],
                                         environ={}))
-    assert summary["total_encoder_passes"] == 300
+    assert texts_encoded() - before == 300
+    assert summary["total_encoder_passes"] == 641  # the run's figure: its stage 1's passes (cached) and the classifier's
     assert "not stage 1's vectors: classifier.max_length=64 against similarity.max_length=128" in capfd.readouterr().err
-    # a rerun embeds nothing: stage 1's and the classifier's vectors are both in the cache
+    # a rerun embeds nothing: stage 1's and the classifier's vectors are both in the cache; the run's figure is the same
+    before = texts_encoded()
     assert run_pipeline(build_config("demo", overrides=[*trains, "force_stage=3",
-                                                        "classifier.max_length=64"], environ={}))["total_encoder_passes"] == 0
+                                                        "classifier.max_length=64"], environ={}))["total_encoder_passes"] == 641
+    assert texts_encoded() == before
 
 
 def test_the_mpnet_preset_takes_a_local_folder_in_place_of_the_hub(tmp_path, monkeypatch):

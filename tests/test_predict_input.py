@@ -4,7 +4,7 @@ import gzip
 import json
 
 import pytest
-from conftest import SHARED_DATA, needs_shared, write_dataset
+from conftest import SHARED_DATA, needs_shared, run_cli, write_dataset
 
 from taxoclass.data.readers import DEMO_DIR, load_dataset, read_corpus, read_jsonl
 from taxoclass.errors import DataError
@@ -87,3 +87,12 @@ def test_input_is_checked_up_front_then_read_lazily(tmp_path):
     path.write_text("\n".join(f"line {i}" for i in range(10)) + "\n")
     assert scan_input(path) == ("plain", 10)
     assert [len(c) for c in chunks(iter_texts(path, "plain"), 4)] == [4, 4, 2]
+
+
+def test_a_folder_as_input_is_named_a_folder(tmp_path):
+    """Issue 29: `predict --input DIR` said 'file not found' for a folder that exists."""
+    with pytest.raises(DataError) as err:
+        scan_input(tmp_path)
+    assert str(err.value) == f"{tmp_path}: a folder, not a file"
+    res = run_cli("predict", "--run", tmp_path, "--input", tmp_path)  # the input is read before any model
+    assert res.returncode == 2 and res.stderr.strip().splitlines() == [f"taxoclass: error: {tmp_path}: a folder, not a file"]

@@ -212,3 +212,26 @@ def test_matching_labels_and_a_chosen_test_subset_say_nothing(tiny_dataset, tmp_
     subset.write_text("t1\tgreat thing\n")
     assert load_dataset(tiny_dataset, test_corpus=subset).test.doc_ids == ["t1"]
     assert "warning" not in capfd.readouterr().err
+
+
+def test_a_taxonomy_of_one_class_is_refused_before_stage_1(tmp_path):
+    """Issue 29: one class, no edges, every test document labelled with it. All four stages ran, then scikit-learn
+    raised a TypeError in the evaluation (exit status 1, a model and no summary)."""
+    root = write_dataset(tmp_path / "one", labels="0\tonly\n", edges="", test="t1\tx\nt2\ty\n", test_labels="t1\t0\nt2\t0\n")
+    message = f"{root / 'labels.txt'}: one class ('only'): nothing to choose between; a taxonomy needs at least 2 classes"
+    with pytest.raises(DataError) as err:
+        load_dataset(root)
+    assert str(err.value) == message
+    res = run_cli("run", "--preset", "debug", f"data={root}", f"output_dir={tmp_path / 'runs'}", "run_name=one")
+    assert res.returncode == 2 and res.stderr.strip().splitlines() == [f"taxoclass: error: {message}"], res.stderr
+    assert not (tmp_path / "runs" / "one").exists()  # refused before the run dir, let alone stage 1
+
+
+@pytest.mark.parametrize("name", ["labels.txt", "train/corpus.txt"])
+def test_a_dataset_file_given_as_the_dataset_is_named_so(tmp_path, name):
+    """Issue 29: `taxoclass validate labels.txt` read the file as JSON lines and said 'malformed JSON line'."""
+    root = write_dataset(tmp_path / "ds")
+    res = run_cli("validate", root / name)
+    assert res.returncode == 2 and res.stderr.strip().splitlines() == [
+        f"taxoclass: error: {root / name}: not a dataset: give the dataset's folder (holding labels.txt, label_hierarchy.txt, "
+        "train/corpus.txt) or its JSON-lines file (*.json, *.jsonl)"], res.stderr

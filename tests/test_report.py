@@ -111,3 +111,25 @@ def test_summary_has_the_hierarchical_and_per_level_tables(tmp_path):
     levels = _table_rows(md, "run | level")
     assert [(r["level"], r["f1_macro"]) for r in levels] == [("0", "0.6100"), ("1", "0.6200"), ("2", "0.6300")]
     assert levels[1]["precision_micro"] == "0.7777"
+
+
+def test_a_ratio_over_a_baseline_that_scored_0_is_undefined(tiny_dataset, capsys):
+    """Issue 29: `test/gain_over_enriched` was printed and stored as 6666666666.667x when the enriched baseline scored 0
+    (a division by a floor of 1e-12)."""
+    import numpy as np
+
+    from taxoclass.data.readers import load_dataset
+    from taxoclass.pipeline.summary import zero_shot_baselines
+
+    taxonomy = load_dataset(tiny_dataset).taxonomy  # a(0) -> c(2), a -> d(3); b(1) -> c; c -> e(4)
+    names = np.array([[0.1, 0.9, 0.2, 0.1, 0.1]], dtype=np.float32)  # the name-only scores find the gold class b
+    enriched = np.array([[0.9, 0.0, 0.7, 0.8, 0.6]], dtype=np.float32)  # the refined ones rank a, d, c: no gold class
+    out = zero_shot_baselines({"test": enriched, "names_test": names}, [[1]], taxonomy, pipeline_f1=0.5)
+    assert out["zeroshot/enriched_bestpath_example_f1"] == 0 and out["zeroshot/bestpath_example_f1"] > 0
+    assert "test/gain_over_enriched" not in out and out["test/gain_over_zeroshot"] == pytest.approx(0.5 / out["zeroshot/bestpath_example_f1"])
+    _print_summary({"test/example_f1": 0.5, **out})
+    assert capsys.readouterr().out.splitlines()[0].endswith(
+        "test/gain_over_enriched=undefined (zeroshot/enriched_bestpath_example_f1=0)")
+    # a summary written before (the ratio over the floor stored) reads the same
+    _print_summary({"test/example_f1": 0.5, **out, "test/gain_over_enriched": 0.5 / 1e-12})
+    assert capsys.readouterr().out.splitlines()[0].endswith("test/gain_over_enriched=undefined (zeroshot/enriched_bestpath_example_f1=0)")

@@ -19,7 +19,7 @@ from conftest import run_cli
 from taxoclass.cache import seal
 from taxoclass.config import build_config
 from taxoclass.errors import DataError
-from taxoclass.pipeline import run_pipeline
+from taxoclass.pipeline import open_finished, run_pipeline
 from taxoclass.stages.model_io import MODEL_SECTIONS, load_checkpoint
 
 TEXTS = ["Noise-cancelling earbuds with a charging case.", "A two-person tent with a rain fly."]
@@ -93,6 +93,70 @@ def test_a_tampered_cache_entry_with_a_matching_checksum_never_runs(run_dir, tmp
     res = run_cli("stage", "5", "--run", run_dir)
     _one_error_line(res, f"{entry.name}: refused", "delete it and run again")
     assert not marker.exists()
+
+
+def _sealed(path):
+    """Rewrite the checksum of the entry `path` belongs to, as anyone who can write the file can."""
+    files = [path] if path.suffix == ".npy" else [path, path.with_suffix(".stats.json")]
+    seal(path.with_suffix(".sha256"), files)
+
+
+@pytest.mark.parametrize("entry", ["vectors-*.npy", "stage1-*.npz"])
+def test_an_object_array_in_a_cache_entry_is_refused_and_never_runs(run_dir, tmp_path, capsys, entry):
+    """Issue 29: an object array in the document vectors or in stage 1's arrays, its checksum rewritten, ended in
+    a traceback (`Array can't be memory-mapped`, `Object arrays cannot be loaded when allow_pickle=False`)."""
+    from taxoclass.cli import main
+
+    marker = tmp_path / "pwned"
+    payload = np.array([Payload(marker)], dtype=object)
+    for path in (run_dir / "cache").glob(entry):
+        if path.suffix == ".npy":
+            np.save(path, payload, allow_pickle=True)
+            np.load(path, allow_pickle=True)  # the real attack: loading it with pickles allowed runs the payload
+        else:
+            np.savez(path, corpus=payload, test=payload)
+            np.load(path, allow_pickle=True)["corpus"]
+        assert marker.exists(), "the payload did not run: the test would prove nothing"
+        marker.unlink()
+        _sealed(path)
+    assert main(["stage", "5", "--run", str(run_dir)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-1].startswith(f"taxoclass: error: {run_dir / 'cache'}/{entry.split('*')[0]}") and "Traceback" not in lines
+    assert "holds Python objects (an array of dtype object), not numbers, and loading it could run code; delete it and run " \
+           "again: its stage is computed anew" in lines[-1]
+    assert not marker.exists()
+
+
+def test_a_cache_array_of_the_wrong_shape_is_computed_again_saying_why(run_dir, capsys):
+    """Issue 29: float16 vectors of the wrong shape, their checksum rewritten, ended in `mat1 and mat2 shapes cannot be
+    multiplied`; stage 1's arrays of the wrong shape likewise. Each is computed again, and the log says why."""
+    from taxoclass.cli import main
+
+    def test_metrics():
+        summary = json.loads((run_dir / "summary.json").read_text())
+        return {k: v for k, v in summary.items() if k.startswith("test/")}
+
+    first = test_metrics()
+    for path in (run_dir / "cache").glob("vectors-*.npy"):
+        np.save(path, np.zeros((len(np.load(path)), 10), dtype=np.float16))
+        _sealed(path)
+    assert main(["stage", "5", "--run", str(run_dir)]) == 0  # the evaluation reads the test set's vectors
+    err = capsys.readouterr().err
+    vectors = next(p.name for p in (run_dir / "cache").glob("vectors-*.npy") if f"{p.name} holds" in err)
+    assert f"is not usable ({vectors} holds float16 of shape 60 x 10, expected floats of 60 x 384): computing it again" in err
+    # the true reason, where the line said before that stage 1 "ran before they were kept"
+    assert (f"embedding 60 documents (stage 1's vectors cannot be used: {vectors} holds float16 of shape 60 x 10, "
+            "expected floats of 60 x 384)" in err)
+    assert test_metrics() == pytest.approx(first)
+    stage1 = next((run_dir / "cache").glob("stage1-*.npz"))
+    np.savez(stage1, **{k: v[:, :3] for k, v in np.load(stage1).items()})
+    _sealed(stage1)
+    with pytest.raises(DataError, match=r"stage1-\w+\.npz: not usable \(.*\); run the run again to compute it"):
+        open_finished(run_dir).stage1()  # read only (report, the search objectives): said, nothing computed
+    assert main(["stage", "5", "--run", str(run_dir)]) == 0  # stage 5 reads stage 1's arrays for the zero-shot baselines
+    assert (f"is not usable ({stage1.name}'s array 'corpus' holds float32 of shape 60 x 3, expected floats of 60 x 41): "
+            "computing it again") in capsys.readouterr().err
+    assert test_metrics() == pytest.approx(first)
 
 
 def test_a_checkpoint_holds_only_the_model_config_as_json(trained):

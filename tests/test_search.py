@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, run_cli
-from test_ray import _kill_tree, _wait_for
+from test_ray import SECRET, _kill_tree, _wait_for, holding
 from wandb_reader import find_runs, read_run
 
 from taxoclass.config import build_config
@@ -113,13 +113,33 @@ def _finished_search(command: list, *args, cwd, **env) -> subprocess.CompletedPr
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
+def search_ray_tmp():
+    """Ray's session folder for the smoke search (RAY_TMPDIR), short enough for Ray's socket paths."""
+    import shutil
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="rt", dir="/tmp")
+    yield Path(folder)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory, search_ray_tmp):
     """The smoke search as `taxoclass search` (the other searches run tune/search.py), with WANDB_DIR set
-    (relative, to the working folder) as a user may set it for every wandb run."""
+    (relative, to the working folder) as a user may set it for every wandb run, and a (fake) W&B API key."""
     out = tmp_path_factory.mktemp("search")
     res = _finished_search(TAXOCLASS_SEARCH, "--smoke", "--name", "smoke", f"output_dir={out}", "max_docs=40", cwd=out,
-                           WANDB_DIR="wandb-elsewhere")
+                           WANDB_DIR="wandb-elsewhere", WANDB_API_KEY=SECRET, RAY_TMPDIR=str(search_ray_tmp))
     return out / "smoke", res
+
+
+@ray_tests
+def test_smoke_search_writes_the_api_key_nowhere(smoke, search_ray_tmp):
+    """Issue 29: the search's Ray instance took every WANDB_* variable into its runtime_env, and Ray's WandbLoggerCallback
+    puts the API key into its logging actors' runtime_env: Ray writes both into its session folder."""
+    search_dir, _ = smoke
+    assert list(search_ray_tmp.glob("ray/session_*/logs/runtime_env_agent.log"))  # where the key was written
+    assert holding(SECRET, search_dir.parent, search_ray_tmp) == []  # the search folder, the trials' wandb runs, Ray's files
 
 
 @ray_tests
@@ -407,21 +427,43 @@ def test_trials_report_says_when_the_winner_does_not_beat_the_default():
 
 
 # ---------------------------------------------------------------- fractional GPUs, placed by real Ray on logical GPUs
-def _placement_worker(config):
-    """A Train worker: note what it holds, then wait until every expected worker has started."""
+def _note_placement(folder: Path, name: str, expected: int) -> None:
+    """Note where this process runs and what it holds, then wait until every expected one has started."""
     import ray
-    import ray.train
 
     ctx = ray.get_runtime_context()
-    rank = ray.train.get_context().get_world_rank()
-    note = {"gpu": ctx.get_assigned_resources().get("GPU", 0), "ids": ctx.get_accelerator_ids()["GPU"]}
-    folder = Path(config["folder"])
-    (folder / f"{config['trial']}-{rank}.json").write_text(json.dumps(note))
+    note = {"node": ctx.get_node_id(), "gpu": ctx.get_assigned_resources().get("GPU", 0), "ids": ctx.get_accelerator_ids()["GPU"]}
+    (folder / f"{name}.json").write_text(json.dumps(note))
     t0 = time.time()
-    while len(list(folder.glob("*.json"))) < config["expected"] and time.time() - t0 < 240:
+    while len(list(folder.glob("*.json"))) < expected and time.time() - t0 < 240:
         time.sleep(0.5)
-    together = len(list(folder.glob("*.json"))) >= config["expected"]
-    (folder / f"{config['trial']}-{rank}.together").write_text(str(together))
+    (folder / f"{name}.together").write_text(str(len(list(folder.glob("*.json"))) >= expected))
+
+
+def _placement_worker(config):
+    """A Train worker of a wide trial."""
+    import ray.train
+
+    _note_placement(Path(config["folder"]), f"{config['trial']}-{ray.train.get_context().get_world_rank()}", config["expected"])
+
+
+def _placement_in_process(config, folder, expected):
+    """A one-worker trial, which trains in its own Tune process (`TrialPlan.in_process`)."""
+    from ray import tune
+
+    _note_placement(Path(folder), tune.get_context().get_trial_id(), expected)
+    tune.report({"done": 1})
+
+
+def placement_trainable(plan, cfg, folder: Path, expected: int, storage: Path):
+    """What the search gives Tune for `plan`, with the trial's work replaced by a placement note."""
+    from ray import tune
+
+    if plan.in_process:
+        return tune.with_resources(tune.with_parameters(_placement_in_process, folder=str(folder), expected=expected),
+                                   plan.resources())
+    fn = tune.with_parameters(_placement_trial, cfg=cfg, folder=str(folder), expected=expected, storage=str(storage))
+    return tune.with_resources(fn, plan.resources())
 
 
 def _placement_trial(config, cfg, folder, expected, storage):
@@ -440,14 +482,15 @@ def _placement_trial(config, cfg, folder, expected, storage):
 
 @ray_tests
 def test_gpus_per_trial_places_trials_on_logical_gpus(tmp_path):
-    """0.25: four one-worker trials at once, each worker holding a quarter GPU; 2: two trials of two DDP workers."""
+    """0.25: four one-worker trials at once, each trial's process holding a quarter GPU; 2: two trials of two DDP
+    workers."""
     import ray
     from ray import tune
 
-    from taxoclass.search.resources import TRIAL_CPUS, plan_trials
+    from taxoclass.search.resources import plan_trials
 
     path = os.pathsep.join([str(REPO / "tests"), str(REPO), os.environ.get("PYTHONPATH", "")])  # the workers import this module
-    ray.init(num_cpus=12, num_gpus=4, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1",
+    ray.init(address="local", num_cpus=12, num_gpus=4, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1",
              runtime_env={"env_vars": {"PYTHONPATH": path}})
     try:
         for gpus_per_trial, trials in ((0.25, 4), (2, 2)):
@@ -457,8 +500,7 @@ def test_gpus_per_trial_places_trials_on_logical_gpus(tmp_path):
             folder = tmp_path / str(gpus_per_trial)
             folder.mkdir()
             expected = trials * plan.workers
-            fn = tune.with_parameters(_placement_trial, cfg=cfg, folder=str(folder), expected=expected, storage=str(tmp_path / "ray"))
-            tuner = tune.Tuner(tune.with_resources(fn, {"cpu": TRIAL_CPUS}),
+            tuner = tune.Tuner(placement_trainable(plan, cfg, folder, expected, tmp_path / "ray"),
                                tune_config=tune.TuneConfig(num_samples=trials, max_concurrent_trials=plan.concurrent),
                                run_config=tune.RunConfig(storage_path=str(tmp_path / "tune"), verbose=0))
             results = tuner.fit()

@@ -290,6 +290,23 @@ def test_output_modes_golden(tax):
     assert paths[0, 3].item() == pytest.approx(torch.sigmoid(logits[0, [0, 3, 7]]).mean().item())
 
 
+def test_the_readme_says_what_each_output_mode_returns():
+    """Issue 29: the README described predict's scores and path_score as an untrained model's (independent sigmoids, the
+    path's mean), where a model trained with the path loss returns class marginals and the path's probability. Its
+    table must give, for each output mode, what test_output_modes_golden checks the model does."""
+    from conftest import REPO
+
+    section = (REPO / "README.md").read_text().split("## Predicting new texts")[1].split("### Millions of texts")[0]
+    rows = {line.split("|")[1].strip(): line for line in section.splitlines() if line.strip().startswith("| trained")
+            or line.strip().startswith("| untrained")}
+    path = next(row for name, row in rows.items() if "classifier.loss=path" in name)
+    bce = next(row for name, row in rows.items() if "classifier.loss=bce" in name)
+    untrained = next(row for name, row in rows.items() if name.startswith("untrained"))
+    assert "marginal probability" in path and "softmax of each path's mean logit" in path and "the path's probability" in path
+    assert "one sigmoid per class" in bce and "the mean of the path's class probabilities" in bce
+    assert "sigmoid of each class's logit" in untrained and "sigmoid of the mean of the path's logits" in untrained
+
+
 def test_path_cross_entropy_and_self_training_targets_golden():
     from taxoclass.stages.classifier import path_cross_entropy
     from taxoclass.stages.self_training import path_target_distribution

@@ -3,8 +3,8 @@ a malformed tracking.json met while looking for `resume=ID`.
 
 Each prints `taxoclass: error: PATH: ...` and exits with status 2, leaving nothing half-written that a
 rerun would trust. The read-only case is real (a path under a regular file, which even root cannot
-create; a chmod'ed folder when not root); the full disk is simulated in-process, and `/dev/full` shows
-that torch's writer raises the file system's own error through a file handle.
+create; a chmod'ed folder when not root); the full disk is simulated in-process, and shown real on `/dev/full`
+and on a 1 MB tmpfs, where torch's writer must give the file system's own error.
 """
 
 import errno
@@ -19,6 +19,7 @@ from conftest import run_cli
 from taxoclass import tensorfile
 from taxoclass.cli import find_run, main
 from taxoclass.errors import DataError
+from taxoclass.rundir import atomic_replace_with
 
 DEBUG = ["run", "--preset", "debug", "self_training.enabled=false"]
 
@@ -60,6 +61,30 @@ def test_torch_writes_a_full_device_as_the_file_systems_own_error():
     with pytest.raises(OSError) as caught:
         tensorfile.save({"w": torch.zeros(1_000_000)}, "/dev/full")  # torch.save to the path raised RuntimeError
     assert caught.value.errno == errno.ENOSPC
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A real 1 MB file system (tmpfs), where mounting one is allowed (root, here in `make test`'s namespaces)."""
+    import subprocess
+
+    folder = tmp_path / "small"
+    folder.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("mounting a tmpfs needs root and a mount namespace that allows it")
+    yield folder
+    subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_a_full_tmpfs_while_saving_tensors_is_no_space_left_on_device(small_tmpfs):
+    """Issue 29: on a full 3 MB tmpfs, `taxoclass run` said `torch.save failed: unexpected pos 2498368 vs 2498320`:
+    torch's zip writer swallows the OSError of the file handle's write and fails on a stream position later."""
+    target = small_tmpfs / "stage3-key.pt"
+    with pytest.raises(DataError) as caught:
+        atomic_replace_with(target, lambda tmp: tensorfile.save({"w": torch.zeros(1_000_000)}, tmp))  # 4 MB
+    assert str(caught.value) == f"{target}: cannot write this file: No space left on device"
+    assert list(small_tmpfs.iterdir()) == []  # no partial file, no temporary one
 
 
 def test_a_full_disk_while_storing_stage_3_is_one_line_and_leaves_nothing_half_written(tmp_path, monkeypatch, capsys):

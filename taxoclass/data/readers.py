@@ -74,6 +74,7 @@ def load_dataset(path: str | Path, variant: str = "auto", test_corpus: str | Pat
         raise DataError(root, "no such file or folder")
     json_file = None
     if root.is_file():  # a JSON-lines file; the taxonomy sits beside it
+        _check_json_lines_name(root)
         json_file, root = root, root.parent
         variant = "jsonl"
     taxonomy = Taxonomy.load(root)
@@ -95,6 +96,15 @@ def load_dataset(path: str | Path, variant: str = "auto", test_corpus: str | Pat
     if test_corpus:
         _replace_test_set(ds, Path(test_corpus))
     return ds
+
+
+def _check_json_lines_name(path: Path) -> None:
+    """A file given as the dataset must be its JSON-lines file: `labels.txt` or a corpus file read as JSON
+    lines would be reported as a malformed JSON line, which sends the user to the wrong problem."""
+    name = path.name[:-3] if path.name.endswith(".gz") else path.name
+    if not name.endswith((".json", ".jsonl")):
+        raise DataError(path, "not a dataset: give the dataset's folder (holding labels.txt, label_hierarchy.txt, "
+                              "train/corpus.txt) or its JSON-lines file (*.json, *.jsonl)")
 
 
 def _detect_variant(root: Path) -> str:

@@ -2,7 +2,7 @@
 
 Features:
 - reads `labels.txt` (`id<TAB>name`) and `label_hierarchy.txt` (`parent<TAB>child`);
-- rejects duplicate ids or names, unknown ids in edges and cycles, naming file and line;
+- rejects a single class, duplicate ids or names, unknown ids in edges and cycles, naming file and line;
 - parents, children, siblings, ancestors, descendants, level, root-to-node paths;
 - `edge_index` for torch_geometric and readable names (`grocery_gourmet_food` -> `grocery gourmet food`).
 
@@ -84,6 +84,8 @@ class Taxonomy:
             names.append(name)
         if not ids:
             raise DataError(labels_path, "no classes")
+        if len(ids) == 1:  # every document would get it: there is nothing to learn, rank or evaluate
+            raise DataError(labels_path, f"one class ('{names[0]}'): nothing to choose between; a taxonomy needs at least 2 classes")
         index = {cid: i for i, cid in enumerate(ids)}
         edges, edge_lines = [], {}
         for number, line in read_lines(hierarchy_path):

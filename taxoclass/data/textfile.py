@@ -30,6 +30,8 @@ def read_lines(path: Path) -> Iterator[tuple[int, str]]:
     Decoding is strict so a stray Latin-1 byte is reported with its line.
     """
     path = Path(path)
+    if path.is_dir():
+        raise DataError(path, "a folder, not a file")
     if not path.is_file():
         raise DataError(path, "file not found")
     if path.suffix == ".gz":

@@ -9,7 +9,9 @@ Features:
   as soon as all its rows are back; a stage 1 killed with kill -9 resumes and scores
   only the shards that are missing;
 - the driver holds at most the shards in flight, not the corpus' scores (`load_shards`
-  reads them back when stage 2 needs them).
+  reads them back when stage 2 needs them);
+- each row says which node scored it: `stage1/actor_nodes` counts the nodes the pool ran on (a
+  node lost mid-stage shows up as one more when Ray Data restarts its actor elsewhere).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class SimilarityActor:
     """One scorer per actor; called on numpy batches {id, shard, text}."""
 
     def __init__(self, cfg: dict, hypothesis_texts: list[str], taxonomy: dict, use_gpu: bool, embed: bool = False):
+        import ray
         import torch
 
         from taxoclass.stages.similarity import PrunedSearch, make_scorer
@@ -39,6 +42,7 @@ class SimilarityActor:
         self.scorer = make_scorer(self.settings, device)
         self.scorer.set_classes(hypothesis_texts)
         self.embed = embed  # bi-encoder document embeddings instead of scores (the driver refines prototypes)
+        self.node = ray.get_runtime_context().get_node_id()
 
     def __call__(self, batch: dict) -> dict:
         from taxoclass.stages.similarity import score_documents
@@ -48,7 +52,8 @@ class SimilarityActor:
             sims = self.scorer.vectors(texts, desc=None)
         else:
             sims = score_documents(self.scorer, texts, self.taxonomy, self.settings, self.search, desc=None)
-        return {"id": batch["id"], "shard": batch["shard"], "sims": sims.astype(np.float32)}
+        return {"id": batch["id"], "shard": batch["shard"], "sims": sims.astype(np.float32),
+                "node": np.full(len(texts), self.node, dtype=object)}
 
 
 def shard_path(folder: Path, shard: int) -> Path:
@@ -99,6 +104,7 @@ def score_with_ray_data(cfg: Config, taxonomy: Taxonomy, texts: list[str], hypot
     total_shards = math.ceil(len(texts) / r.shard_size)
     gpus = int(ray.cluster_resources().get("GPU", 0)) if r.use_gpu else 0
     actors = r.stage1_actors or max(1, gpus)
+    nodes: set[str] = set()
     if todo:
         rows = [{"id": i, "shard": s, "text": texts[i]} for s in todo for i in range(s * r.shard_size, min(len(texts), (s + 1) * r.shard_size))]
         expected = {s: min(len(texts), (s + 1) * r.shard_size) - s * r.shard_size for s in todo}
@@ -115,12 +121,18 @@ def score_with_ray_data(cfg: Config, taxonomy: Taxonomy, texts: list[str], hypot
             num_gpus=1 if gpus else 0,
             num_cpus=0 if gpus else 1,
         )
-        batches = ds.iter_batches(batch_size=None, batch_format="numpy")
+        batches = _noting_nodes(ds.iter_batches(batch_size=None, batch_format="numpy"), nodes)
         for s, rows in whole_shards(batches, expected, ("id", "sims")):  # each shard written once whole, then let go
             write_shard(shard_path(folder, s), np.array(rows["id"], dtype=np.int64), np.stack(rows["sims"]))
     width = _embedding_width(cfg) if embed else len(taxonomy)
     return {"stage1/shards_scored": len(todo), "stage1/shards_reused": total_shards - len(todo), "stage1/actors": actors,
-            "stage1/gpus_per_actor": 1 if gpus else 0}, width
+            "stage1/gpus_per_actor": 1 if gpus else 0, "stage1/actor_nodes": len(nodes)}, width
+
+
+def _noting_nodes(batches, nodes: set[str]):
+    for batch in batches:
+        nodes.update(batch["node"])
+        yield batch
 
 
 def _embedding_width(cfg: Config) -> int:

@@ -7,8 +7,10 @@ Features:
   Parquet shards under `<cache>/stage1-<key>-shards/`; a killed stage 1 resumes from the shards,
   a forced one (`fresh`) deletes them first; prototypes are refined here, on the driver;
 - stages 3-4: the engine's loops data-parallel on Ray Train, checkpoints under `ray.storage_path`
-  (default `<run_dir>/ray`) named after the stage's cache entry; a killed stage resumes from its
-  latest checkpoint, a forced one deletes them first, and they go once the output is cached;
+  (a path or a URI; default `<run_dir>/ray`) named after the stage's cache entry; a killed stage
+  resumes from its latest checkpoint, a forced one deletes them first, and they go once the output
+  is cached; on a cluster of more than one node, storage the other nodes do not see stops the run
+  when Ray is joined, before any work (`storage.py`);
   rank 0's log lines are replayed into the run's metrics log, in order;
 - `training_setup`: the number of Train workers is part of the stage 3-4 cache keys (larger global
   batches give other numbers: 1 and 2 workers' validation losses were up to 14 % apart).
@@ -22,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from taxoclass.config import Config
+from taxoclass.distributed.storage import remove_tree, storage_location
 
 
 class RayRuntime:
@@ -32,6 +35,8 @@ class RayRuntime:
     def __init__(self, cfg: Config):
         self.cfg = cfg
         self._started_here = False
+        self._storage: str | None = None  # the run's checkpoint storage, checked once a cluster is joined
+        self._storage_checked = False
 
     def training_setup(self) -> tuple:
         return ("ray", self.cfg.ray.num_workers)
@@ -40,7 +45,12 @@ class RayRuntime:
         from taxoclass.distributed.ray_instance import join_or_start  # Ray-specific lines: joining or starting an instance
 
         if join_or_start(self.cfg.ray, log_to_driver=False):
-            self._started_here = True
+            self._started_here = True  # one node: whatever the storage, every worker sees it
+        if not self._started_here and self._storage and not self._storage_checked:  # a cluster (or a Tune trial's)
+            from taxoclass.distributed.storage import check_shared
+
+            check_shared(self._storage)
+            self._storage_checked = True
 
     def stop(self) -> None:
         if self._started_here:
@@ -49,15 +59,23 @@ class RayRuntime:
             ray.shutdown()  # only the instance started here; never `ray stop`
             self._started_here = False
 
-    def storage(self, ctx) -> Path:
-        """Where Ray Train keeps the run's checkpoints."""
-        return Path(self.cfg.ray.storage_path) if self.cfg.ray.storage_path else ctx.dir / "ray"
+    def storage(self, ctx) -> str:
+        """Where Ray Train keeps the run's checkpoints: a URI, or an absolute path."""
+        return storage_location(self.cfg.ray.storage_path, ctx.dir)
 
     # stage 1
     def similarity(self, ctx, corpus_texts: list[str], test_texts: list[str] | None, fresh: bool):
-        from taxoclass.stages.similarity import VECTOR_DTYPE, SimilarityOutput, class_hypotheses, make_scorer, scores_from_vectors
+        from taxoclass.stages.similarity import (
+            VECTOR_DTYPE,
+            SimilarityOutput,
+            biencoder_passes,
+            class_hypotheses,
+            make_scorer,
+            scores_from_vectors,
+        )
 
         cfg, taxonomy = ctx.cfg, ctx.inputs.taxonomy
+        self._storage = self.storage(ctx)  # checked when a cluster is joined, before stage 1's work
         hyps = class_hypotheses(cfg.similarity, taxonomy, ctx.inputs.keywords)
         folder = ctx.store.folder / f"{ctx.store.name(1)}-shards"
         if fresh:  # a forced stage 1 scores every shard again instead of resuming from the old ones
@@ -70,13 +88,11 @@ class RayRuntime:
         # the bi-encoder's actors return document vectors, kept in the cache for the stages after it (a
         # rerun takes them from there); the scores are made here, from the vectors, as the local runtime does
         extra: dict = {"stage1/actors": 0}
-        embedded = []
 
         def on_ray(texts, part):
             def compute():
                 vectors, stats = self._score(cfg, taxonomy, texts, hyps, folder / part, embed=True)
                 extra.update({k: v for k, v in stats.items() if part == "corpus" or k not in extra})
-                embedded.append(len(texts))
                 return vectors.astype(VECTOR_DTYPE)
 
             return lambda: ctx.memo(fresh)(texts, f"stage 1: {part}", compute)
@@ -85,8 +101,8 @@ class RayRuntime:
         test = None if test_texts is None else on_ray(test_texts, "test")()
         scorer = make_scorer(cfg.similarity, ctx.device)
         scorer.set_classes(hyps)
-        # each actor encodes the hypotheses once, and the driver once more
-        passes = sum(embedded) + len(hyps) * (extra["stage1/actors"] + 1)
+        # what the local runtime counts: the texts once, whether the vectors came from the actors or the cache
+        passes = biencoder_passes(hyps, corpus_texts, test_texts)
         return scores_from_vectors(corpus, test, scorer.class_emb, taxonomy, cfg.similarity, passes, extra)
 
     # stages 3 and 4
@@ -100,8 +116,9 @@ class RayRuntime:
     def _train(self, ctx, stage: int, texts: list[str] | np.ndarray, fresh: bool, **kw) -> dict:
         """Stage 3 or 4 on the Train workers; their rank-0 log lines are replayed here, in order."""
         storage, name = self.storage(ctx), ctx.store.name(stage)
+        self._storage = storage
         if fresh:  # Ray Train resumes a run of the same name: a forced stage must not restore the old final checkpoint
-            shutil.rmtree(storage / name, ignore_errors=True)
+            remove_tree(storage, name)
         stats, logs, state = self._fit(stage, ctx.cfg, ctx.inputs.taxonomy, ctx.inputs.keywords, texts, storage, name, **kw)
         for metrics, step in logs:
             ctx.log(metrics, step=step)
@@ -110,9 +127,7 @@ class RayRuntime:
 
     def stage_cached(self, ctx, stage: int) -> None:
         """The stage's output is in the cache: its Train checkpoints (hundreds of MB each) can go."""
-        from taxoclass.distributed.ray_train import discard_checkpoints
-
-        discard_checkpoints(self.storage(ctx), ctx.store.name(stage))
+        remove_tree(self.storage(ctx), ctx.store.name(stage))
 
     # the two calls that reach Ray (a test stands in for them)
     def _score(self, cfg: Config, taxonomy, texts: list[str], hyps: list[str], folder: Path, embed: bool) -> tuple[np.ndarray, dict]:
@@ -123,7 +138,7 @@ class RayRuntime:
         stats, width = score_with_ray_data(cfg, taxonomy, texts, hyps, folder, embed=embed)
         return load_shards(folder, len(texts), width), stats
 
-    def _fit(self, stage: int, cfg: Config, taxonomy, keywords, texts: list[str], storage: Path, name: str, **kw):
+    def _fit(self, stage: int, cfg: Config, taxonomy, keywords, texts: list[str], storage: str, name: str, **kw):
         from taxoclass.distributed.ray_train import fit
 
         self.start()

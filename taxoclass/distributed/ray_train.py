@@ -12,6 +12,8 @@ Features:
   cached; `FailureConfig(max_failures)`, which also bounds a worker group that cannot start; a run killed with kill -9 and
   started again with the same run dir resumes from its latest checkpoint (Ray Train V2
   restores the checkpoint manager from `storage_path/name`);
+- on a local instance the torch process group's rendezvous store listens on 127.0.0.1 only
+  (`torch_config`, `loopback_store.py`), as every other port of the instance;
 - logging from rank 0 only: its log lines travel in the checkpoints and the driver replays
   them into the pipeline's sink (metrics.jsonl, wandb): one run, not one per worker;
 - a checkpoint's `state.pt` loads without running code (`write_state` / `read_state`): the
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -135,6 +138,17 @@ class RayTrainEnv:
             out[rows] = values
         return out
 
+    def node_count(self) -> int:
+        """The Ray nodes this worker group spans (a collective: every rank calls it)."""
+        import ray
+        import torch.distributed as dist
+
+        ids = [ray.get_runtime_context().get_node_id()]
+        if self.world_size > 1:
+            ids = [None] * self.world_size
+            dist.all_gather_object(ids, ray.get_runtime_context().get_node_id())
+        return len(set(ids))
+
     def checkpoint(self, metrics: dict, state: dict) -> None:
         import ray.train
 
@@ -197,6 +211,7 @@ def train_loop_per_worker(config: dict) -> None:
                            cfg.evaluation.batch_size, env=env, silver=config.get("silver"),
                            train_gnn=cfg.classifier.gnn_learning_rate > 0)
     stats[f"stage{config['stage']}/worker_gpus"] = 1 if device.type == "cuda" else 0  # did ray.use_gpu reach the workers?
+    stats[f"stage{config['stage']}/worker_nodes"] = env.node_count()  # one node, or spread over a cluster
     state = bundle.model.head_state_dict() if cfg.classifier.freeze_encoder else bundle.model.state_dict()
     env.checkpoint({"final": 1}, {"final": True, "model": {k: v.cpu() for k, v in state.items()}, "stats": stats})
 
@@ -213,17 +228,42 @@ def scaling_config(cfg: Config):
     return ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=cfg.ray.use_gpu, resources_per_worker=worker_resources(cfg))
 
 
-def discard_checkpoints(storage: Path, name: str) -> None:
-    """A stage's Train checkpoints, once its output is in the cache: only a restart needed them."""
-    import shutil
+def torch_config(cfg: Config):
+    """Ray Train's torch setup: on a local instance, its rendezvous store on loopback (`loopback_store.py`)."""
+    if cfg.ray.address:
+        from ray.train.torch import TorchConfig
 
-    shutil.rmtree(Path(storage) / name, ignore_errors=True)
+        return TorchConfig()
+    from taxoclass.distributed.loopback_store import LoopbackTorchConfig
+
+    return LoopbackTorchConfig()
 
 
-def fit(stage: int, cfg: Config, taxonomy: Taxonomy, keywords, texts: list[str] | np.ndarray, storage: Path, name: str,
+TUNE_HANDOFF_TIMEOUT_S = 600
+
+
+def _until_tune_took_the_last_report() -> None:
+    """Wait, in a Tune trial, until Tune has taken Ray Train's last report from TuneReportCallback's queue.
+
+    The trial's main thread moves that report into the trial's one-slot result queue only when the
+    driver next asks the trial for a result; a `tune.report` the trial makes meanwhile (its final
+    metrics, a few seconds later) takes the slot first, and the main thread then blocks on the full
+    queue for good: the trial never reports again. Seen with two trials at once (the driver busy with
+    the other): one trial hung after its first report, 2 of 2 runs; none with this wait.
+    """
+    from ray.train._internal.session import get_session
+
+    handoff = get_session()._get_or_create_inter_actor_queue()  # the queue TuneReportCallback puts into
+    deadline = time.monotonic() + TUNE_HANDOFF_TIMEOUT_S
+    while not handoff.empty() and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def fit(stage: int, cfg: Config, taxonomy: Taxonomy, keywords, texts: list[str] | np.ndarray, storage: str, name: str,
         targets: np.ndarray | None = None, mask: np.ndarray | None = None, init_state: dict | None = None,
         objective: float = float("nan"), silver=None):
-    """Run stage 3 or 4 on Ray Train; returns (stats, rank-0 log lines, final model state)."""
+    """Run stage 3 or 4 on Ray Train, its checkpoints under `storage` (a URI or an absolute path, `storage.py`);
+    returns (stats, rank-0 log lines, final model state)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig  # Ray-specific lines start here
     from ray.train.torch import TorchTrainer
     from ray.tune.trainable.trainable_fn_utils import _in_tune_session
@@ -236,17 +276,20 @@ def fit(stage: int, cfg: Config, taxonomy: Taxonomy, keywords, texts: list[str] 
     r = cfg.ray
     trainer = TorchTrainer(
         train_loop_per_worker,
+        torch_config=torch_config(cfg),
         train_loop_config={"cfg": to_dict(cfg), "stage": stage, "texts": texts, "targets": targets, "mask": mask,
                            "init_state": init_state, "keywords": keywords, "objective": objective, "silver": silver,
                            "taxonomy": taxonomy.to_dict()},
         scaling_config=scaling_config(cfg),
         # the latest checkpoint is all a restart needs (the engine keeps its best weights in it);
         # a worker group that cannot start is a controller failure: bounded too, never retried forever
-        run_config=RunConfig(name=name, storage_path=str(Path(storage).resolve()), callbacks=callbacks,
+        run_config=RunConfig(name=name, storage_path=storage, callbacks=callbacks,
                              checkpoint_config=CheckpointConfig(num_to_keep=1),
                              failure_config=FailureConfig(max_failures=r.max_failures, controller_failure_limit=r.max_failures)),
     )
     result = trainer.fit()
+    if callbacks:
+        _until_tune_took_the_last_report()
     with result.checkpoint.as_directory() as folder:
         final = read_state(Path(folder) / STATE_FILE)
     return final["stats"], final.get("logs", []), final["model"]

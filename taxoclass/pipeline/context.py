@@ -37,10 +37,7 @@ class RunContext(RunView):
     """A run dir opened for one attempt (`open`); close it (or use it as a context manager) at the end."""
 
     def __init__(self, run_dir: Path, cfg: Config, inputs, device, runtime: Runtime, sink: Sink, started: float):
-        from taxoclass.stages.text_encoder import texts_encoded
-
         super().__init__(run_dir, cfg, inputs, device, runtime.training_setup())
-        self.encoded_at_start = texts_encoded()
         self.runtime, self.sink, self.started = runtime, sink, started
         self.outputs: dict[int, object] = {}  # stage 1's arrays and stage 2's core classes, once computed or loaded
         self.reported: set[int] = set()  # the stages whose stats this attempt logged (computed or replayed)

@@ -33,7 +33,8 @@ if TYPE_CHECKING:
 def similarity(ctx: RunContext, force: bool = False) -> dict[str, np.ndarray]:
     """Stage 1: document-class scores (and with refined prototypes, the name-only scores and the prototypes)."""
     store, inp = ctx.store, ctx.inputs
-    if not force and store.intact(1):
+    arrays = None if force else _intact_similarity(ctx)
+    if arrays is not None:
         store.replay(1, ctx.log)
     else:
         seed_stage(ctx.cfg.seed, 1)
@@ -47,9 +48,24 @@ def similarity(ctx: RunContext, force: bool = False) -> dict[str, np.ndarray]:
             ctx.log(stats)
         _seal_output(ctx, 1, logged, "similarity", f"{len(inp.corpus.ids)} documents, {stats['stage1/pairs_per_doc']:.0f} "
                                                    f"pairs/doc, {stats['stage1/seconds']:.1f}s")
+        arrays = store.read_similarity(ctx.cfg, inp)
     ctx.reported.add(1)
-    ctx.outputs[1] = store.read_similarity(inp.test_is_corpus)
-    return ctx.outputs[1]
+    ctx.outputs[1] = arrays
+    return arrays
+
+
+def _intact_similarity(ctx: RunContext) -> dict[str, np.ndarray] | None:
+    """Stage 1's cached arrays, or None (with a warning saying why, when an entry is there) to compute them."""
+    from taxoclass.cache import warn_unusable
+    from taxoclass.npyfile import Unusable
+
+    if not ctx.store.intact(1):
+        return None
+    try:
+        return ctx.store.read_similarity(ctx.cfg, ctx.inputs)
+    except Unusable as err:  # sealed, but a file replaced together with its checksum may hold anything
+        warn_unusable(ctx.store.path(1, ".sha256"), str(err))
+        return None
 
 
 def mining(ctx: RunContext, force: bool = False):

@@ -10,8 +10,9 @@ Features:
 - `replay`: a cached stage's stats back into the metrics log, as if the stage had run;
 - `self_training_runs` / `final_stage`: THE rule for whether stage 4 runs (with `auto`, from what
   stage 3 did) and so which stage made the final model (evaluation, `stage 5`, model.pt);
-- readers and writers of each output: stage 1's arrays (.npz), stage 2's core classes (.json),
-  stages 3-4's models (.pt, through `stages/model_io.py`).
+- readers and writers of each output: stage 1's arrays (.npz, each checked against the shape the
+  stage makes: `similarity_shapes`), stage 2's core classes (.json), stages 3-4's models (.pt,
+  through `stages/model_io.py`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 
 from taxoclass.cache import is_intact, seal
 from taxoclass.config import Config, to_dict
+from taxoclass.npyfile import load_npz
 from taxoclass.pipeline.inputs import Inputs, content_digest, digest
 from taxoclass.pipeline.metrics_log import say
 from taxoclass.rundir import atomic_replace_with, atomic_write_text, strict_json
@@ -44,6 +46,21 @@ def stage_keys(cfg: Config, inputs: Inputs, training_setup: tuple | None = None)
         keys[3] = digest("stage3", k2, to_dict(cfg.classifier), cfg.seed, training_setup)
         keys[4] = digest("stage4", keys[3], to_dict(cfg.self_training))
     return keys
+
+
+def similarity_shapes(cfg: Config, inputs: Inputs) -> dict[str, tuple[int | None, int | None]]:
+    """The arrays stage 1 stores and their shapes (`write_similarity`): scores of each document for each class,
+    the test set's unless it is the corpus, and with refined prototypes the name-only scores and the prototypes."""
+    from taxoclass.pipeline.vectors import encoder_width
+    from taxoclass.stages.similarity import refines
+
+    classes, documents = len(inputs.taxonomy), len(inputs.corpus.ids)
+    test = None if inputs.test is None or inputs.test_is_corpus else len(inputs.test.ids)
+    shapes = {"corpus": (documents, classes), "test": (test, classes)}
+    if refines(cfg.similarity):
+        shapes.update({"names_corpus": (documents, classes), "names_test": (test, classes),
+                       "prototypes": (classes, encoder_width(cfg.similarity.model))})
+    return {name: shape for name, shape in shapes.items() if shape[0] is not None}
 
 
 def self_training_runs(cfg: Config, stage3: dict) -> tuple[bool, str]:
@@ -114,10 +131,11 @@ class StageStore:
 
         atomic_replace_with(self.output(1), write)
 
-    def read_similarity(self, test_is_corpus: bool) -> dict[str, np.ndarray]:
-        with np.load(self.output(1)) as data:
-            arrays = {k: data[k] for k in data.files}
-        if "test" not in arrays and test_is_corpus:  # stored once when the test set is the corpus
+    def read_similarity(self, cfg: Config, inputs: Inputs) -> dict[str, np.ndarray]:
+        """Stage 1's arrays, each checked against the documents, the classes and the encoder: `Unusable`
+        (compute the stage again) when one does not fit, a `DataError` for one that holds Python objects."""
+        arrays = load_npz(self.output(1), similarity_shapes(cfg, inputs))
+        if "test" not in arrays and inputs.test_is_corpus:  # stored once when the test set is the corpus
             arrays["test"] = arrays["corpus"]
             if "names_corpus" in arrays:
                 arrays["names_test"] = arrays["names_corpus"]

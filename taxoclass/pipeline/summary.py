@@ -2,12 +2,14 @@
 
 Features:
 - `summarize`: the stats of every stage the final model comes from, the last value of every
-  metric logged, the evaluation's, `total_seconds`, `total_encoder_passes` and the run dir, written to `summary.json`
-  (strict JSON) and handed to the sink (`on_finish`): the one summary of `run_pipeline` and of
-  `taxoclass stage 5`, the same whichever stages were computed and which came from the cache;
+  metric logged, the evaluation's, `total_seconds`, `total_encoder_passes` (`encoder_passes`: the
+  run's, not the attempt's) and the run dir, written to `summary.json` (strict JSON) and handed to
+  the sink (`on_finish`): the one summary of `run_pipeline` and of `taxoclass stage 5`, the same
+  whichever stages were computed and which came from the cache (only `total_seconds` differs);
 - `zero_shot_baselines`: the name-only stage-1 scores decoded flat (top-3), by the greedy
   top-down path and by the best path (the pipeline's own decoder, the fixed baseline training
-  must beat), the best path of the refined scores, and `test/gain_over_zeroshot`.
+  must beat), the best path of the refined scores, `test/gain_over_zeroshot` and `test/gain_over_enriched`
+  (absent when their baseline scored 0: the ratio is undefined).
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from taxoclass.data.taxonomy import ROOT, Taxonomy
 from taxoclass.hier_metrics import hierarchical_metrics
 from taxoclass.metrics import evaluate_rankings, example_f1, prefixed
 from taxoclass.rundir import write_json
-from taxoclass.stages.text_encoder import texts_encoded
 
 if TYPE_CHECKING:
     from taxoclass.pipeline.context import RunContext
@@ -34,12 +35,29 @@ def summarize(ctx: RunContext, evaluation: dict) -> dict:
         # a stage this attempt did not report (`stage 5` loads stages 1 and the final one) speaks from its entry
         if stage not in ctx.reported and ctx.store.intact(stage):
             summary.update(ctx.store.stats(stage))
-    summary.update({**ctx.log.stats, **evaluation, "total_seconds": time.time() - ctx.started, "run_dir": str(ctx.dir),
-                    # texts this attempt ran through the encoder (stage 1's vectors are reused, not embedded again)
-                    "total_encoder_passes": texts_encoded() - ctx.encoded_at_start})
+    summary.update({**ctx.log.stats, **evaluation, "total_seconds": time.time() - ctx.started, "run_dir": str(ctx.dir)})
+    summary["total_encoder_passes"] = encoder_passes(ctx, summary.get("stage1/encoder_passes", 0))
     write_json(ctx.dir / "summary.json", summary)
     ctx.sink.on_finish(summary)
     return summary
+
+
+def encoder_passes(ctx: RunContext, stage1: int) -> int:
+    """The texts the run's results took through an encoder into vectors, each once, whatever came from the cache and
+    wherever it ran: stage 1's (`stage1/encoder_passes`), the frozen classifier's own document vectors when they are
+    not stage 1's, and the class texts its head starts from when it does not start at stage 1's prototypes. (A
+    fine-tuned encoder's training and prediction passes are not vectors, and not counted.)"""
+    from taxoclass.pipeline.vectors import takes_stage1_vectors
+
+    cfg, inputs = ctx.cfg, ctx.inputs
+    total = stage1
+    if cfg.classifier.freeze_encoder and not takes_stage1_vectors(cfg):
+        total += len(inputs.corpus.texts)
+        if inputs.test is not None and not inputs.test_is_corpus:
+            total += len(inputs.test.texts)
+    if ctx.class_init() is None:
+        total += len(inputs.taxonomy)
+    return total
 
 
 def zero_shot_baselines(stage1: dict[str, np.ndarray], golds: list[list[int]], taxonomy: Taxonomy, pipeline_f1: float) -> dict:
@@ -52,10 +70,13 @@ def zero_shot_baselines(stage1: dict[str, np.ndarray], golds: list[list[int]], t
         out = zero_shot_metrics(test_sim, golds, taxonomy)
     else:
         out = zero_shot_metrics(names, golds, taxonomy, enriched=test_sim)
-    # what stages 2-4 and the enrichment add over the free name-only decoder, on the same protocol
-    out["test/gain_over_zeroshot"] = pipeline_f1 / max(out["zeroshot/bestpath_example_f1"], 1e-12)
-    if "zeroshot/enriched_bestpath_example_f1" in out:  # what training adds over the refined prototypes it starts from
-        out["test/gain_over_enriched"] = pipeline_f1 / max(out["zeroshot/enriched_bestpath_example_f1"], 1e-12)
+    # what stages 2-4 and the enrichment add over the free name-only decoder, on the same protocol; and what
+    # training adds over the refined prototypes it starts from. A ratio over a baseline that scored 0 is undefined:
+    # no key (a floor of 1e-12 stored 6666666666.667x), and the run's last line says so (`report.headline_line`)
+    for gain, baseline in (("test/gain_over_zeroshot", "zeroshot/bestpath_example_f1"),
+                           ("test/gain_over_enriched", "zeroshot/enriched_bestpath_example_f1")):
+        if out.get(baseline, 0) > 0:
+            out[gain] = pipeline_f1 / out[baseline]
     return out
 
 

@@ -8,6 +8,8 @@ Features:
   from the spec and the texts, sealed by a checksum written last like every stage entry (`cache.py`);
   stage 1's bi-encoder writes the corpus and test vectors there, and stage 3 with a frozen encoder,
   stage 4, the evaluation and the search objectives read them whenever their spec is stage 1's;
+  a stored file is checked against the texts and the encoder's width before it is used (`npyfile.py`),
+  and one that does not fit is embedded again with a warning that says why;
 - `why_embed`: the line the run log gives when the classifier has to embed documents itself.
 """
 
@@ -20,8 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from taxoclass.cache import is_intact, seal
+from taxoclass.cache import problem, seal, warn_unusable
 from taxoclass.config import Config, SimilarityConfig, classifier_encoder
+from taxoclass.npyfile import Unusable, load_npy
 from taxoclass.pipeline.inputs import digest
 from taxoclass.rundir import atomic_replace_with
 
@@ -52,8 +55,24 @@ def tokenizer_lowercases(model: str) -> bool:
     return tok.tokenize("Taxonomy Of Classes") == tok.tokenize("taxonomy of classes")
 
 
-def why_embed(classifier: EncoderSpec, similarity: SimilarityConfig) -> str:
-    """Why the classifier cannot take stage 1's document vectors."""
+@lru_cache(maxsize=8)
+def encoder_width(model: str) -> int:
+    """The width of the model's vectors (its hidden size), from its config: what a stored vector must have."""
+    from transformers import AutoConfig
+
+    from taxoclass.stages.text_encoder import resolve_model_path
+
+    return int(AutoConfig.from_pretrained(resolve_model_path(model)).hidden_size)
+
+
+def takes_stage1_vectors(cfg: Config) -> bool:
+    """Whether the classifier's frozen encoder makes the vectors stage 1 made (and takes them from the cache)."""
+    s = cfg.similarity
+    return s.backend == "biencoder" and EncoderSpec.of_classifier(cfg) == EncoderSpec.of_similarity(s)
+
+
+def why_embed(classifier: EncoderSpec, similarity: SimilarityConfig, miss: str) -> str:
+    """Why the classifier cannot take stage 1's document vectors; `miss`: why the store had none (`VectorStore.miss`)."""
     if similarity.backend != "biencoder":
         return "stage 1 used an NLI cross-encoder, which makes no document vectors"
     theirs = EncoderSpec.of_similarity(similarity)
@@ -64,7 +83,7 @@ def why_embed(classifier: EncoderSpec, similarity: SimilarityConfig) -> str:
               else f"{mine} against {other}" for f, (mine, other) in keys.items() if getattr(classifier, f) != getattr(theirs, f)]
     if differ:
         return "not stage 1's vectors: " + "; ".join(differ)
-    return "stage 1's vectors are not in the cache (it ran before they were kept)"
+    return f"stage 1's vectors cannot be used: {miss}"
 
 
 class VectorStore:
@@ -73,6 +92,7 @@ class VectorStore:
     def __init__(self, folder: Path, writable: bool = True):
         self.folder = Path(folder)
         self.writable = writable  # a finished run opened read only computes what is missing and keeps it to itself
+        self.miss = ""  # why the last `get` computed the vectors (for the line that says so)
 
     def path(self, spec: EncoderSpec, texts: list[str]) -> Path:
         return self.folder / f"vectors-{digest('vectors', asdict(spec), texts)}.npy"
@@ -82,8 +102,16 @@ class VectorStore:
         forced stage 1) `compute()`, and kept."""
         path = self.path(spec, texts)
         checksum = path.with_suffix(".sha256")
-        if not fresh and is_intact(checksum, [path]):
-            return np.load(path, mmap_mode="r")
+        self.miss = "a forced stage 1 embeds them again"
+        if not fresh:
+            self.miss = problem(checksum, [path])
+            if self.miss is None:
+                try:  # sealed, but a file replaced together with its checksum may hold anything
+                    return load_npy(path, len(texts), encoder_width(spec.model))
+                except Unusable as err:
+                    self.miss = str(err)
+            if checksum.exists() or path.exists():  # never computed: an ordinary miss, said by the caller only
+                warn_unusable(checksum, self.miss)
         vectors = np.ascontiguousarray(compute())
         if len(vectors) != len(texts):
             raise ValueError(f"{len(vectors)} vectors for {len(texts)} texts")

@@ -154,7 +154,7 @@ class RunView:
         spec = EncoderSpec.of_classifier(self.cfg)
 
         def embed() -> np.ndarray:
-            say(f"{desc or which}: embedding {len(texts)} documents ({why_embed(spec, self.cfg.similarity)})")
+            say(f"{desc or which}: embedding {len(texts)} documents ({why_embed(spec, self.cfg.similarity, self.vectors.miss)})")
             b = self.bundle()
             return encode_texts(b.encoder, b.tokenizer, texts, max_length=c.max_length, batch_size=self.cfg.evaluation.batch_size,
                                 pooling=c.pooling, device=self.device, desc=desc).astype(VECTOR_DTYPE)
@@ -177,8 +177,13 @@ class FinishedRun(RunView):
 
     def stage1(self) -> dict[str, np.ndarray]:
         if self._stage1 is None:
+            from taxoclass.npyfile import Unusable
+
             self._require(1)
-            self._stage1 = self.store.read_similarity(self.inputs.test_is_corpus)
+            try:
+                self._stage1 = self.store.read_similarity(self.cfg, self.inputs)
+            except Unusable as err:  # read only: nothing is computed again
+                raise DataError(self.store.output(1), f"not usable ({err}); run the run again to compute it") from None
         return self._stage1
 
     def mining(self):

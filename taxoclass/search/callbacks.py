@@ -2,13 +2,39 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
-from ray.air.integrations.wandb import WandbLoggerCallback
+import ray
+from ray.air.integrations.wandb import WandbLoggerCallback, _WandbLoggingActor
+from ray.air.util.node import _force_on_current_node
 from ray.tune import Callback
+
+API_KEY = "WANDB_API_KEY"
+
+
+class _KeyedLoggingActor(_WandbLoggingActor):
+    """Ray's wandb logging actor, given the API key as an argument (kept in memory) and setting it in its own process."""
+
+    def __init__(self, *args, api_key: str | None = None, **kwargs):
+        if api_key:
+            os.environ[API_KEY] = api_key
+        super().__init__(*args, **kwargs)
 
 
 class TrialWandbCallback(WandbLoggerCallback):
+    """Ray's callback, but the API key never enters a runtime_env: Ray's own puts it in the logging actor's, and Ray
+    writes each runtime_env it sets up into its session folder (`logs/runtime_env_agent.log`, mode 0644, kept after
+    the run). The key travels as an argument of the actor instead, which Ray does not log."""
+
+    _logger_actor_cls = _KeyedLoggingActor
+
+    def _start_logging_actor(self, trial, exclude_results, **wandb_init_kwargs):
+        if not self._remote_logger_class:  # Ray's options for the actor, without its runtime_env
+            self._remote_logger_class = ray.remote(num_cpus=0, **_force_on_current_node(), max_restarts=-1,
+                                                   max_task_retries=-1)(self._logger_actor_cls)
+        super()._start_logging_actor(trial, exclude_results, api_key=os.environ.get(API_KEY), **wandb_init_kwargs)
+
     def __del__(self):
         # Ray's own __del__ also runs at interpreter teardown, when the globals it reads are gone, and
         # prints an AttributeError traceback; the logging actors are finished by then (on_experiment_end)

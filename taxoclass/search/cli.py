@@ -25,7 +25,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
     ap.add_argument("--config", help="base config YAML (default: the defaults, or the debug preset with --smoke)")
     ap.add_argument("--preset", help=f"base preset ({', '.join(preset_names())})")
     ap.add_argument("--space", help="search space: a wandb sweep.yaml (default: DEFAULT_SPACE of taxoclass/search/space.py)")
-    ap.add_argument("--num-samples", type=at_least_one, default=None, help="trials (default 16; 3 with --smoke)")
+    ap.add_argument("--num-samples", type=at_least(1), default=None, help="trials (default 16; 3 with --smoke)")
     ap.add_argument("--gpus-per-trial", type=float, default=0,
                     help="GPUs per trial: below 1 one Train worker with that share of a GPU (0.25: 4 trials per GPU); "
                          "from 1 on that many DDP workers")
@@ -42,16 +42,20 @@ def add_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return ap
 
 
-def at_least_one(text: str) -> int:
-    """An argparse type: a count of at least 1, refused when the arguments are parsed (before Ray starts);
-    -1 would search without end, 0 starts Ray and stages 1-2 before Tune refuses it."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
-    return value
+def at_least(minimum: int):
+    """An argparse type: a whole number of at least `minimum`, refused when the arguments are parsed (for
+    --num-samples, before Ray starts: -1 would search without end, 0 starts Ray and stages 1-2 before Tune
+    refuses it)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected at least {minimum}, got {value}")
+        return value
+
+    return parse
 
 
 def run(args, prog: str) -> int:
@@ -80,5 +84,10 @@ def _stop_ray() -> None:
 
 
 def main(argv: list[str] | None = None, prog: str = "tune/search.py") -> int:
-    args = add_arguments(argparse.ArgumentParser(prog=prog, description=DESCRIPTION)).parse_args(argv)
+    from taxoclass.config import repeated_overrides
+    from taxoclass.distributed.ray_address import RULE
+
+    args = add_arguments(argparse.ArgumentParser(prog=prog, description=DESCRIPTION, epilog=RULE)).parse_args(argv)
+    for line in repeated_overrides(args.overrides):  # `taxoclass search` says it in taxoclass/cli.py
+        print(f"{prog}: warning: {line}", file=sys.stderr)
     return run(args, prog)

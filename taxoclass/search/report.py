@@ -21,6 +21,9 @@ def _same(a, b) -> bool:
     return a == b
 
 
+NODE = "node"
+
+
 def trial_rows(results, space_keys: list[str], columns: list[str], default_point: dict | None) -> list[dict]:
     rows = []
     for r in results:
@@ -31,6 +34,7 @@ def trial_rows(results, space_keys: list[str], columns: list[str], default_point
         row.update({k: config.get(k) for k in space_keys})
         row[OBJECTIVE] = m.get(OBJECTIVE)
         row.update({k: m.get(k) for k in columns})
+        row[NODE] = m.get("node_ip")  # where it ran: Tune's own record (on a cluster, which node)
         rows.append(row)
     return rows
 
@@ -110,6 +114,8 @@ def verdict(rows: list[dict], mode: str) -> str:
 def markdown(rows: list[dict], mode: str) -> str:
     rows = rank_rows(rows, mode)
     cols = list(rows[0]) if rows else []
+    if len({row.get(NODE) for row in rows}) <= 1:  # one machine: its address in every row says nothing
+        cols = [c for c in cols if c != NODE]
 
     def fmt(v):
         return f"{v:.4g}" if isinstance(v, float) else str(v)

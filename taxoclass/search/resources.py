@@ -95,8 +95,8 @@ def plan_trials(gpus_per_trial: float, cpus_per_worker: float, cluster: dict, ma
         raise ConfigError("ray.cpus_per_worker", f"one trial needs {cpus_per_worker:g} CPUs but the Ray cluster has {cpus:g}; "
                           "lower ray.cpus_per_worker or raise ray.num_cpus")
     plan = TrialPlan(workers, cpus_per_worker, per_gpu, 1, notices)
-    fits = int(cpus // plan.cpus + 1e-9)
+    fits = int(cpus // plan.cpus + 1e-9) if plan.cpus else math.inf  # trials of no CPU: the GPUs alone bound them
     if plan.gpus:
         fits = min(fits, int(gpus // plan.gpus + 1e-9))
-    plan.concurrent = max_concurrent or max(1, fits)
+    plan.concurrent = max_concurrent or max(1, fits if fits != math.inf else 1)
     return plan

@@ -50,6 +50,7 @@ from pathlib import Path
 import yaml
 
 from taxoclass.config import LEAF_TYPES, Config, build_config, from_dict, get_value, set_value, to_dict
+from taxoclass.distributed.ray_address import check_reachable
 from taxoclass.errors import ConfigError
 from taxoclass.rundir import writable_dir
 from taxoclass.search.objectives import DESCRIBE, OBJECTIVES
@@ -177,14 +178,14 @@ def _absolute(cfg: Config) -> None:
 def _start_ray(cfg: Config) -> None:
     import ray
 
-    from taxoclass.distributed.ray_instance import start_local_ray, worker_env
+    from taxoclass.distributed.ray_instance import join, start_local_ray, worker_env
 
     if ray.is_initialized():
         return
     # logging_level: Ray's own warnings and notes at start (token authentication, the dashboard's address) are not the
     # search's output; its errors still are
     if cfg.ray.address:
-        ray.init(address=cfg.ray.address, runtime_env={"env_vars": worker_env()}, log_to_driver=False, logging_level=logging.ERROR)
+        join(cfg.ray.address, runtime_env={"env_vars": worker_env()}, log_to_driver=False, logging_level=logging.ERROR)
     else:
         start_local_ray(cfg.ray.num_cpus, dashboard=True, log_to_driver=False, logging_level=logging.ERROR)
 
@@ -208,6 +209,7 @@ def run_search(args, prog: str) -> int:
     cfg = build_config(preset, args.config, args.overrides)
     user_base = build_config(args.preset, args.config, args.overrides)  # what best_config.yaml starts from
     cfg.runtime = "ray"
+    check_reachable(cfg.ray.address)  # a dead cluster address: one line now, not a search folder first
     cfg.tracking.use_wandb = False  # the trials' wandb runs come from WandbLoggerCallback
     _absolute(cfg)
     if args.num_samples is None:

@@ -4,7 +4,8 @@ Features:
 - one scorer interface (`score_pairs`) with two backends:
   - `BiEncoderScorer` (default): cosine between the document and the hypothesis
     made from the class name; N + C encoder passes, class hypotheses encoded once,
-    documents once, in length-sorted batches with a progress bar;
+    documents once, in batches sized by a token budget (`similarity.batch_tokens`), on CUDA
+    under autocast (`similarity.autocast`, bf16 by default) with tokenization ahead of the model;
   - `NLIScorer`: any Hugging Face sequence-classification NLI model; the
     entailment index is read from `id2label`; `softmax3` (3-way entailment
     probability) or `entail_vs_contra` (the zero-shot pipeline's normalisation);
@@ -27,6 +28,7 @@ import torch
 
 from taxoclass.config import MiningConfig, SimilarityConfig
 from taxoclass.data.taxonomy import Taxonomy
+from taxoclass.stages.amp import amp_context, check_amp, resolve_amp
 from taxoclass.stages.search import candidate_search, confidence_neighbours
 from taxoclass.stages.text_encoder import encode_texts, length_sorted_batches, load_encoder, load_pretrained
 
@@ -73,17 +75,21 @@ class BiEncoderScorer:
 
     full_matrix = True
 
-    def __init__(self, model_name: str, max_length: int, batch_size: int, device, lowercase: bool = True):
+    def __init__(self, model_name: str, max_length: int, batch_size: int, device, lowercase: bool = True,
+                 batch_tokens: int = 0, amp: str = "auto"):
+        check_amp(amp, device, "similarity.autocast")
         self.model, self.tokenizer = load_encoder(model_name, key="similarity.model")
         self.model.to(device)
         self.max_length, self.batch_size, self.device, self.lowercase = max_length, batch_size, device, lowercase
+        self.batch_tokens, self.amp = batch_tokens, amp
         self.encoder_passes = 0
 
     def _encode(self, texts, desc=None, normalize: bool = True) -> np.ndarray:
         texts = [t.lower() for t in texts] if self.lowercase else list(texts)
         self.encoder_passes += len(texts)
         return encode_texts(self.model, self.tokenizer, texts, max_length=self.max_length, batch_size=self.batch_size,
-                            pooling="mean", device=self.device, normalize=normalize, desc=desc)
+                            pooling="mean", device=self.device, normalize=normalize, desc=desc,
+                            batch_tokens=self.batch_tokens, amp=self.amp)
 
     def set_classes(self, hypothesis_texts: list[str]) -> None:
         self.class_emb = self._encode(hypothesis_texts)
@@ -104,9 +110,11 @@ class NLIScorer:
     full_matrix = False
 
     def __init__(self, model_name: str, max_length: int, batch_size: int, device, normalization: str = "softmax3",
-                 lowercase: bool = True):
+                 lowercase: bool = True, amp: str = "auto"):
         from transformers import AutoModelForSequenceClassification
 
+        check_amp(amp, device, "similarity.autocast")
+        self.amp = resolve_amp(amp, device)
         self.model, self.tokenizer = load_pretrained(model_name, "similarity.model", AutoModelForSequenceClassification)
         self.model.to(device).eval()
         self.entail, self.contra = nli_label_indices(self.model.config.id2label)
@@ -127,7 +135,8 @@ class NLIScorer:
         for idx in length_sorted_batches([len(p) for p in premises], self.batch_size):
             enc = self.tokenizer([premises[i] for i in idx], [self.hypotheses[pairs[i][1]] for i in idx], padding=True,
                                  truncation="only_first", max_length=self.max_length, return_tensors="pt").to(self.device)
-            logits = self.model(**enc).logits.float()
+            with amp_context(self.amp, self.device):
+                logits = self.model(**enc).logits.float()
             out[idx] = entailment_probability(logits, self.entail, self.contra, self.normalization).cpu().numpy()
         self.encoder_passes += len(pairs)
         return out
@@ -159,8 +168,8 @@ def entailment_probability(logits: torch.Tensor, entail: int, contra: int, norma
 
 def make_scorer(s: SimilarityConfig, device):
     if s.backend == "nli":
-        return NLIScorer(s.model, s.max_length, s.batch_size, device, s.nli_normalization, s.lowercase)
-    return BiEncoderScorer(s.model, s.max_length, s.batch_size, device, s.lowercase)
+        return NLIScorer(s.model, s.max_length, s.batch_size, device, s.nli_normalization, s.lowercase, s.autocast)
+    return BiEncoderScorer(s.model, s.max_length, s.batch_size, device, s.lowercase, s.batch_tokens, s.autocast)
 
 
 def score_pruned(scorer: NLIScorer, docs: list[str], taxonomy: Taxonomy, root_width: int, progress: bool = True,
@@ -260,7 +269,8 @@ def run_similarity(s: SimilarityConfig, search: PrunedSearch, taxonomy: Taxonomy
     """Stage 1. The bi-encoder embeds each document once (through `memo`, which keeps the vectors for
     the stages after it) and scores from the vectors; the NLI cross-encoder scores pairs."""
     scorer = scorer or make_scorer(s, device)
-    scorer.set_classes(class_hypotheses(s, taxonomy, keywords))
+    hyps = class_hypotheses(s, taxonomy, keywords)
+    scorer.set_classes(hyps)
     if s.backend == "biencoder":
         memo = memo or (lambda texts, desc, compute: compute())
 
@@ -268,10 +278,17 @@ def run_similarity(s: SimilarityConfig, search: PrunedSearch, taxonomy: Taxonomy
             return None if texts is None else memo(texts, desc, lambda: scorer.vectors(texts, desc))
 
         corpus, test = vectors(corpus_texts, "stage 1: corpus"), vectors(test_texts, "stage 1: test set")
-        return scores_from_vectors(corpus, test, scorer.class_emb, taxonomy, s, scorer.encoder_passes)
+        return scores_from_vectors(corpus, test, scorer.class_emb, taxonomy, s, biencoder_passes(hyps, corpus_texts, test_texts))
     corpus = score_documents(scorer, corpus_texts, taxonomy, s, search, "stage 1: corpus")
     test = score_documents(scorer, test_texts, taxonomy, s, search, "stage 1: test set") if test_texts is not None else None
     return SimilarityOutput(corpus, test, scorer.encoder_passes)
+
+
+def biencoder_passes(hyps: list[str], corpus_texts: list[str], test_texts: list[str] | None) -> int:
+    """Stage 1's `encoder_passes` with the bi-encoder: each hypothesis and each document once, also when the
+    vectors came from the cache or a Ray actor encoded the hypotheses again (a run's figure must not depend
+    on either)."""
+    return len(hyps) + len(corpus_texts) + len(test_texts or [])
 
 
 def scores_from_vectors(corpus_vec: np.ndarray, test_vec: np.ndarray | None, name_emb: np.ndarray, taxonomy: Taxonomy,

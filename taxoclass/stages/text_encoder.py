@@ -2,9 +2,10 @@
 
 - `resolve_model_path('bundled')` is the packaged all-MiniLM-L6-v2 (offline);
   any other value is a Hugging Face model name or a local folder.
-- `pool` does mean or [CLS] pooling; `encode_texts` embeds texts in
-  length-sorted batches (less padding) with a progress bar, returning rows in
-  the input order.
+- `pool` does mean or [CLS] pooling; `encode_texts` embeds texts in batches of
+  similar token length sized by a token budget (`token_batches.py`), on CUDA under
+  autocast with tokenization overlapping the model, with a progress bar, returning
+  rows in the input order.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import numpy as np
 import torch
 
 from taxoclass.errors import ConfigError
+from taxoclass.stages.amp import amp_context, resolve_amp
+from taxoclass.stages.token_batches import ahead, tokenized_batches
 
 BUNDLED = "bundled"
 
@@ -81,7 +84,7 @@ _encoded = 0  # texts encode_texts embedded in this process
 
 
 def texts_encoded() -> int:
-    """Texts `encode_texts` has embedded in this process so far: a run's `run/encoder_passes` is the difference."""
+    """Texts `encode_texts` has embedded in this process so far (tests check that a step embeds nothing)."""
     return _encoded
 
 
@@ -89,6 +92,9 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[
     """Index batches of similar length, longest first (fails fast on memory)."""
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+FLUSH_ROWS = 65536  # pooled rows kept on the device between copies to the host: one wait per this many texts
 
 
 @torch.no_grad()
@@ -103,21 +109,49 @@ def encode_texts(
     device: torch.device | str = "cpu",
     normalize: bool = False,
     desc: str | None = None,
+    batch_tokens: int = 0,
+    amp: str = "off",
 ) -> np.ndarray:
+    """Rows of pooled vectors in the order of `texts`, float32.
+
+    Batches hold texts of similar token length, at most `batch_tokens` padded tokens each (0: `batch_size`
+    x `max_length`, what a batch of `batch_size` full-length texts holds). On CUDA the model runs under
+    `amp` autocast ("auto": bf16, or fp16 where the card lacks bf16), the next batches are tokenized in a
+    background thread into pinned memory meanwhile and copied without blocking, and the pooled rows come
+    back to the host in large blocks. On the CPU tokenization stays inline: torch's threads already take
+    every core, and a tokenizer thread beside them only competes (scripts/bench_stage1.py --encode).
+    """
     from tqdm.auto import tqdm
 
     global _encoded
     _encoded += len(texts)
     model.eval()
-    lengths = [len(t) for t in texts]
+    device = torch.device(device)
+    on_cuda = device.type == "cuda"
     out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
-    batches = length_sorted_batches(lengths, batch_size)
-    for idx in tqdm(batches, desc=desc, disable=desc is None, unit="batch", leave=False):
-        enc = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-        enc = {k: v.to(device) for k, v in enc.items()}
-        hidden = model(**enc).last_hidden_state
-        vec = pool(hidden, enc["attention_mask"], pooling).float()
+    batches = tokenized_batches(tokenizer, texts, max_length, batch_tokens or batch_size * max_length, pin=on_cuda)
+    if on_cuda:
+        batches = ahead(batches)
+    pending: list[tuple[list[int], torch.Tensor]] = []
+
+    def flush():
+        if pending:
+            rows = torch.cat([v for _, v in pending]).cpu().numpy()  # one wait for the device, not one per batch
+            out[np.concatenate([i for i, _ in pending])] = rows
+            pending.clear()
+
+    bar = tqdm(total=len(texts), desc=desc, disable=desc is None, unit="doc", leave=False)
+    for idx, enc in batches:
+        enc = {k: v.to(device, non_blocking=on_cuda) for k, v in enc.items()}
+        with amp_context(resolve_amp(amp, device), device):
+            hidden = model(**enc).last_hidden_state
+        vec = pool(hidden.float(), enc["attention_mask"], pooling)
         if normalize:
             vec = torch.nn.functional.normalize(vec, dim=-1)
-        out[idx] = vec.cpu().numpy()
+        pending.append((idx, vec))
+        if sum(len(i) for i, _ in pending) >= FLUSH_ROWS or not on_cuda:
+            flush()
+        bar.update(len(idx))
+    flush()
+    bar.close()
     return out
