@@ -1,7 +1,7 @@
 """What a search trial costs, and how much of it is Ray's (issue 27, item 5).
 
     python scripts/bench_search.py                                     # 32 trials on relaclass-amazon-1000
-    python scripts/bench_search.py --name bench-20ng --preset 20newsgroups data=../shared/data/20newsgroups
+    python scripts/bench_search.py --name 20ng-hpo --preset 20newsgroups    # the README's 20 Newsgroups search
     python scripts/bench_search.py --reuse runs/bench-search            # the figures of a search that has run
 
 Runs `tune/search.py` as the README prints it (plus `--name` and `--num-samples`), then prints, from the
@@ -45,7 +45,8 @@ def main() -> None:
     if args.reuse:
         search_dir, wall = Path(args.reuse), None
     else:
-        overrides = args.overrides or [f"data={REPO.parent / 'shared' / 'data' / 'relaclass-amazon-1000'}"]
+        # relaclass unless a preset or the overrides name the data
+        overrides = args.overrides or ([] if args.preset else [f"data={REPO.parent / 'shared' / 'data' / 'relaclass-amazon-1000'}"])
         cmd = [sys.executable, str(REPO / "tune" / "search.py"), "--name", args.name, "--num-samples", str(args.num_samples),
                *(["--preset", args.preset] if args.preset else []), *overrides]
         print(" ".join(cmd), flush=True)
