@@ -553,3 +553,15 @@ def test_help_lists_every_preset(command):
     text = " ".join(res.stdout.split())  # argparse wraps the list
     assert res.returncode == 0 and len(preset_names()) >= 6
     assert all(name in text for name in preset_names()), text
+
+
+def test_a_trial_line_names_keys_by_their_last_part_unless_two_share_it():
+    from taxoclass.search.callbacks import short_names
+    from taxoclass.search.space import DEFAULT_SPACE
+
+    names = short_names([p.key for p in DEFAULT_SPACE])
+    assert names["similarity.refine_rounds"] == "refine_rounds" and names["mining.top_share"] == "top_share"
+    # stage 3's and stage 4's step sizes: the line must say which is which
+    assert names["classifier.head_learning_rate"] == "classifier.head_learning_rate"
+    assert names["self_training.head_learning_rate"] == "self_training.head_learning_rate"
+    assert len(set(names.values())) == len(names)

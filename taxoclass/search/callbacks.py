@@ -49,11 +49,12 @@ class TrialLines(Callback):
     """What a user needs from a running search, instead of Tune's status tables: a line per trial."""
 
     def __init__(self, total: int, shown: list[str], params: list[str]):
-        self.total, self.shown, self.params, self.done = total, shown, params, 0
+        self.total, self.shown, self.done = total, shown, 0
+        self.names = short_names(params)
 
     def on_trial_start(self, iteration, trials, trial, **info):
         # the space's keys (the trial's config also carries the stage-1 settings every trial shares)
-        params = ", ".join(f"{k.rsplit('.', 1)[-1]}={_fmt(v)}" for k, v in trial.config.items() if k in self.params)
+        params = ", ".join(f"{self.names[k]}={_fmt(v)}" for k, v in trial.config.items() if k in self.names)
         print(f"trial {trial.trial_id} started: {params}", flush=True)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
@@ -66,6 +67,13 @@ class TrialLines(Callback):
     def on_trial_error(self, iteration, trials, trial, **info):
         self.done += 1
         print(f"trial {trial.trial_id} failed ({self.done}/{self.total}): see {trial.path}/error.txt", file=sys.stderr, flush=True)
+
+
+def short_names(keys: list[str]) -> dict[str, str]:
+    """Each key by its last part, or the whole key where two share it (`classifier.head_learning_rate` and
+    `self_training.head_learning_rate`)."""
+    last = [k.rsplit(".", 1)[-1] for k in keys]
+    return {k: name if last.count(name) == 1 else k for k, name in zip(keys, last)}
 
 
 def _fmt(v) -> str:
