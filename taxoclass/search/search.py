@@ -242,9 +242,9 @@ def run_search(args, prog: str) -> int:
     plan.apply(cfg)
     args.max_concurrent = plan.concurrent
     mode = objective_mode(args)
-    what = "dev Example-F1" if args.dev else f"{args.objective}, {DESCRIBE[args.objective]}"
-    print(f"search {name}: {space.describe()}; {args.num_samples} trials; {plan.describe()}; objective: {what} ({mode})",
-          flush=True)
+    # DESCRIBE says max or min itself
+    what = "dev Example-F1 (max)" if args.dev else f"{args.objective}, {DESCRIBE[args.objective]}"
+    print(f"search {name}: {space.describe()}; {args.num_samples} trials; {plan.describe()}; objective: {what}", flush=True)
     first = None if space.sampler == "grid" else base_point(space, {p.key: get_value(cfg, p.key) for p in space.params})
     t0 = time.time()
     compute_shared_stages(cfg, search_dir, settings)
