@@ -284,15 +284,19 @@ def test_a_range_over_a_key_that_needs_new_vectors_is_refused_before_ray_starts(
 @ray_tests
 def test_asha_stops_a_diverging_trial(tmp_path):
     space = tmp_path / "grid.yaml"
-    # head learning rate 100 diverges: worse than the first trial at the first rung, so ASHA stops it there
+    # head learning rate 100 diverges: worse than the first trial at the first rung, so ASHA stops it there.
+    # One trial at a time: two at once raced, and a diverging trial that reaches a rung first has no peer to lose to
     space.write_text("method: grid\nparameters:\n  classifier.head_learning_rate:\n    values: [100.0, 0.004]\n")
     # --objective silver_loss: the one objective reported every epoch, which ASHA compares
-    res = subprocess.run([*SEARCH, "--smoke", "--space", space, "--num-samples", "2", "--name", "asha", "--objective", "silver_loss",
+    res = subprocess.run([*SEARCH, "--smoke", "--space", space, "--num-samples", "2", "--max-concurrent", "1", "--name", "asha",
+                          "--objective", "silver_loss",
                           f"output_dir={tmp_path}",
                           *FAST, "classifier.epochs=3", "classifier.early_stopping_patience=5"],
                          capture_output=True, text=True, cwd=REPO, timeout=1500, env={**os.environ, "WANDB_MODE": "offline"})
     assert res.returncode == 0, res.stderr[-3000:]
-    rows = {float(r["classifier.head_learning_rate"]): r for r in _rows(tmp_path / "asha")}
+    ordered = _rows(tmp_path / "asha")
+    assert [float(r["classifier.head_learning_rate"]) for r in ordered] == [0.004, 100.0]  # the seeded grid's order
+    rows = {float(r["classifier.head_learning_rate"]): r for r in ordered}
     good, bad = rows[0.004], rows[100.0]
     assert good["finished"] == "True" and bad["finished"] == "False"
     assert int(bad["reports"]) < int(good["reports"])
