@@ -33,9 +33,9 @@ import torch  # noqa: E402
 from taxoclass.config import ClassifierConfig  # noqa: E402
 from taxoclass.data.taxonomy import Taxonomy  # noqa: E402
 from taxoclass.stages.amp import amp_context  # noqa: E402
-from taxoclass.stages.classifier import masked_bce  # noqa: E402
 from taxoclass.stages.model import TaxoClassifier  # noqa: E402
 from taxoclass.stages.text_encoder import encode_texts, load_encoder, load_tokenizer  # noqa: E402
+from taxoclass.training.losses import masked_bce  # noqa: E402
 
 WORDS = ("battery screen sound comfortable delivery price quality recommend broke returned camera kettle tent pillow "
          "shampoo helmet light warm soft loud quiet fast slow cheap sturdy").split()

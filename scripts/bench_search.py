@@ -75,7 +75,7 @@ def winner_against_default(search_dir: Path, rows: list[dict]) -> None:
     """The label-free winner and the default trial on both halves of the gold, where the test set has labels."""
     from validate_objective import gold_f1
 
-    from taxoclass.search.report import OBJECTIVE
+    from taxoclass.search.results import OBJECTIVE
 
     finished = [r for r in rows if r["finished"] == "True" and r["status"] == "ok" and r[OBJECTIVE] not in ("", "nan")]
     default = next((r for r in finished if r["default"] == "True"), None)

@@ -37,7 +37,7 @@ from taxoclass.metrics import evaluate_rankings  # noqa: E402
 from taxoclass.pipeline import prepare_inputs  # noqa: E402
 from taxoclass.rundir import PREDICTIONS, read_predictions  # noqa: E402
 from taxoclass.search.objectives import COLUMN, OBJECTIVES, label_free_objectives  # noqa: E402
-from taxoclass.search.report import objective_check  # noqa: E402
+from taxoclass.search.results import objective_check  # noqa: E402
 
 SETS = {
     "relaclass": [f"data={SHARED / 'relaclass-amazon-1000'}"],

@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from taxoclass.rundir import atomic_write_text
+from taxoclass.atomic import atomic_write_text
 
 CHUNK = 1 << 20
 

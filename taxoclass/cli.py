@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="taxoclass",
         description="Hierarchical multi-label classification from class names alone (TaxoClass).",
     )
-    from taxoclass.search.cli import DESCRIPTION, add_arguments, at_least
+    from taxoclass.search.flags import DESCRIPTION, add_arguments, at_least
 
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -110,9 +110,9 @@ def cmd_validate(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    from taxoclass.atomic import write_json
     from taxoclass.data.readers import load_dataset
     from taxoclass.evaluate import evaluate_predictions_file, format_metrics
-    from taxoclass.rundir import write_json
 
     ds = load_dataset(args.data, variant=args.variant, test_corpus=args.test_corpus)
     metrics = evaluate_predictions_file(Path(args.predictions), ds, max_docs=args.max_docs)
@@ -147,7 +147,7 @@ def build_runtime(cfg):
 
 
 def cmd_run(args) -> int:
-    from taxoclass.config import build_config
+    from taxoclass.config import build_config, with_values
     from taxoclass.pipeline import run_pipeline
     from taxoclass.tracking import make_tracker
 
@@ -160,7 +160,7 @@ def cmd_run(args) -> int:
         run_dir, resume_id = find_run(cfg.resume, cfg.output_dir)
         # the run dir's own config is authoritative; command-line overrides still apply
         cfg = build_config(config_file=str(run_dir / "config.yaml"), overrides=[o for o in args.overrides if not o.startswith("resume=")])
-        cfg.output_dir, cfg.run_name = str(run_dir.parent), run_dir.name
+        cfg = with_values(cfg, {"output_dir": str(run_dir.parent), "run_name": run_dir.name})
     runtime = build_runtime(cfg)
     tracker = make_tracker(cfg, resume_id)
     try:
@@ -268,7 +268,7 @@ def _predict_on_ray(args, cfg) -> int:
 
 
 def cmd_report(args) -> int:
-    from taxoclass.report import write_report
+    from taxoclass.run_report import write_report
 
     out = write_report([Path(r) for r in args.runs], Path(args.out) if args.out else None)
     print(f"report written to {out}")
@@ -276,13 +276,13 @@ def cmd_report(args) -> int:
 
 
 def cmd_search(args) -> int:
-    from taxoclass.search.cli import run
+    from taxoclass.search.flags import run
 
     return run(args, "taxoclass search")
 
 
 def _print_summary(summary: dict) -> None:
-    from taxoclass.report import headline_line
+    from taxoclass.run_report import headline_line
 
     # first the pipeline against its strongest label-free baseline, on the same protocol
     head = headline_line(summary)

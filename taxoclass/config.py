@@ -81,17 +81,14 @@ Switch = Annotated[Literal["auto", "true", "false"], BeforeValidator(_switch)]
 
 
 class Section(BaseModel):
-    """A config section: unknown keys refused, assignment validated, errors as one-line ConfigErrors."""
+    """A config section: unknown keys refused, read-only once built (`with_values` makes a changed copy)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     section: ClassVar[str] = ""  # the dotted prefix of this section's keys
 
     def __setattr__(self, name, value):
-        try:
-            super().__setattr__(name, value)
-        except ValidationError as err:
-            key = f"{self.section}.{name}" if self.section else name
-            raise _config_error(err.errors()[0], key, key) from None
+        key = f"{self.section}.{name}" if self.section else name
+        raise TypeError(f"a Config is not changed after it is built: with_values(cfg, {{'{key}': ...}}) gives a copy")
 
 
 class SimilarityConfig(Section):
@@ -383,21 +380,34 @@ def _range_words(field) -> str:
 Layer = dict[str, tuple[object, str, str]]
 
 
-def _flatten(mapping: dict, prefix: str = "") -> dict:
+def flatten(mapping: dict, prefix: str = "") -> dict:
+    """Nested sections -> dotted keys (`{"classifier": {"epochs": 2}}` -> `{"classifier.epochs": 2}`)."""
     out = {}
     for k, v in mapping.items():
         full = prefix + str(k)
         if isinstance(v, dict) and (full not in LEAF_TYPES):
-            out.update(_flatten(v, full + "."))
+            out.update(flatten(v, full + "."))
         else:
             out[full] = v
     return out
 
 
+def unflatten(flat: dict) -> dict:
+    """Dotted keys -> nested sections: `flatten`'s inverse."""
+    nested: dict = {}
+    for key, value in flat.items():
+        *sections, leaf = key.split(".")
+        target = nested
+        for s in sections:
+            target = target.setdefault(s, {})
+        target[leaf] = value
+    return nested
+
+
 def _mapping_layer(mapping: dict, source: str) -> Layer:
     where = f" (in {source})"
     layer, written = {}, {}
-    for key, value in _flatten(mapping).items():
+    for key, value in flatten(mapping).items():
         try:
             full = canonical_key(key)
         except ConfigError as err:
@@ -411,15 +421,8 @@ def _mapping_layer(mapping: dict, source: str) -> Layer:
 
 def _validated(layer: Layer) -> Config:
     """The Config of these values over the defaults; the first bad value is a ConfigError."""
-    nested: dict = {}
-    for key, (value, _, _) in layer.items():
-        *sections, leaf = key.split(".")
-        target = nested
-        for s in sections:
-            target = target.setdefault(s, {})
-        target[leaf] = value
     try:
-        return Config.model_validate(nested)
+        return Config.model_validate(unflatten({key: value for key, (value, _, _) in layer.items()}))
     except ValidationError as err:
         error = err.errors()[0]
         key = ".".join(part for part in error["loc"] if isinstance(part, str))
@@ -427,13 +430,15 @@ def _validated(layer: Layer) -> Config:
         raise _config_error(error, key, shown, where) from None
 
 
-def set_value(cfg: Config, key: str, value) -> None:
-    key = canonical_key(key)
-    *sections, leaf = key.split(".")
-    target = cfg
-    for s in sections:
-        target = getattr(target, s)
-    setattr(target, leaf, value)  # validated: a ConfigError naming the key
+def with_values(cfg: Config, values: dict, source: str = "") -> Config:
+    """A copy of `cfg` with these dotted keys set, validated as a config file's (a ConfigError naming the key, and
+    `source` where the value came from); `cfg` itself never changes."""
+    layer: Layer = {key: (value, key, "") for key, value in flatten(to_dict(cfg)).items()}
+    where = f" (in {source})" if source else ""
+    for key, value in values.items():
+        full = canonical_key(key)
+        layer[full] = (value, full, where)
+    return _validated(layer)
 
 
 def get_value(cfg: Config, key: str):

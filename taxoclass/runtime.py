@@ -1,10 +1,10 @@
 """Where the heavy stages run: the interface every runtime implements, and the local one.
 
 Features:
-- `Runtime`: stage 1 (`similarity`), stage 3 (`train_classifier`) and stage 4 (`self_train`) for
-  a run (`pipeline/context.py`'s `RunContext`); `training_setup()`, the part of the stage 3-4
-  cache keys that depends on where training runs; `stage_cached`, called once a stage's output
-  is in the cache; `stop`;
+- `Runtime`: stage 1 (`similarity`, a `SimilarityJob`) and stages 3-4 (`train`, a `TrainingJob`):
+  plain jobs the pipeline builds, whose results it stores; no runtime sees the run itself.
+  `training_setup()`, the part of the stage 3-4 cache keys that depends on where training runs;
+  `stage_cached`, called once a stage's output is in the cache; `stop`;
 - `LocalRuntime` (`runtime=local`, the default): the engine in this process, on one GPU or the
   CPU; Ray is not imported. `taxoclass/distributed/ray_runtime.py` is the Ray one; the CLI
   chooses (the pipeline never looks at which it got).
@@ -12,14 +12,13 @@ Features:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-import numpy as np
-
 if TYPE_CHECKING:
-    from taxoclass.pipeline.context import RunContext
-    from taxoclass.stages.classifier import SilverValidation
-    from taxoclass.stages.similarity import SimilarityOutput
+    from taxoclass.stages.similarity import SimilarityJob, SimilarityOutput
+    from taxoclass.training.job import TrainingJob
 
 
 class Runtime(Protocol):
@@ -28,17 +27,15 @@ class Runtime(Protocol):
     def training_setup(self) -> tuple:
         """What besides their own settings changes stage 3-4 numbers here (part of their cache keys)."""
 
-    def similarity(self, ctx: RunContext, corpus_texts: list[str], test_texts: list[str] | None, fresh: bool) -> SimilarityOutput:
-        """Stage 1's scores of the documents (`fresh`: a forced stage, nothing earlier reused)."""
+    def similarity(self, job: SimilarityJob) -> SimilarityOutput:
+        """Stage 1's scores of the job's documents."""
 
-    def train_classifier(self, ctx: RunContext, rows: list[int], targets: np.ndarray, mask: np.ndarray, fresh: bool) -> dict:
-        """Stage 3 on the corpus `rows` with their pseudo-labels; the trained weights end in `ctx.bundle()`."""
+    def train(self, job: TrainingJob, log: Callable, watch: Callable | None = None) -> tuple[dict, dict]:
+        """Stage 3 or 4: (stats, the trained weights on the CPU); `log` takes the training curve as it comes or
+        once the stage is done, `watch(model)` sees the model before it trains where it trains in this process."""
 
-    def self_train(self, ctx: RunContext, silver: SilverValidation | None, fresh: bool) -> dict:
-        """Stage 4 from the model in `ctx.bundle()`, which ends with the self-trained weights."""
-
-    def stage_cached(self, ctx: RunContext, stage: int) -> None:
-        """The stage's output is in the cache: whatever was kept to resume it can go."""
+    def stage_cached(self, run_dir: Path, name: str) -> None:
+        """The stage's output is in the cache (its entry `name`): whatever was kept to resume it can go."""
 
     def stop(self) -> None:
         """Release what the runtime started."""
@@ -52,30 +49,17 @@ class LocalRuntime:
     def training_setup(self) -> tuple:
         return ("local",)
 
-    def similarity(self, ctx: RunContext, corpus_texts, test_texts, fresh: bool):
-        from taxoclass.stages.similarity import PrunedSearch, run_similarity
+    def similarity(self, job: SimilarityJob):
+        from taxoclass.stages.similarity import run_similarity
 
-        inp, cfg = ctx.inputs, ctx.cfg
-        return run_similarity(cfg.similarity, PrunedSearch.of(cfg.mining), inp.taxonomy, corpus_texts, test_texts, inp.keywords,
-                              ctx.device, memo=ctx.memo(fresh))
+        return run_similarity(job)
 
-    def train_classifier(self, ctx: RunContext, rows, targets, mask, fresh: bool) -> dict:
-        from taxoclass.stages.classifier import train_classifier
+    def train(self, job: TrainingJob, log: Callable, watch: Callable | None = None) -> tuple[dict, dict]:
+        from taxoclass.training.job import run_job
 
-        cfg = ctx.cfg
-        docs = ctx.document_inputs("corpus", rows, desc="stage 3: embedding documents")
-        return train_classifier(ctx.bundle().model, docs, targets, mask, cfg.classifier, ctx.device, cfg.seed, ctx.log,
-                                cfg.tracking.log_interval)
+        return run_job(job, job.device, log, watch=watch)
 
-    def self_train(self, ctx: RunContext, silver, fresh: bool) -> dict:
-        from taxoclass.stages.self_training import self_train
-
-        cfg = ctx.cfg
-        docs = ctx.document_inputs("corpus", desc="stage 4: embedding documents")
-        return self_train(ctx.bundle().model, docs, cfg.self_training, ctx.device, cfg.seed, ctx.log, cfg.classifier.amp,
-                          cfg.evaluation.batch_size, silver=silver, train_gnn=cfg.classifier.gnn_learning_rate > 0)
-
-    def stage_cached(self, ctx: RunContext, stage: int) -> None:
+    def stage_cached(self, run_dir: Path, name: str) -> None:
         """Nothing to clear: a local stage keeps no checkpoints beside its cache entry."""
 
     def stop(self) -> None:

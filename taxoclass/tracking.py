@@ -28,16 +28,13 @@ import warnings
 from pathlib import Path
 
 from taxoclass.config import Config, classifier_encoder, to_dict
+from taxoclass.errors import warn
 from taxoclass.hier_metrics import class_wise
 from taxoclass.sink import Sink
 
 DEFAULT_HOST = "api.wandb.ai"
 ONLINE_INIT_TIMEOUT_S = 30
 EXAMPLES_LOGGED = 20
-
-
-def warn(msg: str) -> None:
-    print(f"taxoclass: warning: {msg}", file=sys.stderr, flush=True)
 
 
 def default_run_name(cfg: Config) -> str:

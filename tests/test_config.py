@@ -247,19 +247,30 @@ def test_leaf_types_and_short_names():
     assert SHORT_NAMES["gnn_num_layers"] == "classifier.gnn_num_layers" and "learning_rate" not in SHORT_NAMES
 
 
-def test_assignment_is_validated_with_the_dotted_key():
-    from taxoclass.config import Config, set_value
+def test_a_config_is_not_changed_after_it_is_built_and_with_values_validates_the_copy():
+    from taxoclass.config import Config, with_values
 
     cfg = Config()
-    cfg.run_name, cfg.classifier.epochs = "x", 3
-    assert cfg.run_name == "x" and cfg.classifier.epochs == 3
+    with pytest.raises(TypeError, match=r"with_values\(cfg, \{'classifier.epochs': \.\.\.\}\) gives a copy"):
+        cfg.classifier.epochs = 3
+    with pytest.raises(TypeError, match="not changed after it is built"):
+        cfg.run_name = "x"
+    copy = with_values(cfg, {"run_name": "x", "epochs": 3})  # a short name as on the command line
+    assert (copy.run_name, copy.classifier.epochs) == ("x", 3) and (cfg.run_name, cfg.classifier.epochs) == ("", Config().classifier.epochs)
     with pytest.raises(ConfigError, match=r"^config key 'classifier.epochs': expected at least 1, got 0$"):
-        cfg.classifier.epochs = 0
-    with pytest.raises(ConfigError, match=r"^config key 'classifier.amp': expected one of 'off', 'bf16', 'fp16', got 'fp8'$"):
-        set_value(cfg, "amp", "fp8")
+        with_values(cfg, {"classifier.epochs": 0})
+    with pytest.raises(ConfigError, match=r"^config key 'classifier.amp': expected one of 'off', 'bf16', 'fp16', got 'fp8' \(in a sweep\)$"):
+        with_values(cfg, {"amp": "fp8"}, "a sweep")
     with pytest.raises(ConfigError, match=r"^config key 'seed': expected int, got True$"):
-        set_value(cfg, "seed", True)
-    assert cfg.classifier.epochs == 3 and cfg.classifier.amp == "off"  # a refused value leaves the old one
+        with_values(cfg, {"seed": True})
+
+
+def test_flatten_and_unflatten_are_inverse_over_a_whole_config():
+    from taxoclass.config import LEAF_TYPES, Config, flatten, to_dict, unflatten
+
+    nested = to_dict(Config())
+    flat = flatten(nested)
+    assert set(flat) == set(LEAF_TYPES) and unflatten(flat) == nested
 
 
 def test_a_range_error_names_where_the_value_came_from(tmp_path):

@@ -1,10 +1,12 @@
 """The distribution: the wheel installs `taxoclass` and nothing else at the top level (no `tune` to collide
 with the PyPI package of that name), and tune/search.py is a script that needs nothing beside itself."""
 
+import ast
 import shutil
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 import pytest
 from conftest import REPO
@@ -36,7 +38,7 @@ def test_the_wheel_installs_only_taxoclass_at_the_top_level(wheel):
     (top_level,) = [text for name, text in wheel.items() if name.endswith(".dist-info/top_level.txt")]
     assert top_level.split() == ["taxoclass"]
     # the search travels inside the package, with the presets and the demo data
-    assert {"taxoclass/search/search.py", "taxoclass/search/cli.py", "taxoclass/search/objectives.py",
+    assert {"taxoclass/search/tuner.py", "taxoclass/search/flags.py", "taxoclass/search/objectives.py",
             "taxoclass/presets/demo.yaml", "taxoclass/data/demo/labels.txt"} <= set(wheel)
     (entry_points,) = [text for name, text in wheel.items() if name.endswith(".dist-info/entry_points.txt")]
     assert "taxoclass = taxoclass.cli:main" in entry_points
@@ -51,3 +53,40 @@ def test_tune_search_py_runs_from_anywhere_on_the_installed_package(tmp_path):
                          cwd=tmp_path, timeout=120)
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert res.stderr.strip().splitlines()[-1] == "tune/search.py: error: argument --num-samples: expected at least 1, got 0"
+
+
+def _imports_of(path: Path, modules: set[str]) -> set[str]:
+    """The taxoclass modules a file imports anywhere (module level, TYPE_CHECKING blocks, inside functions)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            # `from taxoclass.pipeline import steps` imports the submodule, not the package's other modules
+            names = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module for a in node.names]
+        else:
+            continue
+        found.update(n for n in names if n in modules)
+    return found
+
+
+def test_no_import_cycle_at_run_time_or_in_type_hints():
+    """Issue 30: the runtime was typed on the run context, which called back into the steps that called it."""
+    files = {".".join(f.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__"): f
+             for f in (REPO / "taxoclass").rglob("*.py")}
+    graph = {name: _imports_of(path, set(files)) - {name} for name, path in files.items()}
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(name: str, path: list[str]) -> None:
+        state[name] = 1
+        for nxt in sorted(graph[name]):
+            if state.get(nxt) == 1:
+                raise AssertionError("import cycle: " + " -> ".join(path[path.index(nxt):] + [name, nxt]))
+            if nxt not in state:
+                visit(nxt, path + [name])
+        state[name] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [])
+    assert graph["taxoclass.runtime"].isdisjoint({"taxoclass.pipeline.context", "taxoclass.pipeline"})

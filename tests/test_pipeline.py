@@ -1,5 +1,6 @@
 """End to end on the debug preset: determinism, the run dir contract, caching, predict, single stages."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -27,7 +28,8 @@ from taxoclass.pipeline import (
     stage_keys,
     steps,
 )
-from taxoclass.pipeline.store import self_training_runs
+from taxoclass.pipeline.jobs import similarity_job, training_job
+from taxoclass.pipeline.schedule import self_training_runs
 from taxoclass.sink import Sink
 from taxoclass.stages.text_encoder import texts_encoded
 
@@ -382,7 +384,7 @@ def test_kill_9_in_stage_4_then_rerun_equals_an_uninterrupted_run(tmp_path):
     assert len(result(full)) > 20 and result(resumed) == pytest.approx(result(full), rel=1e-4)
     assert resumed["test/example_f1"] == full["test/example_f1"]
     # both attempts stay in metrics.jsonl; the report draws stage 4 from the last one
-    from taxoclass.report import load_run, series
+    from taxoclass.run_report import load_run, series
 
     rows, _ = load_run(killed)
     markers = [json.loads(line) for line in metrics.read_text().splitlines() if line.startswith('{"attempt"')]
@@ -457,8 +459,8 @@ class RecordingRuntime(RayRuntime):
         width = 384 if embed else len(taxonomy)  # embed: MiniLM document embeddings, from which prototypes are refined
         return np.zeros((len(texts), width), np.float32), {"stage1/actors": 1}
 
-    def _fit(self, stage, cfg, taxonomy, keywords, texts, storage, name, **kw):
-        found = Path(storage) / name  # an absolute path here (a URI on a cluster's shared storage)
+    def _fit(self, job, storage):
+        found = Path(storage) / job.name  # an absolute path here (a URI on a cluster's shared storage)
         self.found.append(sorted(p.name for p in found.glob("*")) if found.exists() else [])
         return {}, [], self.bundle_state
 
@@ -475,20 +477,20 @@ def test_force_starts_ray_stages_afresh(tmp_path):
         stale = tmp_path / "storage" / f"stage3-{run.store.keys[3]}"
         stale.mkdir(parents=True)
         (stale / "checkpoint_manager_snapshot.json").write_text("{}")
-        runtime.similarity(run, run.inputs.corpus.texts, None, fresh=False)
-        runtime.similarity(run, run.inputs.corpus.texts, None, fresh=True)
+        for fresh in (False, True):  # the corpus only: one stage-1 call into Ray each
+            runtime.similarity(dataclasses.replace(similarity_job(run, fresh=fresh), test_texts=None))
         runtime.bundle_state = run.bundle().model.state_dict()
         rows, targets, mask = [0, 1], np.zeros((2, 41), np.float32), np.ones((2, 41), np.float32)
-        runtime.train_classifier(run, rows, targets, mask, fresh=False)
-        runtime.train_classifier(run, rows, targets, mask, fresh=True)
+        for fresh in (False, True):
+            runtime.train(training_job(run, 3, rows, fresh, targets=targets, mask=mask), run.log)
     finally:
         run.close()
     assert runtime.found == [["shard-00000.parquet"], [], ["checkpoint_manager_snapshot.json"], []]
 
 
 def test_json_is_strict_and_metrics_are_appended(tmp_path):
+    from taxoclass.atomic import write_json
     from taxoclass.pipeline import MetricsLog
-    from taxoclass.rundir import write_json
 
     write_json(tmp_path / "s.json", {"a": float("nan"), "b": [float("inf"), np.float32(1.5)], "c": np.int64(3)})
     assert json.loads((tmp_path / "s.json").read_text(), parse_constant=_refuse) == {"a": None, "b": [None, 1.5], "c": 3}

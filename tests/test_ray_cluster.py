@@ -25,7 +25,7 @@ ray = pytest.importorskip("ray")
 
 from ray.cluster_utils import Cluster  # noqa: E402
 
-from taxoclass.config import build_config  # noqa: E402
+from taxoclass.config import build_config, with_values  # noqa: E402
 from taxoclass.distributed import ray_data  # noqa: E402
 from taxoclass.distributed.ray_data import load_shards, score_with_ray_data  # noqa: E402
 from taxoclass.distributed.ray_runtime import RayRuntime  # noqa: E402
@@ -246,8 +246,7 @@ def test_a_quarter_gpu_per_trial_packs_four_trials_on_a_stand_in_gpu(cluster, tm
     try:
         plan = plan_trials(0.25, 0, ray.cluster_resources())  # trials of no CPU: four fit the stand-in GPU
         assert (plan.in_process, plan.gpus_per_worker, plan.concurrent) == (True, 0.25, 4)
-        cfg = build_config("debug", environ={})
-        plan.apply(cfg)
+        cfg = with_values(build_config("debug", environ={}), plan.settings())
         folder = tmp_path / "notes"
         folder.mkdir()
         tuner = tune.Tuner(placement_trainable(plan, cfg, folder, 4, tmp_path / "ray"),

@@ -6,7 +6,7 @@ import matplotlib
 import pytest
 
 from taxoclass.cli import _print_summary
-from taxoclass.report import level_figure, load_runs, stage3_figure, stage4_figure, summary_markdown, write_report
+from taxoclass.run_report import level_figure, load_runs, stage3_figure, stage4_figure, summary_markdown, write_report
 
 matplotlib.use("Agg")
 

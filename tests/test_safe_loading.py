@@ -218,7 +218,7 @@ def test_a_training_state_round_trips_without_pickle(tmp_path):
     state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
              "scaler": {}, "best_state": None, "best_loss": float("inf"), "stale": 2, "stopped_by": "budget",
              "prev_top3": np.array([[0, 1, 2], [1, 2, 4]]), "logs": [[{"stage4/loss": np.float32(0.5)}, None]],
-             # the keeper's nested checkpoint shape (stages/keeper.py)
+             # the keeper's nested checkpoint shape (training/keeper.py)
              "keeper": {"best_state": model.state_dict(), "best_at": np.int64(3)}, "progress": {"prev": np.arange(4)}}
     write_state(state, tmp_path / "state.pt")
     back = read_state(tmp_path / "state.pt")

@@ -14,7 +14,7 @@ from conftest import REPO, run_cli
 from test_ray import SECRET, _kill_tree, _wait_for, holding
 from wandb_reader import find_runs, read_run
 
-from taxoclass.config import build_config
+from taxoclass.config import build_config, with_values
 from taxoclass.errors import ConfigError
 from taxoclass.search.objectives import COLUMN, DEFAULT_OBJECTIVE, label_free_objectives
 from taxoclass.search.space import Param, read_sweep, to_tune
@@ -397,7 +397,7 @@ def test_fractional_and_whole_gpus_per_trial():
 def test_best_config_is_the_base_plus_the_winning_parameters(tmp_path):
     import yaml
 
-    from taxoclass.search.search import write_best_config
+    from taxoclass.search.results import write_best_config
 
     base = tmp_path / "base.yaml"
     base.write_text("data: demo\nclassifier:\n  gnn_hidden_dim: 128\n")
@@ -413,7 +413,7 @@ def test_best_config_is_the_base_plus_the_winning_parameters(tmp_path):
 
 
 def test_trials_report_says_when_the_winner_does_not_beat_the_default():
-    from taxoclass.search.report import markdown
+    from taxoclass.search.results import markdown
 
     def row(trial, objective, held_out, default=False):
         return {"trial": trial, "status": "ok", "reports": 3, "finished": True, "default": default,
@@ -499,8 +499,7 @@ def test_gpus_per_trial_places_trials_on_logical_gpus(tmp_path):
     try:
         for gpus_per_trial, trials in ((0.25, 4), (2, 2)):
             plan = plan_trials(gpus_per_trial, 1, ray.cluster_resources())
-            cfg = build_config("debug", environ={})
-            plan.apply(cfg)
+            cfg = with_values(build_config("debug", environ={}), plan.settings())
             folder = tmp_path / str(gpus_per_trial)
             folder.mkdir()
             expected = trials * plan.workers

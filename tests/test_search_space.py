@@ -12,7 +12,7 @@ import random
 import pytest
 from conftest import write_dataset
 
-from taxoclass.config import build_config, get_value, set_value
+from taxoclass.config import build_config, get_value, with_values
 from taxoclass.pipeline import run_pipeline
 from taxoclass.search.space import DEFAULT_SPACE
 
@@ -68,7 +68,7 @@ def fixture_runs(tmp_path_factory):
         cfg = build_config(overrides=[f"data={data}", f"output_dir={root}", f"run_name={name}", f"cache_dir={root / 'cache'}",
                                       "similarity.template=This text is about {}.", "device=cpu"], environ={})
         if key:
-            set_value(cfg, key, value)
+            cfg = with_values(cfg, {key: value})
         done[name] = run_pipeline(cfg), _final_scores(root / name)
         return done[name]
 

@@ -8,13 +8,13 @@ from conftest import write_dataset
 from taxoclass.config import MiningConfig
 from taxoclass.data.taxonomy import Taxonomy
 from taxoclass.pipeline import greedy_path, zero_shot_metrics
-from taxoclass.stages.classifier import masked_bce
+from taxoclass.stages.candidates import run_search
 from taxoclass.stages.core_mining import mine_core_classes, mining_quality
 from taxoclass.stages.labels import build_labels
 from taxoclass.stages.model import TaxoClassifier, ego_graph
 from taxoclass.stages.prototypes import refine_prototypes
-from taxoclass.stages.search import run_search
 from taxoclass.stages.self_training import target_distribution, top3_sets
+from taxoclass.training.losses import masked_bce
 
 # ROOT -> A(0) B(1) C(2); A -> A1(3) A2(4); B -> B1(5); C -> C1(6); A1 -> A1a(7) A1b(8)
 LABELS = "".join(f"{i}\t{n}\n" for i, n in enumerate(["A", "B", "C", "A1", "A2", "B1", "C1", "A1a", "A1b"]))
@@ -189,10 +189,10 @@ def test_self_training_guard_keeps_the_best_silver_model(tax):
     """Stage 4's guard: the model returned is the one with the lowest silver-validation loss,
     and it stops `val_patience` updates after that best one (or runs to the budget)."""
     from taxoclass.config import SelfTrainingConfig
-    from taxoclass.stages.classifier import SilverValidation
     from taxoclass.stages.model import DocBatches
     from taxoclass.stages.self_training import self_train
-    from taxoclass.stages.training_env import LocalEnv
+    from taxoclass.training.env import LocalEnv
+    from taxoclass.training.silver import SilverValidation
 
     torch.manual_seed(0)
     docs = DocBatches(embeddings=torch.randn(40, 8))
@@ -222,8 +222,8 @@ def test_self_training_guard_keeps_the_best_silver_model(tax):
 
 
 def test_keeper_keeps_the_best_weights_and_resumes_its_state():
-    from taxoclass.stages.keeper import Keeper
-    from taxoclass.stages.training_step import TrainStep
+    from taxoclass.training.keeper import Keeper
+    from taxoclass.training.step import TrainStep
 
     torch.manual_seed(0)
     model = torch.nn.Linear(3, 2)
@@ -308,8 +308,8 @@ def test_the_readme_says_what_each_output_mode_returns():
 
 
 def test_path_cross_entropy_and_self_training_targets_golden():
-    from taxoclass.stages.classifier import path_cross_entropy
     from taxoclass.stages.self_training import path_target_distribution
+    from taxoclass.training.losses import path_cross_entropy
 
     # uniform logits over 4 paths: -log(1/4) whatever the target
     assert path_cross_entropy(torch.zeros(2, 4), torch.tensor([[1.0, 0, 0, 0], [0, .5, .5, 0]])).item() == pytest.approx(np.log(4))

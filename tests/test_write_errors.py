@@ -17,9 +17,9 @@ import torch
 from conftest import run_cli
 
 from taxoclass import tensorfile
+from taxoclass.atomic import atomic_replace_with
 from taxoclass.cli import find_run, main
 from taxoclass.errors import DataError
-from taxoclass.rundir import atomic_replace_with
 
 DEBUG = ["run", "--preset", "debug", "self_training.enabled=false"]
 

@@ -6,7 +6,7 @@ A thin entry point kept where the README and the cluster instructions name it; t
 
 import sys
 
-from taxoclass.search.cli import main
+from taxoclass.search.flags import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -64,7 +64,7 @@ def write_shard(path: Path, ids: np.ndarray, sims: np.ndarray) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from taxoclass.rundir import atomic_replace_with
+    from taxoclass.atomic import atomic_replace_with
 
     order = np.argsort(ids)
     flat = pa.array(sims[order].reshape(-1), type=pa.float32())

@@ -10,7 +10,7 @@ Features:
   started here (the caller then ends it with `ray.shutdown()`; never `ray stop`); which instance,
   and a dead address: `ray_address.py`;
 - used by the Ray runtime (`ray_runtime.py`), batch prediction (`ray_predict.py`) and the search
-  (`taxoclass/search/search.py`); Ray is imported only when an instance starts.
+  (`taxoclass/search/tuner.py`); Ray is imported only when an instance starts.
 """
 
 from __future__ import annotations
@@ -78,16 +78,16 @@ def join(address: str, **kwargs) -> None:
     joined(address, lambda: ray.init(address=address, **kwargs))
 
 
-def join_or_start(ray_cfg, **kwargs) -> bool:
-    """Join the cluster at `ray.address`, or with none start a local instance on loopback (`ray.num_cpus`);
-    nothing when this process is already connected. True when the instance was started here: the caller
-    ends it with `ray.shutdown()`."""
+def join_or_start(ray_cfg, dashboard: bool = False, **kwargs) -> bool:
+    """Join the cluster at `ray.address` (its workers get `worker_env()`), or with none start a local instance on
+    loopback (`ray.num_cpus`; `dashboard`: see `start_local_ray`); nothing when this process is already connected.
+    True when the instance was started here: the caller ends it with `ray.shutdown()`."""
     import ray
 
     if ray.is_initialized():
         return False
     if ray_cfg.address:
-        join(ray_cfg.address, include_dashboard=False, **kwargs)
+        join(ray_cfg.address, runtime_env={"env_vars": worker_env()}, include_dashboard=False, **kwargs)
         return False
-    start_local_ray(ray_cfg.num_cpus, **kwargs)  # a local instance serves this process only
+    start_local_ray(ray_cfg.num_cpus, dashboard=dashboard, **kwargs)  # a local instance serves this process only
     return True

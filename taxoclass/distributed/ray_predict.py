@@ -28,11 +28,11 @@ import numpy as np
 from ray.data import Datasource, ReadTask
 from ray.data.block import BlockMetadata
 
+from taxoclass.atomic import atomic_write_text, writable_dir, write_json
 from taxoclass.config import Config
 from taxoclass.distributed.shards import whole_shards
 from taxoclass.errors import DataError
 from taxoclass.predict import CHUNK, Predictor, check_top_k, iter_texts, scan_input
-from taxoclass.rundir import atomic_write_text, writable_dir, write_json
 
 MANIFEST = "manifest.json"
 WHAT = "the predictions"

@@ -2,7 +2,7 @@
 
 Features:
 - `TorchTrainer(ScalingConfig(num_workers, use_gpu, resources_per_worker))` runs `train_loop_per_worker`, which
-  builds the engine's model and calls the engine's `train_classifier` / `self_train` with a
+  runs the pipeline's job with the engine's `run_job` (`training/job.py`, as the local runtime does) and a
   `RayTrainEnv`: `prepare_model` (DDP; gloo on CPU), `prepare_data_loader` (a
   DistributedSampler over document indices), losses all-reduced, predictions all-gathered;
 - AMP through the engine (`torch.autocast` bf16, fp16 with `torch.amp.GradScaler`, whose
@@ -15,7 +15,8 @@ Features:
 - on a local instance the torch process group's rendezvous store listens on 127.0.0.1 only
   (`torch_config`, `loopback_store.py`), as every other port of the instance;
 - logging from rank 0 only: its log lines travel in the checkpoints and the driver replays
-  them into the pipeline's sink (metrics.jsonl, wandb): one run, not one per worker;
+  them into the pipeline's log (metrics.jsonl, wandb): one run, not one per worker; inside a Tune trial
+  each report goes to Tune (`TuneReportCallback`, or the caller's own: the search adds its objective);
 - a checkpoint's `state.pt` loads without running code (`write_state` / `read_state`): the
   model, optimiser, scaler and scheduler states and NumPy arrays as tensors (`weights_only=True`),
   counters, stats and log lines as JSON text; a worker that finds a checkpoint it cannot read
@@ -33,8 +34,7 @@ import numpy as np
 import torch
 
 from taxoclass import tensorfile
-from taxoclass.config import Config, from_dict, to_dict
-from taxoclass.data.taxonomy import Taxonomy
+from taxoclass.config import Config
 from taxoclass.errors import DataError
 
 STATE_FILE = "state.pt"
@@ -80,21 +80,20 @@ def _restored(value):
 
 
 class RayTrainEnv:
-    """The TrainEnv of one Ray Train worker (see stages/training_env.py)."""
+    """The TrainEnv of one Ray Train worker (see training/env.py)."""
 
     checkpoints = True
 
-    def __init__(self, objective: float = float("nan")):
+    def __init__(self):
         import ray.train
 
-        self.objective = objective
         ctx = ray.train.get_context()
         self.rank, self.world_size = ctx.get_world_rank(), ctx.get_world_size()
         self.logs: list = []
         self._restored = None
         self._looked = False
 
-    def sink(self, metrics: dict, step: int | None = None) -> None:
+    def log(self, metrics: dict, step: int | None = None) -> None:
         self.logs.append([metrics, step])
 
     def prepare_model(self, model):
@@ -157,10 +156,8 @@ class RayTrainEnv:
             if self.rank == 0:  # one copy of the state; the other ranks report metrics only
                 write_state({**state, "logs": self.logs}, Path(tmp) / STATE_FILE)
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
-            # `objective`: the label-free search signal (stage-3 best validation loss), in every report for Tune
-            self.objective = metrics.get("stage3/best_val_loss", self.objective)
             numeric = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-            ray.train.report({**numeric, "objective": self.objective}, checkpoint=checkpoint)
+            ray.train.report(numeric, checkpoint=checkpoint)
 
     def restore(self) -> dict | None:
         import ray.train
@@ -180,40 +177,22 @@ class RayTrainEnv:
 
 
 def train_loop_per_worker(config: dict) -> None:
-    """One Ray Train worker: the engine's stage-3 or stage-4 loop on this rank's share."""
+    """One Ray Train worker: the engine's job (`training/job.py`) on this rank's share."""
     import ray.train.torch
 
-    from taxoclass.stages.classifier import train_classifier
-    from taxoclass.stages.model import DocBatches
-    from taxoclass.stages.model_io import build_model, stored_class_features
-    from taxoclass.stages.self_training import self_train
+    from taxoclass.training.job import run_job
 
-    cfg = from_dict(config["cfg"], "ray train worker")
-    taxonomy = Taxonomy.from_dict(config["taxonomy"])
-    env = RayTrainEnv(config.get("objective", float("nan")))
+    job = config["job"]
+    env = RayTrainEnv()
     env.restore()
     if env._restored is not None and env._restored.get("final"):
         env.checkpoint({"final": 1}, env._restored)  # finished before a restart: report the result again
         return
     device = ray.train.torch.get_device()
-    init = config.get("init_state")
-    bundle = build_model(cfg, taxonomy, device, config["keywords"], None if init is None else stored_class_features(init))
-    documents = config["texts"]  # texts, or with a frozen encoder the driver's document vectors
-    docs = (bundle.docs(documents) if isinstance(documents, list)
-            else DocBatches(embeddings=torch.from_numpy(np.asarray(documents, dtype=np.float32))))
-    if config.get("init_state") is not None:  # stage 3: the driver's initial head (refined prototypes); stage 4: stage 3's model
-        bundle.model.load_state_dict(config["init_state"], strict=not cfg.classifier.freeze_encoder)
-    if config["stage"] == 3:
-        stats = train_classifier(bundle.model, docs, config["targets"], config["mask"], cfg.classifier, device, cfg.seed,
-                                 env.sink, cfg.tracking.log_interval, env=env)
-    else:
-        stats = self_train(bundle.model, docs, cfg.self_training, device, cfg.seed, env.sink, cfg.classifier.amp,
-                           cfg.evaluation.batch_size, env=env, silver=config.get("silver"),
-                           train_gnn=cfg.classifier.gnn_learning_rate > 0)
-    stats[f"stage{config['stage']}/worker_gpus"] = 1 if device.type == "cuda" else 0  # did ray.use_gpu reach the workers?
-    stats[f"stage{config['stage']}/worker_nodes"] = env.node_count()  # one node, or spread over a cluster
-    state = bundle.model.head_state_dict() if cfg.classifier.freeze_encoder else bundle.model.state_dict()
-    env.checkpoint({"final": 1}, {"final": True, "model": {k: v.cpu() for k, v in state.items()}, "stats": stats})
+    stats, state = run_job(job, device, env.log, env=env)
+    stats[f"stage{job.stage}/worker_gpus"] = 1 if device.type == "cuda" else 0  # did ray.use_gpu reach the workers?
+    stats[f"stage{job.stage}/worker_nodes"] = env.node_count()  # one node, or spread over a cluster
+    env.checkpoint({"final": 1}, {"final": True, "model": state, "stats": stats})
 
 
 def worker_resources(cfg: Config) -> dict[str, float]:
@@ -259,36 +238,35 @@ def _until_tune_took_the_last_report() -> None:
         time.sleep(0.1)
 
 
-def fit(stage: int, cfg: Config, taxonomy: Taxonomy, keywords, texts: list[str] | np.ndarray, storage: str, name: str,
-        targets: np.ndarray | None = None, mask: np.ndarray | None = None, init_state: dict | None = None,
-        objective: float = float("nan"), silver=None):
-    """Run stage 3 or 4 on Ray Train, its checkpoints under `storage` (a URI or an absolute path, `storage.py`);
-    returns (stats, rank-0 log lines, final model state)."""
+def fit(job, storage: str, callbacks: list | None = None):
+    """Run the job (stage 3 or 4) on Ray Train, its checkpoints under `storage` (a URI or an absolute path,
+    `storage.py`) named after the job; `callbacks`: Ray Train's, beside the one that hands each report to Tune
+    inside a Tune trial. Returns (stats, rank-0 log lines, final model state)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig  # Ray-specific lines start here
     from ray.train.torch import TorchTrainer
     from ray.tune.trainable.trainable_fn_utils import _in_tune_session
 
-    callbacks = []
-    if _in_tune_session():  # inside a Tune trial: each Train report becomes a trial result (epochs, Q updates)
+    cfg, callbacks = job.cfg, list(callbacks or [])
+    in_tune = _in_tune_session()
+    if in_tune:  # inside a Tune trial: each Train report becomes a trial result (epochs, Q updates)
         from ray.tune.integration.ray_train import TuneReportCallback
 
-        callbacks.append(TuneReportCallback())
+        if not any(isinstance(c, TuneReportCallback) for c in callbacks):  # a search's own (search/trial.py) does it too
+            callbacks.append(TuneReportCallback())
     r = cfg.ray
     trainer = TorchTrainer(
         train_loop_per_worker,
         torch_config=torch_config(cfg),
-        train_loop_config={"cfg": to_dict(cfg), "stage": stage, "texts": texts, "targets": targets, "mask": mask,
-                           "init_state": init_state, "keywords": keywords, "objective": objective, "silver": silver,
-                           "taxonomy": taxonomy.to_dict()},
+        train_loop_config={"job": job},
         scaling_config=scaling_config(cfg),
         # the latest checkpoint is all a restart needs (the engine keeps its best weights in it);
         # a worker group that cannot start is a controller failure: bounded too, never retried forever
-        run_config=RunConfig(name=name, storage_path=storage, callbacks=callbacks,
+        run_config=RunConfig(name=job.name, storage_path=storage, callbacks=callbacks,
                              checkpoint_config=CheckpointConfig(num_to_keep=1),
                              failure_config=FailureConfig(max_failures=r.max_failures, controller_failure_limit=r.max_failures)),
     )
     result = trainer.fit()
-    if callbacks:
+    if in_tune:
         _until_tune_took_the_last_report()
     with result.checkpoint.as_directory() as folder:
         final = read_state(Path(folder) / STATE_FILE)

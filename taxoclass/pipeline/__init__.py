@@ -3,12 +3,12 @@
     run.py          the entry points: run_pipeline, run_single_stage
     context.py      one attempt on a run dir (config.yaml, metrics.jsonl, the runtime, the sink, the model)
     steps.py        compute or load, one function per stage, and the evaluation
-    store.py        the stage store: cache keys, sealed entries, replay, which stage made the final model
+    schedule.py     what runs when: stage 3 stepping aside, whether stage 4 runs, which stage made the final model
+    store.py        the stage store: cache keys, sealed entries, replay
     view.py         a run dir's inputs and cache; the read-only open of a finished run
     inputs.py       the dataset's documents as the stages use them, and their checksum
     metrics_log.py  metrics.jsonl and the status lines
     summary.py      summary.json and the zero-shot baselines
-    seeding.py      the run's and each stage's seeds
     lock.py         one run per run dir
 """
 
@@ -16,10 +16,11 @@ from taxoclass.pipeline.context import RunContext
 from taxoclass.pipeline.inputs import Docs, Inputs, content_digest, prepare_inputs
 from taxoclass.pipeline.metrics_log import MetricsLog
 from taxoclass.pipeline.run import run_pipeline, run_single_stage
-from taxoclass.pipeline.store import StageStore, final_stage, self_training_runs, stage_keys
+from taxoclass.pipeline.schedule import final_stage, self_training_runs
+from taxoclass.pipeline.store import StageStore, stage_keys
 from taxoclass.pipeline.summary import greedy_path, zero_shot_metrics
-from taxoclass.pipeline.view import FinishedRun, open_finished, run_config
+from taxoclass.pipeline.view import RunView, open_finished, run_config
 
-__all__ = ["Docs", "FinishedRun", "Inputs", "MetricsLog", "RunContext", "StageStore", "content_digest", "final_stage",
+__all__ = ["Docs", "Inputs", "MetricsLog", "RunContext", "RunView", "StageStore", "content_digest", "final_stage",
            "greedy_path", "open_finished", "prepare_inputs", "run_config", "run_pipeline", "run_single_stage",
            "self_training_runs", "stage_keys", "zero_shot_metrics"]

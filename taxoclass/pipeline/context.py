@@ -10,8 +10,9 @@ Features:
   (`taxoclass/runtime.py`: local by default), the metrics log, the sink;
 - the model (`bundle()`), built once: stage 3 starts at stage 1's refined prototypes when they
   live in its encoder's space;
-- stage 1's arrays and stage 2's core classes, computed or loaded once per attempt
-  (`stage1()`, `mining()`, through `steps.py`).
+- stage 1's arrays and stage 2's core classes as the attempt's steps left them, else read from
+  the cache (`stage1()`, `mining()`): the context reads, it never computes a stage (`run.py` holds
+  the one order).
 """
 
 from __future__ import annotations
@@ -21,23 +22,26 @@ from pathlib import Path
 
 import numpy as np
 
-from taxoclass.config import Config, classifier_encoder, save_yaml, to_dict
-from taxoclass.pipeline import steps
+from taxoclass.atomic import cannot_write, writable_dir
+from taxoclass.config import Config, classifier_encoder, save_yaml, to_dict, with_values
+from taxoclass.errors import DataError
 from taxoclass.pipeline.inputs import content_digest, prepare_inputs
 from taxoclass.pipeline.lock import RunDirLock
 from taxoclass.pipeline.metrics_log import MetricsLog, say
-from taxoclass.pipeline.seeding import seed_everything
 from taxoclass.pipeline.view import RunView
-from taxoclass.rundir import cannot_write, remove_stale_outputs, writable_dir
+from taxoclass.rundir import remove_stale_outputs
 from taxoclass.runtime import LocalRuntime, Runtime
+from taxoclass.seeding import seed_everything
 from taxoclass.sink import Sink
 
 
-class RunContext(RunView):
-    """A run dir opened for one attempt (`open`); close it (or use it as a context manager) at the end."""
+class RunContext:
+    """A run dir opened for one attempt (`open`); close it (or use it as a context manager) at the end. It reads the
+    run through a `RunView` whose stage outputs it supplies (`stage1`, `mining`, `bundle`)."""
 
     def __init__(self, run_dir: Path, cfg: Config, inputs, device, runtime: Runtime, sink: Sink, started: float):
-        super().__init__(run_dir, cfg, inputs, device, runtime.training_setup())
+        self.view = RunView(run_dir, cfg, inputs, device, runtime.training_setup(), outputs=self, writes=True)
+        self.dir, self.cfg, self.inputs, self.device = self.view.dir, cfg, inputs, device
         self.runtime, self.sink, self.started = runtime, sink, started
         self.outputs: dict[int, object] = {}  # stage 1's arrays and stage 2's core classes, once computed or loaded
         self.reported: set[int] = set()  # the stages whose stats this attempt logged (computed or replayed)
@@ -54,7 +58,7 @@ class RunContext(RunView):
         device = resolve_device(cfg.device)
         inputs = prepare_inputs(cfg)
         if not cfg.run_name:
-            cfg.run_name = f"{inputs.dataset.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+            cfg = with_values(cfg, {"run_name": f"{inputs.dataset.name}-{time.strftime('%Y%m%d-%H%M%S')}"})  # a copy: the caller's stays
         run_dir = writable_dir(Path(cfg.output_dir) / cfg.run_name, "the run dir")
         ctx = cls(run_dir, cfg, inputs, device, runtime or LocalRuntime(), sink or Sink(), started)
         ctx.lock = RunDirLock.acquire(run_dir)  # before anything in the run dir is touched
@@ -91,7 +95,32 @@ class RunContext(RunView):
         if self.lock is not None:
             self.lock.release()
 
-    writes = True
+    # what the view reads, for the steps
+    @property
+    def store(self):
+        return self.view.store
+
+    def pseudo_labels(self):
+        return self.view.pseudo_labels()
+
+    def silver_validation(self):
+        return self.view.silver_validation()
+
+    def stage3_outcome(self) -> dict:
+        return self.view.stage3_outcome()
+
+    def final_stage(self) -> int:
+        return self.view.final_stage()
+
+    def document_inputs(self, which: str, rows: list[int] | None = None, desc: str | None = None):
+        return self.view.document_inputs(which, rows, desc)
+
+    def document_vectors(self, which: str, desc: str | None = None) -> np.ndarray:
+        return self.view.document_vectors(which, desc)
+
+    @property
+    def vectors(self):
+        return self.view.vectors
 
     def memo(self, fresh: bool = False):
         """Stage 1's document vectors through the cache (`vectors.py`): `memo(texts, desc, compute)` computes
@@ -102,10 +131,33 @@ class RunContext(RunView):
         return lambda texts, desc, compute: self.vectors.get(spec, texts, compute, fresh=fresh)
 
     def stage1(self) -> dict[str, np.ndarray]:
-        return self.outputs[1] if 1 in self.outputs else steps.similarity(self)
+        """Stage 1's arrays: as this attempt computed or loaded them, else read from the cache (never computed:
+        `run.py` decides what runs)."""
+        if 1 not in self.outputs:
+            self.outputs[1] = self._cached(1, lambda: self.store.read_similarity(self.cfg, self.inputs))
+        return self.outputs[1]
 
     def mining(self):
-        return self.outputs[2] if 2 in self.outputs else steps.mining(self)
+        """Stage 2's core classes, as `stage1` finds them."""
+        if 2 not in self.outputs:
+            self.outputs[2] = self._cached(2, self.store.read_mining)
+        return self.outputs[2]
+
+    def _cached(self, stage: int, read):
+        """A stage's intact cache entry, its stats replayed into this attempt's log; a missing one is an error."""
+        if not self.store.intact(stage):
+            raise DataError(self.dir, f"stage {stage} output missing for this config: run `taxoclass stage {stage} "
+                            f"--run {self.dir}` first")
+        from taxoclass.npyfile import Unusable
+
+        try:
+            value = read()
+        except Unusable as err:  # sealed, but a file replaced together with its checksum may hold anything
+            raise DataError(self.store.output(stage), f"not usable ({err}); run `taxoclass stage {stage} --run {self.dir}` "
+                            "to compute it again") from None
+        self.store.replay(stage, self.log)
+        self.reported.add(stage)
+        return value
 
     def bundle(self):
         if self._bundle is None:

@@ -23,8 +23,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from taxoclass.atomic import cannot_write, strict_json
 from taxoclass.errors import DataError
-from taxoclass.rundir import cannot_write, strict_json
 from taxoclass.sink import Sink
 
 ATTEMPT = "_attempt"  # added to each row on reading: the attempt that logged it

@@ -21,7 +21,8 @@ from taxoclass.errors import DataError
 from taxoclass.pipeline import steps
 from taxoclass.pipeline.context import RunContext
 from taxoclass.pipeline.metrics_log import say
-from taxoclass.pipeline.store import STAGE_NAMES, self_training_runs
+from taxoclass.pipeline.schedule import self_training_runs
+from taxoclass.pipeline.store import STAGE_NAMES
 from taxoclass.pipeline.summary import summarize
 from taxoclass.pipeline.view import open_finished
 from taxoclass.runtime import LocalRuntime, Runtime
@@ -61,8 +62,8 @@ def run_single_stage(cfg: Config, number: int, runtime: Runtime | None = None) -
         if number in NEEDS and not ctx.store.intact(NEEDS[number]):
             need = NEEDS[number]
             raise DataError(ctx.dir, f"stage {need} output missing for this config: run `taxoclass stage {need} --run {ctx.dir}` first")
-        if number == 5:
-            ctx.stage1()
+        if number == 5:  # the zero-shot baselines read stage 1 (an unusable entry is computed again, said)
+            steps.similarity(ctx)
             steps.final_model(ctx)
             return summarize(ctx, steps.evaluation(ctx))
         step = {1: steps.similarity, 2: steps.mining, 3: steps.classifier, 4: steps.self_training}[number]

@@ -4,7 +4,7 @@ computed (on the run's runtime) and stored.
 Features:
 - `similarity` (1): stage 1's arrays; `mining` (2): the core classes; `classifier` (3) and
   `self_training` (4): the model, in `ctx.bundle()`; `skip_self_training`: stage 4 off, said in
-  the log and the summary; `final_model`: the model of the stage `store.final_stage` names;
+  the log and the summary; `final_model`: the model of the stage `schedule.final_stage` names;
   `evaluation` (5): predictions, test metrics and the zero-shot baselines;
 - a computed stage seeds its generators from (seed, stage) first, logs its stats, writes its
   output and seals its entry (`store.py`) with the last value of every name it logged (step
@@ -21,10 +21,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from taxoclass.errors import DataError
+from taxoclass.pipeline.jobs import load_trained, similarity_job, training_job
 from taxoclass.pipeline.metrics_log import say
-from taxoclass.pipeline.seeding import seed_stage
-from taxoclass.pipeline.store import STAGE_NAMES, self_training_runs
+from taxoclass.pipeline.schedule import classifier_steps_aside, self_training_runs
+from taxoclass.pipeline.store import STAGE_NAMES
 from taxoclass.pipeline.summary import zero_shot_baselines
+from taxoclass.seeding import seed_stage
 
 if TYPE_CHECKING:
     from taxoclass.pipeline.context import RunContext
@@ -39,9 +41,8 @@ def similarity(ctx: RunContext, force: bool = False) -> dict[str, np.ndarray]:
     else:
         seed_stage(ctx.cfg.seed, 1)
         t0 = time.time()
-        test_texts = None if (inp.test is None or inp.test_is_corpus) else inp.test.texts
         with ctx.log.recording() as logged:
-            out = ctx.runtime.similarity(ctx, inp.corpus.texts, test_texts, fresh=force)
+            out = ctx.runtime.similarity(similarity_job(ctx, fresh=force))
             store.write_similarity(out.arrays(test_is_corpus=inp.test_is_corpus or out.test is None))
             stats = {**out.stats(), **out.extra}
             stats["stage1/seconds"] = time.time() - t0
@@ -114,8 +115,6 @@ def classifier(ctx: RunContext, force: bool = False) -> None:
     cores = ctx.mining().cores
     per_label = docs_per_label([cores[i] for i in rows])
     t0 = time.time()
-    bundle = ctx.bundle()
-    seed_stage(ctx.cfg.seed, 3)  # after building the model, which seeds its own initial weights
     with ctx.log.recording() as logged:
         if mask is None:  # the path loss: the seed's label metrics from the per-class reading of the same cores
             from taxoclass.stages.labels import build_labels
@@ -125,17 +124,17 @@ def classifier(ctx: RunContext, force: bool = False) -> None:
             c_targets, c_mask = targets, mask
         labels = {"stage3/docs_per_label": per_label, **label_stats(c_targets, c_mask)}
         ctx.log(labels)
-        ctx.sink.on_model(bundle.model)
-        if c.head_init == "zeroshot" and per_label < c.min_docs_per_label:
-            # a classifier fitted to a handful of documents per label moves away from its start on noise: on the
-            # sets of 1,000-2,555 documents (2-3 per path) it lost to the refined prototypes it starts from
+        if classifier_steps_aside(c, per_label):
             stats = {"stage3/stepped_aside": 1, **labels}
             why = (f"stepped aside: {per_label:.1f} pseudo-labelled documents per label path, fewer than "
                    f"classifier.min_docs_per_label={c.min_docs_per_label:g}: the model is its zero-shot start "
                    f"(stage 1's {'refined prototypes' if ctx.class_init() is not None else 'class hypotheses'}), untrained")
             _finish_training(ctx, 3, stats, t0, logged, why)
             return
-        stats = ctx.runtime.train_classifier(ctx, rows, targets, mask, fresh=force)
+        # the job seeds stage 3 once its model is built (`run_job`), wherever it trains
+        stats, state = ctx.runtime.train(training_job(ctx, 3, rows, force, targets=targets, mask=mask), ctx.log,
+                                         watch=ctx.sink.on_model)
+        load_trained(ctx, state)
         stats.update({"stage3/stepped_aside": 0, **labels})
         # stage3/best_epoch counts from 0; the progress bar and stage3/epoch count from 1
         _finish_training(ctx, 3, stats, t0, logged, f"best epoch {stats['stage3/best_epoch'] + 1} of "
@@ -150,11 +149,12 @@ def self_training(ctx: RunContext, force: bool = False) -> None:
     if not store.intact(3):
         raise DataError(ctx.dir, "stage 3 output missing: run stage 3 first")
     store.read_model(3, ctx.bundle())
-    seed_stage(ctx.cfg.seed, 4)  # the model is built and loaded: what follows is stage 4's own randomness
     t0 = time.time()
     silver = ctx.silver_validation() if ctx.cfg.self_training.val_patience > 0 else None
     with ctx.log.recording() as logged:
-        stats = ctx.runtime.self_train(ctx, silver, fresh=force)
+        # the job seeds stage 4 once its model is built and loaded (`run_job`), wherever it trains
+        stats, state = ctx.runtime.train(training_job(ctx, 4, None, force, silver=silver), ctx.log)
+        load_trained(ctx, state)
         _finish_training(ctx, 4, stats, t0, logged, f"{stats['stage4/batches']} batches, stopped by {stats['stage4/stopped_by']}")
 
 
@@ -165,7 +165,7 @@ def skip_self_training(ctx: RunContext, why: str) -> None:
 
 
 def self_training_or_skip(ctx: RunContext, force: bool = False) -> int:
-    """Stage 4 when the rule (`store.self_training_runs`, from stage 3's outcome) says so, else its skip said;
+    """Stage 4 when the rule (`schedule.self_training_runs`, from stage 3's outcome) says so, else its skip said;
     stage 3 must be done. Returns the final model's stage."""
     runs, why = self_training_runs(ctx.cfg, ctx.stage3_outcome())
     if runs:
@@ -199,17 +199,18 @@ def _finish_training(ctx: RunContext, stage: int, stats: dict, t0: float, logged
     ctx.store.write_model(stage, ctx.bundle(), ctx.inputs.taxonomy)
     ctx.store.seal(stage, logged)
     ctx.reported.add(stage)
-    ctx.runtime.stage_cached(ctx, stage)
+    ctx.runtime.stage_cached(ctx.dir, ctx.store.name(stage))
     say(f"stage {stage} ({STAGE_NAMES[stage]}): {what}, {stats[f'stage{stage}/seconds']:.1f}s")
 
 
 def evaluation(ctx: RunContext) -> dict:
     """model.pt (a copy of the final stage's entry), then with a test set: predictions/test.jsonl, the test
     metrics and the zero-shot baselines. The model in `ctx.bundle()` must be the final one."""
+    from taxoclass.atomic import atomic_copy
     from taxoclass.decoding import decode
     from taxoclass.hier_metrics import hierarchical_metrics
     from taxoclass.metrics import evaluate_rankings, prefixed
-    from taxoclass.rundir import PREDICTIONS, atomic_copy, write_predictions
+    from taxoclass.rundir import PREDICTIONS, write_predictions
     from taxoclass.stages.model import predict_scores
 
     cfg, inp = ctx.cfg, ctx.inputs

@@ -8,8 +8,6 @@ Features:
 - an entry is the stage's output file, a JSON of the stats it logged, and a checksum of both
   written last (`cache.py`): `intact` trusts nothing else, `seal` finishes an entry;
 - `replay`: a cached stage's stats back into the metrics log, as if the stage had run;
-- `self_training_runs` / `final_stage`: THE rule for whether stage 4 runs (with `auto`, from what
-  stage 3 did) and so which stage made the final model (evaluation, `stage 5`, model.pt);
 - readers and writers of each output: stage 1's arrays (.npz, each checked against the shape the
   stage makes: `similarity_shapes`), stage 2's core classes (.json), stages 3-4's models (.pt,
   through `stages/model_io.py`).
@@ -22,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
+from taxoclass.atomic import atomic_replace_with, atomic_write_text, strict_json
 from taxoclass.cache import is_intact, seal
 from taxoclass.config import Config, to_dict
 from taxoclass.npyfile import load_npz
 from taxoclass.pipeline.inputs import Inputs, content_digest, digest
 from taxoclass.pipeline.metrics_log import say
-from taxoclass.rundir import atomic_replace_with, atomic_write_text, strict_json
 
 STAGE_NAMES = {1: "similarity", 2: "core mining", 3: "classifier", 4: "self-training", 5: "evaluation"}
 OUTPUT_SUFFIX = {1: ".npz", 2: ".json", 3: ".pt", 4: ".pt"}
@@ -61,26 +59,6 @@ def similarity_shapes(cfg: Config, inputs: Inputs) -> dict[str, tuple[int | None
         shapes.update({"names_corpus": (documents, classes), "names_test": (test, classes),
                        "prototypes": (classes, encoder_width(cfg.similarity.model))})
     return {name: shape for name, shape in shapes.items() if shape[0] is not None}
-
-
-def self_training_runs(cfg: Config, stage3: dict) -> tuple[bool, str]:
-    """Whether stage 4 runs, and why (the log and the summary say it): `self_training.enabled`, and with
-    `auto` (the default) what stage 3 did, from its stats (`stage3`)."""
-    enabled = cfg.self_training.enabled
-    if enabled != "auto":
-        return enabled == "true", f"self_training.enabled={enabled}"
-    if stage3.get("stage3/stepped_aside"):
-        return False, ("self_training.enabled=auto and stage 3 stepped aside (too few pseudo-labelled documents per label "
-                       "path): self-training would sharpen the zero-shot model's own guesses")
-    if cfg.classifier.loss != "path":
-        return False, ("self_training.enabled=auto runs it after the path loss; after classifier.loss=bce the paper's "
-                       "self-training never raised held-out quality (docs/quality.md)")
-    return True, "self_training.enabled=auto and stage 3 trained with the path loss"
-
-
-def final_stage(cfg: Config, stage3: dict) -> int:
-    """The stage whose model is the run's final model: stage 4 when it runs (`self_training_runs`), else stage 3."""
-    return 4 if self_training_runs(cfg, stage3)[0] else 3
 
 
 class StageStore:

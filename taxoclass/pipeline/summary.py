@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from taxoclass.atomic import write_json
 from taxoclass.data.taxonomy import ROOT, Taxonomy
 from taxoclass.hier_metrics import hierarchical_metrics
 from taxoclass.metrics import evaluate_rankings, example_f1, prefixed
-from taxoclass.rundir import write_json
 
 if TYPE_CHECKING:
     from taxoclass.pipeline.context import RunContext

@@ -22,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
+from taxoclass.atomic import atomic_replace_with
 from taxoclass.cache import problem, seal, warn_unusable
 from taxoclass.config import Config, SimilarityConfig, classifier_encoder
 from taxoclass.npyfile import Unusable, load_npy
 from taxoclass.pipeline.inputs import digest
-from taxoclass.rundir import atomic_replace_with
 
 
 @dataclass(frozen=True)

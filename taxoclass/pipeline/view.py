@@ -2,11 +2,14 @@
 
 Features:
 - `RunView`: what every view of a run reads: its config, inputs (`inputs.py`), stage store
-  (`store.py`), stage 1's arrays, stage 2's core classes, stage 3's pseudo-labels and held-out
-  silver documents, and `document_inputs`, THE one place where documents become the
-  classifier's inputs (stage 3, stage 4, the evaluation, the search objectives): with a frozen
-  encoder, the document vectors of the cache (`vectors.py`), stage 1's own when the encoder,
-  pooling and length match, else embedded once by the classifier's encoder (the log says why);
+  (`store.py`), stage 3's pseudo-labels and held-out silver documents, and `document_inputs`, THE
+  one place where documents become the classifier's inputs (stage 3, stage 4, the evaluation, the
+  search objectives): with a frozen encoder, the document vectors of the cache (`vectors.py`),
+  stage 1's own when the encoder, pooling and length match, else embedded once by the
+  classifier's encoder (the log says why);
+- its stage outputs (stage 1's arrays, stage 2's core classes, the model) come from what it is
+  given (`StageOutputs`): a finished run's files (`FinishedOutputs`) or an attempt's steps
+  (`context.py`'s `RunContext`, which composes a view with `writes=True`);
 - `open_finished(run_dir)`: a finished run, read only: it writes nothing (no config.yaml, no
   attempt in metrics.jsonl, no lock), fires no tracking hook and computes nothing: a missing
   stage output is an error; its model is `model.pt`; `metrics_rows()` and `summary()` are what
@@ -18,10 +21,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
-from taxoclass.config import Config, build_config
+from taxoclass.config import Config, build_config, with_values
 from taxoclass.errors import DataError
 from taxoclass.pipeline.inputs import Inputs, prepare_inputs
 from taxoclass.pipeline.metrics_log import read_metrics
@@ -36,20 +40,36 @@ def run_config(run_dir: Path, overrides: list[str] | None = None) -> Config:
     if not config_path.is_file():
         raise DataError(config_path, "not a run dir (no config.yaml)")
     cfg = build_config(config_file=str(config_path), overrides=overrides or [], environ={})
-    cfg.output_dir, cfg.run_name = str(run_dir.parent), run_dir.name
-    return cfg
+    return with_values(cfg, {"output_dir": str(run_dir.parent), "run_name": run_dir.name})
+
+
+class StageOutputs(Protocol):
+    """Where a view's stage outputs come from: a finished run's files (`FinishedOutputs`), or an attempt's
+    steps and cache (`pipeline/context.py`)."""
+
+    def stage1(self) -> dict[str, np.ndarray]:
+        """Stage 1's arrays: `corpus` and `test` scores, with refined prototypes `names_*` and `prototypes`."""
+
+    def mining(self):
+        """Stage 2's output (`MiningOutput`)."""
+
+    def bundle(self):
+        """The classifier (`ModelBundle`) whose inputs `document_inputs` makes."""
 
 
 class RunView:
-    """A run dir's config, inputs and cache, and the classifier's inputs for its documents."""
+    """A run dir's config, inputs and cache, and the classifier's inputs for its documents; its stage outputs from
+    `outputs` (default: the finished run's files), its vectors written into the cache only when `writes`."""
 
     def __init__(self, run_dir: Path, cfg: Config | None = None, inputs: Inputs | None = None, device="cpu",
-                 training_setup: tuple | None = None):
+                 training_setup: tuple | None = None, outputs: StageOutputs | None = None, writes: bool = False):
         self.dir = Path(run_dir)
         self.device = device
         self._cfg, self._inputs, self._store, self._vector_store = cfg, inputs, None, None
         self._vectors: dict[str, np.ndarray] = {}  # document_vectors, once per attempt
         self._training_setup = training_setup  # the runtime's part of the stage 3-4 keys; None: stages 1-2 only
+        self.outputs = outputs or FinishedOutputs(self)
+        self.writes = writes  # only a run opened for an attempt writes into its cache
 
     @property
     def cfg(self) -> Config:
@@ -70,43 +90,32 @@ class RunView:
             self._store = StageStore(folder, stage_keys(self.cfg, self.inputs, self._training_setup))
         return self._store
 
-    # what each kind of view provides its own way
     def stage1(self) -> dict[str, np.ndarray]:
-        """Stage 1's arrays: `corpus` and `test` scores, with refined prototypes `names_*` and `prototypes`."""
-        raise NotImplementedError
+        return self.outputs.stage1()
 
     def mining(self):
-        """Stage 2's output (`MiningOutput`)."""
-        raise NotImplementedError
+        return self.outputs.mining()
 
     def bundle(self):
-        """The classifier (`ModelBundle`) whose inputs `document_inputs` makes."""
-        raise NotImplementedError
+        return self.outputs.bundle()
 
     # what follows from them
     def pseudo_labels(self) -> tuple[list[int], np.ndarray, np.ndarray | None]:
         """(corpus rows with a core class, their targets, their mask): stage 3's training data; with the path
         loss the targets are distributions over root-to-leaf paths and there is no mask."""
-        from taxoclass.stages.labels import build_labels, path_targets
+        from taxoclass.stages.labels import training_data
 
-        cores = self.mining().cores
-        keep = [i for i, c in enumerate(cores) if c]
-        if not keep:
+        rows, targets, mask = training_data(self.mining().cores, self.inputs.taxonomy, self.cfg.classifier)
+        if not rows:
             raise DataError(self.dir, "stage 2 found no core class for any document: nothing to train on "
                             "(lower mining.floor or check the similarity template)")
-        c = self.cfg.classifier
-        if c.loss == "path":
-            return keep, path_targets([cores[i] for i in keep], self.inputs.taxonomy), None
-        targets, mask = build_labels([cores[i] for i in keep], self.inputs.taxonomy, c.label_scope, c.negatives)
-        return keep, targets, mask
+        return rows, targets, mask
 
     def silver_validation(self):
         """The documents stage 3 held out for validation, with their pseudo-labels (stage 4's guard)."""
-        from taxoclass.stages.classifier import SilverValidation, split_train_val
+        from taxoclass.training.silver import held_out
 
-        keep, targets, mask = self.pseudo_labels()
-        _, val = split_train_val(len(keep), self.cfg.classifier.val_fraction, self.cfg.seed)
-        return SilverValidation([keep[j] for j in val], targets[val], None if mask is None else mask[val], self.cfg.classifier.loss)
+        return held_out(*self.pseudo_labels(), self.cfg.classifier, self.cfg.seed)
 
     def stage3_outcome(self) -> dict:
         """Stage 3's stats from its cache entry (did it train, or step aside?): what decides stage 4 with
@@ -114,7 +123,7 @@ class RunView:
         return self.store.stats(3) if self.store.intact(3) else {}
 
     def final_stage(self) -> int:
-        from taxoclass.pipeline.store import final_stage
+        from taxoclass.pipeline.schedule import final_stage
 
         return final_stage(self.cfg, self.stage3_outcome())
 
@@ -124,8 +133,6 @@ class RunView:
         if self._vector_store is None:
             self._vector_store = VectorStore(self.store.folder, writable=self.writes)
         return self._vector_store
-
-    writes = False  # only a run opened for an attempt writes into its cache
 
     def document_inputs(self, which: str, rows: list[int] | None = None, desc: str | None = None):
         """The classifier's inputs (`DocBatches`) for the `corpus` or `test` documents, all or `rows`:
@@ -164,42 +171,6 @@ class RunView:
         return self._vectors[which]
 
 
-class FinishedRun(RunView):
-    """A finished run, read only: its cached stage outputs, its `model.pt`, its metrics and summary."""
-
-    def __init__(self, run_dir: Path, cfg: Config | None = None, device="cpu", training_setup: tuple | None = None):
-        super().__init__(run_dir, cfg, device=device, training_setup=training_setup)
-        self._stage1, self._mining, self._bundle = None, None, None
-
-    def _require(self, stage: int) -> None:
-        if not self.store.intact(stage):
-            raise DataError(self.dir, f"stage {stage} output missing for this config (cache {self.store.folder})")
-
-    def stage1(self) -> dict[str, np.ndarray]:
-        if self._stage1 is None:
-            from taxoclass.npyfile import Unusable
-
-            self._require(1)
-            try:
-                self._stage1 = self.store.read_similarity(self.cfg, self.inputs)
-            except Unusable as err:  # read only: nothing is computed again
-                raise DataError(self.store.output(1), f"not usable ({err}); run the run again to compute it") from None
-        return self._stage1
-
-    def mining(self):
-        if self._mining is None:
-            self._require(2)
-            self._mining = self.store.read_mining()
-        return self._mining
-
-    def bundle(self):
-        """The run's final model, `model.pt`, loaded once."""
-        if self._bundle is None:
-            from taxoclass.stages.model_io import load_checkpoint
-
-            self._bundle, _ = load_checkpoint(self.dir / "model.pt", self.device)
-        return self._bundle
-
     def metrics_rows(self) -> list[dict]:
         return read_metrics(self.dir / "metrics.jsonl")
 
@@ -208,8 +179,46 @@ class FinishedRun(RunView):
         return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def open_finished(run_dir: Path, cfg: Config | None = None, device="cpu", training_setup: tuple | None = None) -> FinishedRun:
-    """A finished run dir, read only. `cfg` (default: its config.yaml) says where its cache is and what
-    its keys are; `training_setup` (the runtime's, see `Runtime.training_setup`) is needed only to
-    reach stages 3-4's entries."""
-    return FinishedRun(run_dir, cfg, device, training_setup)
+class FinishedOutputs:
+    """A finished run's stage outputs, read only: its cache entries (a missing one is an error, nothing is computed)
+    and its final model, `model.pt`; each loaded once."""
+
+    def __init__(self, view: RunView):
+        self.view = view
+        self._stage1, self._mining, self._bundle = None, None, None
+
+    def _require(self, stage: int) -> None:
+        if not self.view.store.intact(stage):
+            raise DataError(self.view.dir, f"stage {stage} output missing for this config (cache {self.view.store.folder})")
+
+    def stage1(self) -> dict[str, np.ndarray]:
+        if self._stage1 is None:
+            from taxoclass.npyfile import Unusable
+
+            self._require(1)
+            store = self.view.store
+            try:
+                self._stage1 = store.read_similarity(self.view.cfg, self.view.inputs)
+            except Unusable as err:  # read only: nothing is computed again
+                raise DataError(store.output(1), f"not usable ({err}); run the run again to compute it") from None
+        return self._stage1
+
+    def mining(self):
+        if self._mining is None:
+            self._require(2)
+            self._mining = self.view.store.read_mining()
+        return self._mining
+
+    def bundle(self):
+        if self._bundle is None:
+            from taxoclass.stages.model_io import load_checkpoint
+
+            self._bundle, _ = load_checkpoint(self.view.dir / "model.pt", self.view.device)
+        return self._bundle
+
+
+def open_finished(run_dir: Path, cfg: Config | None = None, device="cpu", training_setup: tuple | None = None) -> RunView:
+    """A finished run dir, read only: it writes nothing (no config.yaml, no attempt in metrics.jsonl, no lock), fires
+    no tracking hook and computes nothing. `cfg` (default: its config.yaml) says where its cache is and what its keys
+    are; `training_setup` (the runtime's, see `Runtime.training_setup`) is needed only to reach stages 3-4's entries."""
+    return RunView(run_dir, cfg, device=device, training_setup=training_setup)

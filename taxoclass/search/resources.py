@@ -57,10 +57,10 @@ class TrialPlan:
         return (f"each trial: {self.workers} Train workers x ({where}{self.cpus_per_worker:g} CPU) + {TRIAL_CPUS:g} CPU "
                 f"for the trial; {self.concurrent} trial(s) at once")
 
-    def apply(self, cfg) -> None:
-        r = cfg.ray
-        r.num_workers, r.cpus_per_worker = self.workers, self.cpus_per_worker
-        r.use_gpu, r.gpus_per_worker = self.gpus_per_worker > 0, self.gpus_per_worker or 1.0
+    def settings(self) -> dict:
+        """The `ray.*` keys a trial runs with (for `with_values`)."""
+        return {"ray.num_workers": self.workers, "ray.cpus_per_worker": self.cpus_per_worker,
+                "ray.use_gpu": self.gpus_per_worker > 0, "ray.gpus_per_worker": self.gpus_per_worker or 1.0}
 
 
 def plan_trials(gpus_per_trial: float, cpus_per_worker: float, cluster: dict, max_concurrent: int | None = None) -> TrialPlan:

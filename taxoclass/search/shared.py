@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
-from taxoclass.config import Config, from_dict, get_value, set_value, to_dict
+from taxoclass.config import Config, get_value, to_dict, with_values
 from taxoclass.errors import ConfigError
 from taxoclass.pipeline.metrics_log import say
 
@@ -51,12 +51,9 @@ def compute_shared_stages(cfg: Config, search_dir: Path, settings: list[dict]) -
     from taxoclass.pipeline import RunContext, steps
 
     for number, setting in enumerate(settings):
-        shared = from_dict(to_dict(cfg), "search base config")
-        for key, value in setting.items():
-            set_value(shared, key, value)
-        shared.runtime, shared.output_dir = "local", str(search_dir)
-        shared.run_name = "shared" if number == 0 else f"shared-{number}"
-        shared.cache_dir = str(search_dir / "cache")
+        shared = with_values(cfg, {**setting, "runtime": "local", "output_dir": str(search_dir),
+                                   "run_name": "shared" if number == 0 else f"shared-{number}",
+                                   "cache_dir": str(search_dir / "cache")})
         if len(settings) > 1:
             say(f"search: stage 1 for {', '.join(f'{k}={v}' for k, v in setting.items())} ({number + 1} of {len(settings)})")
         with RunContext.open(shared) as ctx:

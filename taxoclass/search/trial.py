@@ -7,7 +7,7 @@ Features:
   config its run dir records, so `taxoclass run --config best_trial_config.yaml` is the same run);
   `TrialReports` turns its stage-3 epochs and stage-4 target updates into Tune results (what ASHA
   compares); a wider trial trains on Ray Train (`RayRuntime`), whose reports reach Tune through
-  `TuneReportCallback` (`distributed/ray_train.py`);
+  `train_reports`' `TuneReportCallback`, with the same `objective`;
 - the last report holds every label-free objective, the one that drives the search as `objective`,
   and the test metrics for the record.
 """
@@ -18,9 +18,9 @@ import math
 import time
 from pathlib import Path
 
-from taxoclass.config import from_dict, set_value
+from taxoclass.config import from_dict, with_values
 from taxoclass.search.objectives import COLUMN, dev_example_f1, label_free_objectives
-from taxoclass.search.report import DOCS_PER_LABEL, OBJECTIVE, STEPPED_ASIDE
+from taxoclass.search.results import DOCS_PER_LABEL, OBJECTIVE, STEPPED_ASIDE
 from taxoclass.sink import Sink
 
 RECORD_METRICS = ["test/example_f1", "test/p_at_1", "test/p_at_3", "test/mrr", "test/accuracy"]
@@ -50,6 +50,34 @@ class TrialReports(Sink):
             tune.report({**numeric, OBJECTIVE: self.best})
 
 
+class SilverLoss(Sink):
+    """The stage-3 best validation loss a wider trial's Train runs logged (replayed here once each stage ends)."""
+
+    def __init__(self):
+        self.best = math.nan
+
+    def __call__(self, metrics: dict, step: int | None = None) -> None:
+        self.best = metrics.get(SILVER_LOSS, self.best)
+
+
+def train_reports(silver: SilverLoss):
+    """A wider trial's Ray Train callbacks, made as each stage's Train run starts: each Train report handed to Tune
+    with the stage-3 best validation loss so far as `objective` (what ASHA compares; stage 4's reports carry
+    stage 3's), as `TrialReports` does in one process."""
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    class ObjectiveReports(TuneReportCallback):
+        def __init__(self, best: float):
+            super().__init__()
+            self.best = best
+
+        def after_report(self, run_context, metrics, checkpoint):
+            self.best = metrics[0].get(SILVER_LOSS, self.best)
+            super().after_report(run_context, [{**metrics[0], OBJECTIVE: self.best}, *metrics[1:]], checkpoint)
+
+    return lambda: [ObjectiveReports(silver.best)]
+
+
 def run_trial(params: dict, base: dict, search_dir: str, dev: str | None, objective: str, in_process: bool) -> None:
     """One Tune trial: the pipeline with this trial's parameters, then its objectives in one last report."""
     from ray import tune
@@ -58,21 +86,21 @@ def run_trial(params: dict, base: dict, search_dir: str, dev: str | None, object
     from taxoclass.stages.text_encoder import texts_encoded
 
     started, encoded = time.time(), texts_encoded()
-    cfg = from_dict(base, "search base config")
-    for key, value in params.items():
-        set_value(cfg, key, value)
-    cfg.output_dir = str(Path(search_dir) / "runs")  # absolute: a trial's working directory is not the driver's
-    cfg.run_name = tune.get_context().get_trial_id()
-    cfg.cache_dir = str(Path(search_dir) / "cache")  # stage 1's vectors and the stage outputs the trials share
+    cfg = with_values(from_dict(base, "search base config"), {
+        **params,
+        "output_dir": str(Path(search_dir) / "runs"),  # absolute: a trial's working directory is not the driver's
+        "run_name": tune.get_context().get_trial_id(),
+        "cache_dir": str(Path(search_dir) / "cache"),  # stage 1's vectors and the stage outputs the trials share
+        **({"runtime": "local"} if in_process else {})})
     if in_process:
         from taxoclass.runtime import LocalRuntime
 
-        cfg.runtime = "local"
         summary = run_pipeline(cfg, sink=TrialReports(), runtime=LocalRuntime())
     else:
         from taxoclass.distributed.ray_runtime import RayRuntime
 
-        summary = run_pipeline(cfg, runtime=RayRuntime(cfg))
+        silver = SilverLoss()
+        summary = run_pipeline(cfg, sink=silver, runtime=RayRuntime(cfg, train_callbacks=train_reports(silver)))
     run_dir = Path(summary["run_dir"])
     final = {k: summary[k] for k in COLUMNS + TRIAL_FACTS if k in summary}
     final[TEXTS_EMBEDDED] = texts_encoded() - encoded  # the class hypotheses alone, when the search's vectors served it

@@ -11,8 +11,8 @@ Features:
 - AdamW with separate learning rates for the encoder and the rest, warm-up then linear
   decay, a validation split of the pseudo-labelled documents (`SilverValidation`, which
   stage 4's guard scores too);
-- shared with stage 4: the step (`stages/training_step.py`: AMP, bf16 autocast or fp16 with a
-  GradScaler on CUDA) and the keeper (`stages/keeper.py`: best-epoch weights, early stopping,
+- shared with stage 4: the step (`training/step.py`: AMP, bf16 autocast or fp16 with a
+  GradScaler on CUDA) and the keeper (`training/keeper.py`: best-epoch weights, early stopping,
   checkpoint and resume after the last finished epoch);
 - a log line at the first step, every `log_interval` steps and at each epoch's end, so that
   even a one-epoch run draws a curve.
@@ -21,89 +21,28 @@ Features:
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from transformers import get_linear_schedule_with_warmup
 
 from taxoclass.config import ClassifierConfig
-from taxoclass.stages.amp import amp_context
-from taxoclass.stages.keeper import Keeper
 from taxoclass.stages.model import PATH, SIGMOID, DocBatches, TaxoClassifier
-from taxoclass.stages.training_step import TrainStep, unwrap
+from taxoclass.training.keeper import Keeper
+from taxoclass.training.losses import label_loss
+from taxoclass.training.silver import SilverValidation, split_train_val
+from taxoclass.training.step import TrainStep, unwrap
 
-Sink = Callable[..., None]
-
-
-def masked_bce(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """BCE summed over each document's unmasked classes, averaged over documents."""
-    loss = F.binary_cross_entropy_with_logits(logits.float(), targets, reduction="none")
-    return (loss * mask).sum(1).mean()
+Log = Callable[..., None]  # the run's metrics channel: log(metrics, step=N)
 
 
-def path_cross_entropy(path_logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of each document's target distribution over root-to-leaf paths, averaged over documents."""
-    return -(targets * torch.log_softmax(path_logits.float(), dim=-1)).sum(1).mean()
-
-
-def label_loss(model, loss: str) -> Callable:
-    """The stage-3 loss of a batch, `fn(logits, targets, mask)`: `path` or masked `bce` (mask unused by `path`)."""
-    if loss == "path":
-        return lambda logits, targets, mask: path_cross_entropy(unwrap(model).path_logits(logits), targets)
-    return lambda logits, targets, mask: masked_bce(logits, targets, mask)
-
-
-@torch.no_grad()
-def eval_loss(model, docs: DocBatches, targets, mask, device, batch_size: int, amp: str, loss: str = "bce") -> float:
-    model.eval()
-    loss_fn = label_loss(model, loss)
-    total, n = 0.0, 0
-    for start in range(0, len(docs), batch_size):
-        idx = list(range(start, min(start + batch_size, len(docs))))
-        with amp_context(amp, device):
-            logits = model(**docs.batch(idx, device))
-        total += loss_fn(logits, targets[idx].to(device), None if mask is None else mask[idx].to(device)).item() * len(idx)
-        n += len(idx)
-    return total / max(n, 1)
-
-
-def split_train_val(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    order = list(range(n))
-    random.Random(seed).shuffle(order)
-    n_val = int(round(n * val_fraction)) if n >= 10 else 0
-    return sorted(order[n_val:]), sorted(order[:n_val])
-
-
-@dataclass
-class SilverValidation:
-    """Held-out pseudo-labelled documents: rows of a DocBatches, their targets and mask (None for the path loss).
-
-    Stage 3 selects its best epoch on them; stage 4's guard scores the same documents.
-    """
-
-    rows: list[int]
-    targets: np.ndarray
-    mask: np.ndarray | None
-    kind: str = "bce"  # the stage-3 loss they are scored with
-
-    def loss(self, model, docs: DocBatches, device, batch_size: int, amp: str, env) -> float:
-        """Stage 3's loss on these documents; each rank scores its share, the sum is all-reduced."""
-        mine = env.owned(len(self.rows))
-        part = 0.0
-        if mine:
-            mask = None if self.mask is None else torch.from_numpy(self.mask[mine])
-            part = eval_loss(model, docs.subset([self.rows[j] for j in mine]), torch.from_numpy(self.targets[mine]),
-                             mask, device, batch_size, amp, self.kind) * len(mine)
-        total, n = env.all_reduce_sum([part, len(mine)])
-        return total / max(n, 1)
+def silent(*args, **kwargs) -> None:
+    """A rank other than 0 logs nothing."""
 
 
 def train_classifier(model: TaxoClassifier, docs: DocBatches, targets: np.ndarray, mask: np.ndarray | None,
-                     cfg: ClassifierConfig, device, seed: int, sink: Sink, log_interval: int = 10, env=None) -> dict:
+                     cfg: ClassifierConfig, device, seed: int, log: Log, log_interval: int = 10, env=None) -> dict:
     """Train on the pseudo-labelled documents; returns stats. The model ends with its best-epoch weights.
 
     `env` (default: one process) decides the batches of this rank, reduces the losses across
@@ -111,7 +50,7 @@ def train_classifier(model: TaxoClassifier, docs: DocBatches, targets: np.ndarra
     """
     from tqdm.auto import tqdm
 
-    from taxoclass.stages.training_env import LocalEnv
+    from taxoclass.training.env import LocalEnv
 
     env = env or LocalEnv()
     model.to(device)
@@ -120,7 +59,7 @@ def train_classifier(model: TaxoClassifier, docs: DocBatches, targets: np.ndarra
     mask_t = None if mask is None else torch.from_numpy(mask)
     train_idx, val_idx = split_train_val(len(docs), cfg.val_fraction, seed)
     stats = {"stage3/train_samples": len(train_idx), "stage3/val_samples": len(val_idx)}
-    log = sink if env.rank == 0 else (lambda *a, **k: None)
+    log = log if env.rank == 0 else silent
     log(stats)
     steps_per_epoch = math.ceil(len(train_idx) / (cfg.batch_size * env.world_size))
     total = steps_per_epoch * cfg.epochs

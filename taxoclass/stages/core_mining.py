@@ -1,7 +1,7 @@
 """Stage 2: core class mining (METHOD.md, stage 2).
 
 Features:
-- candidates by the top-down search (`stages/search.py`), shared with stage 1's pruning;
+- candidates by the top-down search (`stages/candidates.py`), shared with stage 1's pruning;
 - conf(D, c) = sim(D, c) - max over Par(c) and Sib(c) of sim(D, c') (`mining.confidence_over=
   parents`, the paper) or over every ancestor and Sib(c) (`ancestors`);
 - c is core for D iff conf > the median conf of c over the documents that have c
@@ -30,7 +30,7 @@ import numpy as np
 from taxoclass.config import MiningConfig
 from taxoclass.data.taxonomy import Taxonomy
 from taxoclass.decoding import similarity_best_paths, top_share
-from taxoclass.stages.search import confidence_neighbours, run_search
+from taxoclass.stages.candidates import confidence_neighbours, run_search
 
 
 @dataclass

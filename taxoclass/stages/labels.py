@@ -3,7 +3,8 @@
 - positive = cores and their parents, ignored = their children, negative = the rest (paper);
   `classifier.label_scope=all`: ancestors / descendants; `path` (default): the cores read as one
   path, only what lies below the deepest core ignored;
-- `classifier.negatives=core_depth` (default, ours): nothing deeper than the deepest core is a negative.
+- `classifier.negatives=core_depth` (default, ours): nothing deeper than the deepest core is a negative;
+- `training_data`: the rows with a core class and their targets (and mask), by `classifier.loss`.
 """
 
 from __future__ import annotations
@@ -90,3 +91,16 @@ def docs_per_label(cores: list[list[int]]) -> float:
     path): how many examples a label has to be learnt from."""
     labelled = [tuple(sorted(c)) for c in cores if c]
     return len(labelled) / max(len(set(labelled)), 1)
+
+
+def training_data(cores: list[list[int]], taxonomy: Taxonomy, c) -> tuple[list[int], np.ndarray, np.ndarray | None]:
+    """Stage 3's training data (`c`: the classifier config): (the corpus rows with a core class, their targets, their
+    mask); with the path loss the targets are distributions over root-to-leaf paths and there is no mask. No row
+    with a core class gives empty rows."""
+    rows = [i for i, found in enumerate(cores) if found]
+    if not rows:
+        return [], np.zeros((0, len(taxonomy)), dtype=np.float32), None
+    if c.loss == "path":
+        return rows, path_targets([cores[i] for i in rows], taxonomy), None
+    targets, mask = build_labels([cores[i] for i in rows], taxonomy, c.label_scope, c.negatives)
+    return rows, targets, mask

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from taxoclass import tensorfile
-from taxoclass.config import LEAF_TYPES, Config, classifier_encoder, from_dict, to_dict
+from taxoclass.config import LEAF_TYPES, Config, classifier_encoder, flatten, from_dict, to_dict, unflatten
 from taxoclass.data.taxonomy import Taxonomy
 from taxoclass.errors import DataError, TaxoclassError
 from taxoclass.stages.model import DocBatches, TaxoClassifier, tokenize
@@ -89,7 +89,7 @@ def build_model(cfg: Config, taxonomy: Taxonomy, device: torch.device, keywords:
 
 
 def save_checkpoint(bundle: ModelBundle, taxonomy: Taxonomy, path: Path) -> None:
-    from taxoclass.rundir import atomic_replace_with
+    from taxoclass.atomic import atomic_replace_with
 
     state = bundle.model.head_state_dict() if bundle.cfg.classifier.freeze_encoder else bundle.model.state_dict()
     payload = {
@@ -103,24 +103,8 @@ def save_checkpoint(bundle: ModelBundle, taxonomy: Taxonomy, path: Path) -> None
 
 def model_config(config: dict) -> dict:
     """The sections of a config dict the model is built from, with only the keys this version knows."""
-    flat = {key: value for key, value in _flat_items(config) if key in LEAF_TYPES and key.split(".")[0] in MODEL_SECTIONS}
-    nested: dict = {}
-    for key, value in flat.items():
-        *sections, leaf = key.split(".")
-        target = nested
-        for section in sections:
-            target = target.setdefault(section, {})
-        target[leaf] = value
-    return nested
-
-
-def _flat_items(mapping: dict, prefix: str = ""):
-    for key, value in mapping.items():
-        full = f"{prefix}{key}"
-        if isinstance(value, dict) and full not in LEAF_TYPES:
-            yield from _flat_items(value, full + ".")
-        else:
-            yield full, value
+    return unflatten({key: value for key, value in flatten(config).items()
+                      if key in LEAF_TYPES and key.split(".")[0] in MODEL_SECTIONS})
 
 
 def _read(path: Path, redo: str) -> dict:

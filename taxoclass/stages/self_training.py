@@ -13,7 +13,7 @@ Features:
   stage 3 held out, with their pseudo-labels, are scored with stage 3's loss before
   self-training and after each target update; after `val_patience` updates without a
   lower loss it stops (`stopped_by=silver_val`), and the model with the lowest loss is
-  kept (it may be stage 3's): the keeper stage 3 uses too (`stages/keeper.py`), which also
+  kept (it may be stage 3's): the keeper stage 3 uses too (`training/keeper.py`), which also
   holds the checkpoint taken at each target update. Label-free: no gold label is read. Without it, self-training
   lowered Example-F1 on every set we measured (docs/quality.md);
 - a model trained with the path loss (`output_mode=PATH`) self-trains on its distribution over
@@ -32,10 +32,12 @@ import torch
 import torch.nn.functional as F
 
 from taxoclass.config import SelfTrainingConfig
-from taxoclass.stages.classifier import SilverValidation, path_cross_entropy
-from taxoclass.stages.keeper import Keeper
+from taxoclass.stages.classifier import Log, silent
 from taxoclass.stages.model import PATH, DocBatches, predict_scores
-from taxoclass.stages.training_step import TrainStep, unwrap
+from taxoclass.training.keeper import Keeper
+from taxoclass.training.losses import path_cross_entropy
+from taxoclass.training.silver import SilverValidation
+from taxoclass.training.step import TrainStep, unwrap
 
 EPS = 1e-8
 
@@ -124,7 +126,7 @@ def predict_all(model, docs: DocBatches, device, batch_size: int, amp: str, env,
     return env.gather_rows(part, owned, len(docs))
 
 
-def self_train(model, docs: DocBatches, cfg: SelfTrainingConfig, device, seed: int, sink, amp: str = "off",
+def self_train(model, docs: DocBatches, cfg: SelfTrainingConfig, device, seed: int, log: Log, amp: str = "off",
                eval_batch_size: int = 128, env=None, silver: SilverValidation | None = None, train_gnn: bool = False) -> dict:
     """Self-train `model` in place on every corpus document; returns the final stats.
 
@@ -133,11 +135,11 @@ def self_train(model, docs: DocBatches, cfg: SelfTrainingConfig, device, seed: i
     With `silver` and `cfg.val_patience > 0`, the guard described above selects the model.
     `train_gnn`: the GCN branch and bilinear matrix learn too (at the head's rate), as in stage 3.
     """
-    from taxoclass.stages.training_env import LocalEnv
+    from taxoclass.training.env import LocalEnv
 
     env = env or LocalEnv()
     model.to(device)
-    log = sink if env.rank == 0 else (lambda *a, **k: None)
+    log = log if env.rank == 0 else silent
     reading = Reading(model)
     opt = torch.optim.AdamW(model.param_groups(cfg.learning_rate, cfg.head_learning_rate, 0.0,
                                                cfg.head_learning_rate if train_gnn else 0.0))

@@ -15,21 +15,24 @@ Features:
   whole matrix: its cost is N + C passes whatever the number of pairs;
 - output: a float32 matrix (documents x classes), NaN where a pair was not scored;
 - takes its own config section (`SimilarityConfig`), and from stage 2 only what the pruned
-  search borrows (`PrunedSearch`: the root's width, what a confidence compares with).
+  search borrows (`PrunedSearch`: the root's width, what a confidence compares with);
+- `run_similarity(SimilarityJob)`: the stage as data, the one flow of both runtimes: in this process,
+  or with a runtime's workers embedding (`embed`) or scoring (`score`) the documents.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from taxoclass.config import MiningConfig, SimilarityConfig
+from taxoclass.config import Config, MiningConfig, SimilarityConfig
 from taxoclass.data.taxonomy import Taxonomy
 from taxoclass.stages.amp import amp_context, check_amp, resolve_amp
-from taxoclass.stages.search import candidate_search, confidence_neighbours
+from taxoclass.stages.candidates import candidate_search, confidence_neighbours
 from taxoclass.stages.text_encoder import encode_texts, length_sorted_batches, load_encoder, load_pretrained
 
 SEARCH_CHUNK = 64  # documents whose searches advance together (one scoring call per round)
@@ -263,24 +266,55 @@ def class_hypotheses(s: SimilarityConfig, taxonomy: Taxonomy, keywords: dict[int
 Memo = Callable[[list[str], str, Callable[[], np.ndarray]], np.ndarray]
 
 
-def run_similarity(s: SimilarityConfig, search: PrunedSearch, taxonomy: Taxonomy, corpus_texts: list[str],
-                   test_texts: list[str] | None, keywords: dict[int, list[str]] | None, device, scorer=None,
-                   memo: Memo | None = None) -> SimilarityOutput:
-    """Stage 1. The bi-encoder embeds each document once (through `memo`, which keeps the vectors for
-    the stages after it) and scores from the vectors; the NLI cross-encoder scores pairs."""
-    scorer = scorer or make_scorer(s, device)
-    hyps = class_hypotheses(s, taxonomy, keywords)
+@dataclass
+class SimilarityJob:
+    """Stage 1 as data: the config (`similarity`, `mining` for a pruned search; a runtime reads its own section),
+    the taxonomy and keywords, the documents, and the pipeline's vector store (`memo`)."""
+
+    cfg: Config
+    taxonomy: Taxonomy
+    keywords: dict[int, list[str]] | None
+    corpus_texts: list[str]
+    test_texts: list[str] | None
+    device: object = "cpu"
+    memo: Memo | None = None
+    shards: Path | None = None  # where a runtime may keep a part-done stage 1 (Ray's shards)
+    fresh: bool = False  # a forced stage 1: nothing part-done is reused
+    run_dir: Path | None = None
+
+
+# embed(texts, part) -> document vectors; score(texts, part) -> scores (documents x classes): a runtime's workers
+Embed = Callable[[list[str], str], np.ndarray]
+
+
+def run_similarity(job: SimilarityJob, embed: Embed | None = None, score: Embed | None = None,
+                   scorer=None) -> SimilarityOutput:
+    """Stage 1. The bi-encoder embeds each document once (through the job's `memo`, which keeps the vectors for the
+    stages after it; `embed` where a runtime's workers embed them, else this process) and scores from the vectors;
+    the NLI cross-encoder scores pairs (`score` where a runtime's workers score them)."""
+    s, taxonomy = job.cfg.similarity, job.taxonomy
+    hyps = class_hypotheses(s, taxonomy, job.keywords)
+    texts = {"corpus": job.corpus_texts, "test": job.test_texts}
+    desc = {"corpus": "stage 1: corpus", "test": "stage 1: test set"}
+    if s.backend != "biencoder" and score is not None:
+        corpus, test = score(job.corpus_texts, "corpus"), None if job.test_texts is None else score(job.test_texts, "test")
+        passes = int((~np.isnan(corpus)).sum() + (0 if test is None else (~np.isnan(test)).sum()))
+        return SimilarityOutput(corpus, test, passes)
+    scorer = scorer or make_scorer(s, job.device)
     scorer.set_classes(hyps)
     if s.backend == "biencoder":
-        memo = memo or (lambda texts, desc, compute: compute())
+        memo = job.memo or (lambda texts, desc, compute: compute())
+        embed = embed or (lambda texts, part: scorer.vectors(texts, desc[part]))
 
-        def vectors(texts, desc):
-            return None if texts is None else memo(texts, desc, lambda: scorer.vectors(texts, desc))
+        def vectors(part):
+            return None if texts[part] is None else memo(texts[part], desc[part], lambda: embed(texts[part], part))
 
-        corpus, test = vectors(corpus_texts, "stage 1: corpus"), vectors(test_texts, "stage 1: test set")
-        return scores_from_vectors(corpus, test, scorer.class_emb, taxonomy, s, biencoder_passes(hyps, corpus_texts, test_texts))
-    corpus = score_documents(scorer, corpus_texts, taxonomy, s, search, "stage 1: corpus")
-    test = score_documents(scorer, test_texts, taxonomy, s, search, "stage 1: test set") if test_texts is not None else None
+        corpus, test = vectors("corpus"), vectors("test")
+        return scores_from_vectors(corpus, test, scorer.class_emb, taxonomy, s,
+                                   biencoder_passes(hyps, job.corpus_texts, job.test_texts))
+    search = PrunedSearch.of(job.cfg.mining)
+    corpus = score_documents(scorer, job.corpus_texts, taxonomy, s, search, desc["corpus"])
+    test = None if job.test_texts is None else score_documents(scorer, job.test_texts, taxonomy, s, search, desc["test"])
     return SimilarityOutput(corpus, test, scorer.encoder_passes)
 
 

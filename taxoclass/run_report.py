@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from taxoclass.atomic import atomic_write_text
 from taxoclass.pipeline.metrics_log import ATTEMPT
-from taxoclass.rundir import atomic_write_text
 
 PIPELINE, ZEROSHOT_BEST, GAIN = "test/example_f1", "zeroshot/bestpath_example_f1", "test/gain_over_zeroshot"
 ENRICHED_BEST, GAIN_ENRICHED = "zeroshot/enriched_bestpath_example_f1", "test/gain_over_enriched"

@@ -60,7 +60,7 @@ def at_least(minimum: int):
 
 def run(args, prog: str) -> int:
     """The search for parsed arguments; errors in the input are one line naming `prog`."""
-    from taxoclass.search.search import run_search
+    from taxoclass.search.tuner import run_search
 
     try:
         return run_search(args, prog)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from taxoclass.stages.training_step import TrainStep, unwrap
+from taxoclass.training.step import TrainStep, unwrap
 
 
 def snapshot(model: nn.Module) -> dict:

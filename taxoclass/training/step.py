@@ -4,7 +4,7 @@ Features:
 - `TrainStep`: autocast forward (bf16; fp16 with a GradScaler on CUDA, `stages/amp.py`), a loss,
   a scaled backward, the optimiser step and, in stage 3, the scheduler step;
 - `TrainStep.state()` / `load()`: model, optimiser, scaler (and scheduler), the part of a
-  checkpoint that belongs to the step (the rest: `stages/keeper.py`);
+  checkpoint that belongs to the step (the rest: `training/keeper.py`);
 - `unwrap`: the model inside a DDP wrapper.
 """
 

@@ -6,7 +6,7 @@
     taxoclass search --space sweep.yaml --name my-search             # the seed's wandb sweep.yaml, translated
     taxoclass search --name my-search --resume                       # continue a killed search
 
-(`python tune/search.py ...` is the same command; the flags: `taxoclass/search/cli.py`.)
+(`python tune/search.py ...` is the same command; the flags: `taxoclass/search/flags.py`.)
 
 Features:
 - before anything starts, one trial's CPUs and GPUs (the trial, its Train workers) are checked
@@ -37,28 +37,26 @@ Features:
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
 
-import yaml
-
-from taxoclass.config import LEAF_TYPES, Config, build_config, from_dict, get_value, set_value, to_dict
+from taxoclass.atomic import writable_dir
+from taxoclass.config import Config, build_config, get_value, to_dict, with_values
 from taxoclass.distributed.ray_address import check_reachable
+from taxoclass.distributed.ray_instance import join_or_start
 from taxoclass.errors import ConfigError
-from taxoclass.rundir import writable_dir
 from taxoclass.search.objectives import DESCRIBE, OBJECTIVES
-from taxoclass.search.report import OBJECTIVE, markdown, trial_rows, winner
 from taxoclass.search.resources import TrialPlan, plan_trials
+from taxoclass.search.results import OBJECTIVE, finish
 from taxoclass.search.shared import compute_shared_stages, stage1_settings, stage1_values
 from taxoclass.search.space import Space, base_point, default_space, grid_points, read_sweep, to_tune
 from taxoclass.search.trial import COLUMNS, TRIAL_FACTS, run_trial
+from taxoclass.tracking import has_api_key
 
 
 def objective_mode(args) -> str:
@@ -134,60 +132,16 @@ def trial_dirname(trial) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def config_delta(cfg: Config) -> dict:
-    """The settings of `cfg` that differ from the defaults, as a nested mapping (a config YAML)."""
-    values, defaults, out = to_dict(cfg), to_dict(Config()), {}
-    for key in LEAF_TYPES:
-        *sections, leaf = key.split(".")
-        v, d = values, defaults
-        for section in sections:
-            v, d = v[section], d[section]
-        if v[leaf] != d[leaf]:
-            target = out
-            for section in sections:
-                target = target.setdefault(section, {})
-            target[leaf] = v[leaf]
-    return out
-
-
-def write_best_config(user_base: Config, params: dict, trial_dir: Path | None, search_dir: Path, name: str) -> Path:
-    """`best_config.yaml`: the user's base config (their --config/--preset and overrides, not what the
-    search sets for itself) plus the winning parameters; the winner's full config beside it."""
-    best = from_dict(to_dict(user_base), "search base config")
-    for key, value in params.items():
-        set_value(best, key, value)
-    best.run_name, best.cache_dir = f"best-{name}", ""
-    path = search_dir / "best_config.yaml"
-    path.write_text(yaml.safe_dump(config_delta(best), sort_keys=False), encoding="utf-8")
-    if trial_dir is not None and (trial_dir / "config.yaml").is_file():
-        shutil.copyfile(trial_dir / "config.yaml", search_dir / "best_trial_config.yaml")
-    return path
-
-
-def _absolute(cfg: Config) -> None:
+def absolute_paths(cfg: Config) -> dict:
     """Paths as the driver sees them: a trial runs elsewhere (Tune's working dir, another node)."""
-    cfg.output_dir = str(Path(cfg.output_dir).resolve())
+    paths = {"output_dir": str(Path(cfg.output_dir).resolve())}
     if cfg.cache_dir:
-        cfg.cache_dir = str(Path(cfg.cache_dir).resolve())
+        paths["cache_dir"] = str(Path(cfg.cache_dir).resolve())
     for key in ("data", "test_corpus"):
         value = getattr(cfg, key)
         if value and Path(value).exists():
-            setattr(cfg, key, str(Path(value).resolve()))
-
-
-def _start_ray(cfg: Config) -> None:
-    import ray
-
-    from taxoclass.distributed.ray_instance import join, start_local_ray, worker_env
-
-    if ray.is_initialized():
-        return
-    # logging_level: Ray's own warnings and notes at start (token authentication, the dashboard's address) are not the
-    # search's output; its errors still are
-    if cfg.ray.address:
-        join(cfg.ray.address, runtime_env={"env_vars": worker_env()}, log_to_driver=False, logging_level=logging.ERROR)
-    else:
-        start_local_ray(cfg.ray.num_cpus, dashboard=True, log_to_driver=False, logging_level=logging.ERROR)
+            paths[key] = str(Path(value).resolve())
+    return paths
 
 
 def run_search(args, prog: str) -> int:
@@ -208,16 +162,13 @@ def run_search(args, prog: str) -> int:
     preset = args.preset or ("debug" if args.smoke and not args.config else None)
     cfg = build_config(preset, args.config, args.overrides)
     user_base = build_config(args.preset, args.config, args.overrides)  # what best_config.yaml starts from
-    cfg.runtime = "ray"
     check_reachable(cfg.ray.address)  # a dead cluster address: one line now, not a search folder first
-    cfg.tracking.use_wandb = False  # the trials' wandb runs come from WandbLoggerCallback
-    _absolute(cfg)
     if args.num_samples is None:
         args.num_samples = 3 if args.smoke else 16
     space = read_sweep(args.space) if args.space else default_space()
-    for p in space.params:  # a sweep's `value:` entries are settings of every trial, not dimensions
-        if p.kind == "constant":
-            set_value(cfg, p.key, p.values[0])
+    # the trials' wandb runs come from WandbLoggerCallback; a sweep's `value:` entries are settings of every trial
+    cfg = with_values(cfg, {"runtime": "ray", "tracking.use_wandb": False, **absolute_paths(cfg),
+                            **{p.key: p.values[0] for p in space.params if p.kind == "constant"}}, "the search space")
     settings = stage1_settings(space, cfg)  # a range over a key that needs new vectors stops here, before Ray starts
     name = args.name or f"search-{Path(str(cfg.data)).name}-{time.strftime('%Y%m%d-%H%M%S')}"
     args.name = name
@@ -230,16 +181,19 @@ def run_search(args, prog: str) -> int:
     wandb_dir = str(writable_dir(Path(os.environ.get("WANDB_DIR") or search_dir).resolve(), "the wandb files (WANDB_DIR)"))
     os.environ["WANDB_DIR"] = wandb_dir
     os.environ.setdefault("WANDB_SILENT", "true")
-    if not os.environ.get("WANDB_API_KEY") and os.environ.get("WANDB_MODE", "online") == "online":
-        print(f"{prog}: warning: no WANDB_API_KEY: trials log to wandb offline (wandb sync later)", file=sys.stderr)
+    if not has_api_key() and os.environ.get("WANDB_MODE", "online") == "online":
+        print(f"{prog}: warning: no wandb API key (WANDB_API_KEY or `wandb login`): trials log to wandb offline "
+              "(wandb sync later)", file=sys.stderr)
         os.environ["WANDB_MODE"] = "offline"
-    _start_ray(cfg)
+    # Ray's own warnings and notes at start (token authentication, the dashboard's address) are not the search's
+    # output; its errors still are. The dashboard: see start_local_ray
+    join_or_start(cfg.ray, dashboard=True, log_to_driver=False, logging_level=logging.ERROR)
     import ray
 
     plan = plan_trials(args.gpus_per_trial, cfg.ray.cpus_per_worker, ray.cluster_resources(), args.max_concurrent)
     for notice in plan.notices:
         print(f"{prog}: note: {notice}", file=sys.stderr)
-    plan.apply(cfg)
+    cfg = with_values(cfg, plan.settings())
     args.max_concurrent = plan.concurrent
     mode = objective_mode(args)
     # DESCRIBE says max or min itself
@@ -256,43 +210,9 @@ def run_search(args, prog: str) -> int:
     timing = {"shared_seconds": t1 - t0, "trials_seconds": time.time() - t1, "concurrent": plan.concurrent,
               "trials": len(results)}
     (search_dir / "timing.json").write_text(json.dumps(timing, indent=1) + "\n")  # scripts/bench_search.py reads it
-    finish(results, space, cfg, user_base, search_dir, name, mode, first)
+    finish(results, [p.key for p in space.params], {p.key: p.values[0] for p in space.params if p.kind == "constant"},
+           user_base, search_dir, name, mode, first, COLUMNS + TRIAL_FACTS)
     print(f"search {name}: stages computed once {timing['shared_seconds']:.0f} s; {timing['trials']} trials "
           f"{timing['trials_seconds']:.0f} s ({timing['trials_seconds'] / max(1, timing['trials']) * plan.concurrent:.1f} s a "
           f"trial, {plan.concurrent} at once)")
     return 0
-
-
-def disk_use(folder: Path) -> int:
-    """Bytes under `folder`, a hard-linked file (a run's model.pt is its cached stage output) once."""
-    files = {}
-    for f in folder.rglob("*"):
-        if f.is_file():
-            st = f.stat()
-            files[(st.st_dev, st.st_ino)] = st.st_size
-    return sum(files.values())
-
-
-def finish(results, space: Space, cfg: Config, user_base: Config, search_dir: Path, name: str, mode: str, first) -> None:
-    """trials.md, trials.csv, best_config.yaml and the lines a user reads."""
-    for checkpoints in (search_dir / "runs").glob("*/ray"):  # a stopped trial's Train checkpoints: nothing resumes it now
-        shutil.rmtree(checkpoints, ignore_errors=True)
-    keys = [p.key for p in space.params]
-    rows = trial_rows(results, keys, COLUMNS + TRIAL_FACTS, first)
-    md = markdown(rows, mode)
-    (search_dir / "trials.md").write_text(md + "\n")
-    with open(search_dir / "trials.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["trial"])
-        writer.writeheader()
-        writer.writerows(rows)
-    print(md)
-    best = winner(rows, mode)
-    if best is None:
-        raise ConfigError("objective", f"no trial of {name} finished with a finite objective; see {search_dir}")
-    trial_id = best["trial"]
-    params = {p.key: p.values[0] for p in space.params if p.kind == "constant"}
-    params.update({k: best[k] for k in keys if best.get(k) is not None})
-    path = write_best_config(user_base, params, search_dir / "runs" / str(trial_id), search_dir, name)
-    size = disk_use(search_dir)
-    print(f"best trial {trial_id}: {OBJECTIVE}={best[OBJECTIVE]:.4f}; taxoclass run --config {path}\n"
-          f"search folder {search_dir}: {size / 2**20:.0f} MiB (the cache holds each trial's models)")

@@ -3,8 +3,15 @@ whether the winner beats the default configuration, said plainly (trials.md, tri
 
 from __future__ import annotations
 
+import csv
 import math
+import shutil
 from pathlib import Path
+
+import yaml
+
+from taxoclass.config import Config, flatten, to_dict, unflatten, with_values
+from taxoclass.errors import ConfigError
 
 OBJECTIVE = "objective"
 HELD_OUT = "test/example_f1"  # the held-out score a trial logs for the record (never the objective)
@@ -133,3 +140,55 @@ def markdown(rows: list[dict], mode: str) -> str:
     md.append("")
     md.append(verdict(rows, mode))
     return "\n".join(md)
+
+
+def config_delta(cfg: Config) -> dict:
+    """The settings of `cfg` that differ from the defaults, as a nested mapping (a config YAML)."""
+    values, defaults = flatten(to_dict(cfg)), flatten(to_dict(Config()))
+    return unflatten({key: value for key, value in values.items() if value != defaults[key]})
+
+
+def write_best_config(user_base: Config, params: dict, trial_dir: Path | None, search_dir: Path, name: str) -> Path:
+    """`best_config.yaml`: the user's base config (their --config/--preset and overrides, not what the
+    search sets for itself) plus the winning parameters; the winner's full config beside it."""
+    best = with_values(user_base, {**params, "run_name": f"best-{name}", "cache_dir": ""}, "the search's winner")
+    path = search_dir / "best_config.yaml"
+    path.write_text(yaml.safe_dump(config_delta(best), sort_keys=False), encoding="utf-8")
+    if trial_dir is not None and (trial_dir / "config.yaml").is_file():
+        shutil.copyfile(trial_dir / "config.yaml", search_dir / "best_trial_config.yaml")
+    return path
+
+
+def disk_use(folder: Path) -> int:
+    """Bytes under `folder`, a hard-linked file (a run's model.pt is its cached stage output) once."""
+    files = {}
+    for f in folder.rglob("*"):
+        if f.is_file():
+            st = f.stat()
+            files[(st.st_dev, st.st_ino)] = st.st_size
+    return sum(files.values())
+
+
+def finish(results, keys: list[str], constants: dict, user_base: Config, search_dir: Path, name: str, mode: str,
+           first: dict | None, columns: list[str]) -> None:
+    """trials.md, trials.csv, best_config.yaml and the lines a user reads; `keys` the space's dimensions, `constants`
+    its fixed settings, `columns` the metrics a trial reports."""
+    for checkpoints in (search_dir / "runs").glob("*/ray"):  # a stopped trial's Train checkpoints: nothing resumes it now
+        shutil.rmtree(checkpoints, ignore_errors=True)
+    rows = trial_rows(results, keys, columns, first)
+    md = markdown(rows, mode)
+    (search_dir / "trials.md").write_text(md + "\n")
+    with open(search_dir / "trials.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["trial"])
+        writer.writeheader()
+        writer.writerows(rows)
+    print(md)
+    best = winner(rows, mode)
+    if best is None:
+        raise ConfigError("objective", f"no trial of {name} finished with a finite objective; see {search_dir}")
+    trial_id = best["trial"]
+    params = {**constants, **{k: best[k] for k in keys if best.get(k) is not None}}
+    path = write_best_config(user_base, params, search_dir / "runs" / str(trial_id), search_dir, name)
+    size = disk_use(search_dir)
+    print(f"best trial {trial_id}: {OBJECTIVE}={best[OBJECTIVE]:.4f}; taxoclass run --config {path}\n"
+          f"search folder {search_dir}: {size / 2**20:.0f} MiB (the cache holds each trial's models)")
