@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch first and pinned to the tested version; which build pip fetches (CPU or CUDA) depends
-	# on its index: README, Quick start and GPUs. A torch==2.13.0 already in the venv is kept.
+	# on its index: the README's Quick start and docs/gpus.md. A torch==2.13.0 already in the venv is kept.
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $(STAMP)

@@ -1,10 +1,10 @@
 """What a search trial costs, and how much of it is Ray's (issue 27, item 5).
 
     python scripts/bench_search.py                                     # 32 trials on relaclass-amazon-1000
-    python scripts/bench_search.py --name 20ng-hpo --preset 20newsgroups    # the README's 20 Newsgroups search
+    python scripts/bench_search.py --name 20ng-hpo --preset 20newsgroups    # docs/search.md's 20 Newsgroups search
     python scripts/bench_search.py --reuse runs/bench-search            # the figures of a search that has run
 
-Runs `tune/search.py` as the README prints it (plus `--name` and `--num-samples`), then prints, from the
+Runs `tune/search.py` as docs/search.md prints it (plus `--name` and `--num-samples`), then prints, from the
 search folder's `timing.json` (the driver's clock) and `trials.csv` (each trial's own):
 - the stages computed once before the trials (stage 1's vectors, stage 2) and the trials' wall time after them;
 - per trial: the wall time it took of the search (trials' wall time x trials at once / trials), its own work

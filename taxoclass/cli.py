@@ -70,8 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "run's model: with the path loss (the default) a class's marginal probability under one "
                                    "distribution over root-to-leaf paths, and path_score the path's probability; with "
                                    "classifier.loss=bce independent sigmoids, and path_score their mean over the path; untrained "
-                                   "(stage 3 stepped aside) sigmoids, and path_score the sigmoid of the path's mean logit (README, "
-                                   "Predicting new texts). With runtime=ray: the same records on Ray Data, written as JSON-lines "
+                                   "(stage 3 stepped aside) sigmoids, and path_score the sigmoid of the path's mean logit (docs/"
+                                   "run-dir.md, Predicting new texts). With runtime=ray: the same records on Ray Data, written as JSON-lines "
                                    "shards under --output; a rerun predicts only the missing shards.", epilog=RAY_RULE)
     p.add_argument("--run", required=True, help="a finished run directory")
     p.add_argument("--input", required=True, help="plain text lines, doc_id<TAB>text lines, or JSON lines with a 'text'/'token' field (detected from the first line)")

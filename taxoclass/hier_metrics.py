@@ -1,6 +1,6 @@
 """Precision, recall and F1 of predicted class sets: hierarchical, per level, per class (scikit-learn).
 
-Features (README "Metrics" defines each name):
+Features (docs/metrics.md defines each name):
 - `hierarchical_metrics(rankings, golds, taxonomy)`: hierarchical precision / recall / F1
   (Kiritchenko et al. 2006, as hiclass computes them): the predicted and the gold set each closed
   under ancestors; micro = counts summed over documents, macro = the mean of each document's

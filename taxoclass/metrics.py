@@ -1,7 +1,7 @@
 """Multi-label ranking metrics (TELEClass protocol) and the seed's tracking metrics.
 
 Every metric takes, per document, a ranking of class indices (best first) and
-the gold set, and returns a mean over documents. Definitions (README "Metrics"):
+the gold set, and returns a mean over documents. Definitions (docs/metrics.md):
 
 - example_f1: prediction set P = top-3; mean of 2|T n P| / (|T| + |P|).
 - p_at_k: mean |T n top-k| / k.

@@ -251,7 +251,7 @@ def summary_markdown(runs: dict, images: list[str]) -> str:
         lines.append(f"- {run_name}: {headline_line(summary) or 'no test metrics'}")
     lines += [""] + _table(["run"] + SUMMARY_KEYS, [[run_name] + [_cell({**summary, **headline(summary)}.get(k)) for k in SUMMARY_KEYS]
                                                     for run_name, (_, summary) in runs.items()])
-    lines += ["", "Hierarchical precision / recall / F1 (README, Metrics):", ""]
+    lines += ["", "Hierarchical precision / recall / F1 (docs/metrics.md):", ""]
     lines += _table(["run"] + HIER_KEYS, [[run_name] + [_cell(summary.get(k)) for k in HIER_KEYS] for run_name, (_, summary) in runs.items()])
     level_rows = [[run_name, level] + [_cell(summary.get(f"test/level_{level}_{c}")) for c in LEVEL_COLUMNS]
                   for run_name, (_, summary) in runs.items() for level in sorted(_levels(summary, "test/level_"))]

@@ -1,7 +1,9 @@
 """The distribution: the wheel installs `taxoclass` and nothing else at the top level (no `tune` to collide
-with the PyPI package of that name), and tune/search.py is a script that needs nothing beside itself."""
+with the PyPI package of that name), and tune/search.py is a script that needs nothing beside itself. The README
+and the docs/ pages it links: every relative link resolves."""
 
 import ast
+import re
 import shutil
 import subprocess
 import sys
@@ -90,3 +92,42 @@ def test_no_import_cycle_at_run_time_or_in_type_hints():
         if name not in state:
             visit(name, [])
     assert graph["taxoclass.runtime"].isdisjoint({"taxoclass.pipeline.context", "taxoclass.pipeline"})
+
+
+def _markdown_pages():
+    return [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+
+
+def _anchor(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation other than - and _ dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_every_relative_link_of_the_readme_and_docs_resolves():
+    """Issue 30 split the README into docs/ pages: every relative link (README -> docs/x.md, docs -> ../README.md,
+    a page -> another's #anchor) names a file that exists and, with an anchor, a heading of that file."""
+    anchors = {}
+    for page in _markdown_pages():
+        text = re.sub(r"```.*?```", "", page.read_text(encoding="utf-8"), flags=re.S)
+        anchors[page.resolve()] = {_anchor(h) for h in re.findall(r"^#+ (.+)$", text, flags=re.M)}
+    broken, count = [], 0
+    for page in _markdown_pages():
+        text = re.sub(r"```.*?```", "", page.read_text(encoding="utf-8"), flags=re.S)
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", target):
+                continue  # http(s), mailto
+            count += 1
+            path, _, anchor = target.partition("#")
+            file = (page.parent / path).resolve() if path else page.resolve()
+            if not file.exists():
+                broken.append(f"{page.relative_to(REPO)}: {target} (no such file)")
+            elif anchor and file.suffix == ".md" and anchor not in anchors.get(file, set()):
+                broken.append(f"{page.relative_to(REPO)}: {target} (no heading with that anchor)")
+    assert count > 30 and not broken, broken
+
+
+def test_the_readme_stays_short_and_links_every_docs_page():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert len(readme.splitlines()) <= 300
+    for page in (REPO / "docs").glob("*.md"):
+        assert f"](docs/{page.name})" in readme, f"README links no docs/{page.name}"

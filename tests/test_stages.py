@@ -290,13 +290,14 @@ def test_output_modes_golden(tax):
     assert paths[0, 3].item() == pytest.approx(torch.sigmoid(logits[0, [0, 3, 7]]).mean().item())
 
 
-def test_the_readme_says_what_each_output_mode_returns():
+def test_the_docs_say_what_each_output_mode_returns():
     """Issue 29: the README described predict's scores and path_score as an untrained model's (independent sigmoids, the
-    path's mean), where a model trained with the path loss returns class marginals and the path's probability. Its
-    table must give, for each output mode, what test_output_modes_golden checks the model does."""
+    path's mean), where a model trained with the path loss returns class marginals and the path's probability. The
+    table (docs/run-dir.md since issue 30) must give, for each output mode, what test_output_modes_golden checks the
+    model does."""
     from conftest import REPO
 
-    section = (REPO / "README.md").read_text().split("## Predicting new texts")[1].split("### Millions of texts")[0]
+    section = (REPO / "docs" / "run-dir.md").read_text().split("## Predicting new texts")[1].split("### Millions of texts")[0]
     rows = {line.split("|")[1].strip(): line for line in section.splitlines() if line.strip().startswith("| trained")
             or line.strip().startswith("| untrained")}
     path = next(row for name, row in rows.items() if "classifier.loss=path" in name)

@@ -2,8 +2,8 @@
 
 - `text_margin` (default, maximised): `text_agreement` + `ZMARGIN_WEIGHT` x `path_zmargin`, below.
   Chosen on the dev halves of 24-trial random searches of the default space on four sets
-  (20 Newsgroups, relaclass-amazon-1000, dbpedia-298, amazon-531; README, "Is the objective any
-  good?"): the best worst case over the four, where each part alone failed one set or two
+  (20 Newsgroups, relaclass-amazon-1000, dbpedia-298, amazon-531; docs/search.md, "Is the objective
+  any good?"): the best worst case over the four, where each part alone failed one set or two
   (`text_agreement` ranks 20 Newsgroups and relaclass, `path_zmargin` dbpedia and amazon);
 - `text_agreement` (maximised): over a fixed sample of corpus documents (`SAMPLE_DOCS`), Cohen's
   kappa between the model's best paths and what a bag-of-words classifier fitted to the best
@@ -54,7 +54,7 @@ DESCRIBE = {"silver_loss": "stage-3 best validation loss on held-out pseudo-labe
             "text_agreement": "Cohen's kappa between the best paths and what a bag-of-words model fitted to them on the other "
                               "half of the corpus sample predicts (max)",
             "text_margin": "text_agreement + 0.05 x path_zmargin (max)"}
-# chosen on the dev halves of scripts/validate_objective.py's searches (README, "Is the objective any good?")
+# chosen on the dev halves of scripts/validate_objective.py's searches (docs/search.md, "Is the objective any good?")
 DEFAULT_OBJECTIVE = "text_margin"
 # path_zmargin's share of text_margin: on the dev halves, 0.04-0.07 kept every set's Spearman >= .5 and regret <= .01;
 # 0 failed amazon (regret .033), 0.08 relaclass (.016); the middle of that range
