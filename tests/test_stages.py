@@ -8,7 +8,7 @@ from conftest import write_dataset
 from taxoclass.config import MiningConfig
 from taxoclass.data.taxonomy import Taxonomy
 from taxoclass.pipeline import greedy_path, zero_shot_metrics
-from taxoclass.stages.candidates import run_search
+from taxoclass.stages.candidates import run_candidate_search
 from taxoclass.stages.core_mining import mine_core_classes, mining_quality
 from taxoclass.stages.labels import build_labels
 from taxoclass.stages.model import TaxoClassifier, ego_graph
@@ -33,10 +33,10 @@ def tax(tmp_path):
 def test_candidate_search_golden(tax):
     # doc 1: root keeps A(.9), B(.5); depth 1 pools A1 (.9*.8=.72), B1 (.5*.6=.30), A2 (.9*.2=.18), keeps 4;
     # depth 2: A1's children A1a (.72*.7), A1b (.72*.1); leaves end the search.
-    cands, ps = run_search(tax, 2, lambda req: {c: float(SIM[0, c]) for c in req})
+    cands, ps = run_candidate_search(tax, 2, lambda req: {c: float(SIM[0, c]) for c in req})
     assert cands == [0, 1, 3, 5, 4, 7, 8]
     assert ps[3] == pytest.approx(.72) and ps[7] == pytest.approx(.72 * .7)
-    cands2, _ = run_search(tax, 2, lambda req: {c: float(SIM[1, c]) for c in req})
+    cands2, _ = run_candidate_search(tax, 2, lambda req: {c: float(SIM[1, c]) for c in req})
     assert cands2 == [1, 2, 5, 6]
 
 

@@ -64,7 +64,7 @@ def confidence_neighbours(taxonomy: Taxonomy, c: int, over: str = "parents") -> 
     return sorted(above) + taxonomy.siblings(c)
 
 
-def run_search(taxonomy: Taxonomy, root_width: int, lookup: Callable[[list[int]], dict[int, float]]):
+def run_candidate_search(taxonomy: Taxonomy, root_width: int, lookup: Callable[[list[int]], dict[int, float]]):
     """Drive one search to the end, answering each request with `lookup`."""
     gen = candidate_search(taxonomy, root_width)
     request = next(gen)

@@ -30,7 +30,7 @@ import numpy as np
 from taxoclass.config import MiningConfig
 from taxoclass.data.taxonomy import Taxonomy
 from taxoclass.decoding import similarity_best_paths, top_share
-from taxoclass.stages.candidates import confidence_neighbours, run_search
+from taxoclass.stages.candidates import confidence_neighbours, run_candidate_search
 
 
 @dataclass
@@ -63,7 +63,7 @@ def mine_core_classes(sim: np.ndarray, taxonomy: Taxonomy, cfg: MiningConfig) ->
         return top_paths_per_class(sim, taxonomy, cfg.top_share)
     candidates, confidences = [], []
     for row in sim:
-        cands, _ = run_search(taxonomy, cfg.root_width, lambda req, row=row: {c: float(row[c]) for c in req})
+        cands, _ = run_candidate_search(taxonomy, cfg.root_width, lambda req, row=row: {c: float(row[c]) for c in req})
         candidates.append(cands)
         confidences.append([confidence(row, taxonomy, c, cfg.confidence_over) for c in cands])
     by_class: dict[int, list[float]] = {}
