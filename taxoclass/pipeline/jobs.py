@@ -16,14 +16,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from taxoclass.stages.similarity import SimilarityJob
-from taxoclass.training.job import TrainingJob
-
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # torch comes with them: imported when a job is built, not with the pipeline
     from taxoclass.pipeline.context import RunContext
+    from taxoclass.stages.similarity import SimilarityJob
+    from taxoclass.training.job import TrainingJob
 
 
 def similarity_job(ctx: RunContext, fresh: bool) -> SimilarityJob:
+    from taxoclass.stages.similarity import SimilarityJob
+
     inp = ctx.inputs
     test_texts = None if (inp.test is None or inp.test_is_corpus) else inp.test.texts
     return SimilarityJob(ctx.cfg, inp.taxonomy, inp.keywords, inp.corpus.texts, test_texts, ctx.device, ctx.memo(fresh),
@@ -32,6 +33,8 @@ def similarity_job(ctx: RunContext, fresh: bool) -> SimilarityJob:
 
 def training_job(ctx: RunContext, stage: int, rows: list[int] | None, fresh: bool, **labels) -> TrainingJob:
     """Stage `stage` on the corpus `rows` (None: every document); `labels`: `targets` and `mask`, or `silver`."""
+    from taxoclass.training.job import TrainingJob
+
     cfg = ctx.cfg
     if cfg.classifier.freeze_encoder:
         vectors = ctx.document_vectors("corpus", f"stage {stage}: embedding documents")

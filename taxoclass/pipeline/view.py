@@ -105,11 +105,11 @@ class RunView:
         loss the targets are distributions over root-to-leaf paths and there is no mask."""
         from taxoclass.stages.labels import training_data
 
-        rows, targets, mask = training_data(self.mining().cores, self.inputs.taxonomy, self.cfg.classifier)
-        if not rows:
+        cores = self.mining().cores
+        if not any(cores):
             raise DataError(self.dir, "stage 2 found no core class for any document: nothing to train on "
                             "(lower mining.floor or check the similarity template)")
-        return rows, targets, mask
+        return training_data(cores, self.inputs.taxonomy, self.cfg.classifier)
 
     def silver_validation(self):
         """The documents stage 3 held out for validation, with their pseudo-labels (stage 4's guard)."""

@@ -166,9 +166,9 @@ def run_search(args, prog: str) -> int:
     if args.num_samples is None:
         args.num_samples = 3 if args.smoke else 16
     space = read_sweep(args.space) if args.space else default_space()
-    # the trials' wandb runs come from WandbLoggerCallback; a sweep's `value:` entries are settings of every trial
-    cfg = with_values(cfg, {"runtime": "ray", "tracking.use_wandb": False, **absolute_paths(cfg),
-                            **{p.key: p.values[0] for p in space.params if p.kind == "constant"}}, "the search space")
+    constants = {p.key: p.values[0] for p in space.params if p.kind == "constant"}  # a sweep's `value:` entries
+    # the trials' wandb runs come from WandbLoggerCallback; the constants are settings of every trial
+    cfg = with_values(cfg, {"runtime": "ray", "tracking.use_wandb": False, **absolute_paths(cfg), **constants}, "the search space")
     settings = stage1_settings(space, cfg)  # a range over a key that needs new vectors stops here, before Ray starts
     name = args.name or f"search-{Path(str(cfg.data)).name}-{time.strftime('%Y%m%d-%H%M%S')}"
     args.name = name
@@ -210,8 +210,7 @@ def run_search(args, prog: str) -> int:
     timing = {"shared_seconds": t1 - t0, "trials_seconds": time.time() - t1, "concurrent": plan.concurrent,
               "trials": len(results)}
     (search_dir / "timing.json").write_text(json.dumps(timing, indent=1) + "\n")  # scripts/bench_search.py reads it
-    finish(results, [p.key for p in space.params], {p.key: p.values[0] for p in space.params if p.kind == "constant"},
-           user_base, search_dir, name, mode, first, COLUMNS + TRIAL_FACTS)
+    finish(results, [p.key for p in space.params], constants, user_base, search_dir, name, mode, first, COLUMNS + TRIAL_FACTS)
     print(f"search {name}: stages computed once {timing['shared_seconds']:.0f} s; {timing['trials']} trials "
           f"{timing['trials_seconds']:.0f} s ({timing['trials_seconds'] / max(1, timing['trials']) * plan.concurrent:.1f} s a "
           f"trial, {plan.concurrent} at once)")

@@ -95,11 +95,8 @@ def docs_per_label(cores: list[list[int]]) -> float:
 
 def training_data(cores: list[list[int]], taxonomy: Taxonomy, c) -> tuple[list[int], np.ndarray, np.ndarray | None]:
     """Stage 3's training data (`c`: the classifier config): (the corpus rows with a core class, their targets, their
-    mask); with the path loss the targets are distributions over root-to-leaf paths and there is no mask. No row
-    with a core class gives empty rows."""
+    mask); with the path loss the targets are distributions over root-to-leaf paths and there is no mask."""
     rows = [i for i, found in enumerate(cores) if found]
-    if not rows:
-        return [], np.zeros((0, len(taxonomy)), dtype=np.float32), None
     if c.loss == "path":
         return rows, path_targets([cores[i] for i in rows], taxonomy), None
     targets, mask = build_labels([cores[i] for i in rows], taxonomy, c.label_scope, c.negatives)
