@@ -30,9 +30,9 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from taxoclass.amp import amp_context  # noqa: E402
 from taxoclass.config import ClassifierConfig  # noqa: E402
 from taxoclass.data.taxonomy import Taxonomy  # noqa: E402
-from taxoclass.stages.amp import amp_context  # noqa: E402
 from taxoclass.stages.model import TaxoClassifier  # noqa: E402
 from taxoclass.stages.text_encoder import encode_texts, load_encoder, load_tokenizer  # noqa: E402
 from taxoclass.training.losses import masked_bce  # noqa: E402

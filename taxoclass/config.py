@@ -567,15 +567,6 @@ def build_config(
 STAGE1_ENCODER = "similarity"  # the value of `classifier.encoder` that names stage 1's model
 
 
-def classifier_encoder(cfg: Config) -> str:
-    """The classifier's encoder as a model name: `classifier.encoder`, where `similarity` (the default) is stage 1's
-    bi-encoder, and after an NLI stage 1 (a cross-encoder, which makes no document vectors) the bundled MiniLM."""
-    c, s = cfg.classifier, cfg.similarity
-    if c.encoder != STAGE1_ENCODER:
-        return c.encoder
-    return s.model if s.backend == "biencoder" else "bundled"
-
-
 def yaml_scalar(text: str):
     """Command-line values are parsed as YAML scalars (`1e-5`, `true`, `[a, b]`)."""
     try:

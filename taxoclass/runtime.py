@@ -2,7 +2,7 @@
 
 Features:
 - `Runtime`: stage 1 (`similarity`, a `SimilarityJob`) and stages 3-4 (`train`, a `TrainingJob`):
-  plain jobs the pipeline builds, whose results it stores; no runtime sees the run itself.
+  plain jobs the pipeline builds (`taxoclass/jobs/`), whose results it stores; no runtime sees the run itself.
   `training_setup()`, the part of the stage 3-4 cache keys that depends on where training runs;
   `stage_cached`, called once a stage's output is in the cache; `stop`;
 - `LocalRuntime` (`runtime=local`, the default): the engine in this process, on one GPU or the
@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from taxoclass.stages.similarity import SimilarityJob, SimilarityOutput
-    from taxoclass.training.job import TrainingJob
+    from taxoclass.jobs.similarity import SimilarityJob
+    from taxoclass.jobs.training import TrainingJob
+    from taxoclass.stages.similarity import SimilarityOutput
 
 
 class Runtime(Protocol):
@@ -50,14 +51,14 @@ class LocalRuntime:
         return ("local",)
 
     def similarity(self, job: SimilarityJob):
-        from taxoclass.stages.similarity import run_similarity
+        from taxoclass.jobs.similarity import run_similarity
 
         return run_similarity(job)
 
     def train(self, job: TrainingJob, log: Callable, watch: Callable | None = None) -> tuple[dict, dict]:
-        from taxoclass.training.job import run_job
+        from taxoclass.jobs.training import run_training
 
-        return run_job(job, job.device, log, watch=watch)
+        return run_training(job, job.device, log, watch=watch)
 
     def stage_cached(self, run_dir: Path, name: str) -> None:
         """Nothing to clear: a local stage keeps no checkpoints beside its cache entry."""

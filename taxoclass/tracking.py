@@ -27,10 +27,11 @@ import time
 import warnings
 from pathlib import Path
 
-from taxoclass.config import Config, classifier_encoder, to_dict
+from taxoclass.config import Config, to_dict
 from taxoclass.errors import warn
 from taxoclass.hier_metrics import class_wise
 from taxoclass.sink import Sink
+from taxoclass.stages.similarity import classifier_encoder
 
 DEFAULT_HOST = "api.wandb.ai"
 ONLINE_INIT_TIMEOUT_S = 30

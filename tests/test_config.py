@@ -381,7 +381,7 @@ def test_the_config_table_names_real_keys():
 
 
 def test_the_classifier_follows_stage_1s_encoder_unless_told_otherwise(tmp_path):
-    from taxoclass.config import classifier_encoder
+    from taxoclass.stages.similarity import classifier_encoder
 
     folder = tmp_path / "m"
     folder.mkdir()

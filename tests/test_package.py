@@ -72,26 +72,93 @@ def _imports_of(path: Path, modules: set[str]) -> set[str]:
     return found
 
 
-def test_no_import_cycle_at_run_time_or_in_type_hints():
-    """Issue 30: the runtime was typed on the run context, which called back into the steps that called it."""
-    files = {".".join(f.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__"): f
-             for f in (REPO / "taxoclass").rglob("*.py")}
-    graph = {name: _imports_of(path, set(files)) - {name} for name, path in files.items()}
+def _import_graph(root: Path | None = None) -> dict[str, set[str]]:
+    """{module: the taxoclass modules it imports}, for every module of the package under `root` (the checkout's)."""
+    root = root or REPO
+    files = {".".join(f.relative_to(root).with_suffix("").parts).removesuffix(".__init__"): f
+             for f in (root / "taxoclass").rglob("*.py")}
+    return {name: _imports_of(path, set(files)) - {name} for name, path in files.items()}
+
+
+def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     state: dict[str, int] = {}  # 1: on the current path, 2: done
 
-    def visit(name: str, path: list[str]) -> None:
+    def visit(name: str, path: list[str]) -> list[str] | None:
         state[name] = 1
         for nxt in sorted(graph[name]):
             if state.get(nxt) == 1:
-                raise AssertionError("import cycle: " + " -> ".join(path[path.index(nxt):] + [name, nxt]))
-            if nxt not in state:
-                visit(nxt, path + [name])
+                return path[path.index(nxt):] + [name, nxt] if nxt in path else path + [name, nxt]
+            if nxt not in state and (cycle := visit(nxt, path + [name])):
+                return cycle
         state[name] = 2
+        return None
 
     for name in sorted(graph):
-        if name not in state:
-            visit(name, [])
+        if name not in state and (cycle := visit(name, [])):
+            return cycle
+    return None
+
+
+def test_no_import_cycle_at_run_time_or_in_type_hints():
+    """Issue 30: the runtime was typed on the run context, which called back into the steps that called it."""
+    graph = _import_graph()
+    cycle = _find_cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
     assert graph["taxoclass.runtime"].isdisjoint({"taxoclass.pipeline.context", "taxoclass.pipeline"})
+
+
+# Issue 36: which folder of the package may import which. Each folder sits above the ones it names: the engine's
+# training plumbing below its loops (stages), the jobs that run them above both, then the pipeline that builds the
+# jobs, the runtimes that run them (distributed: never the pipeline, which never imports a runtime either) and the
+# search on top. An arrow the other way (training -> stages, as training/job.py and silver.py had) fails.
+FOLDER_IMPORTS = {
+    "data": set(),
+    "training": {"data"},
+    "stages": {"data", "training"},
+    "jobs": {"data", "training", "stages"},
+    "pipeline": {"data", "training", "stages", "jobs"},
+    "distributed": {"data", "training", "stages", "jobs"},
+    "search": {"data", "training", "stages", "jobs", "pipeline", "distributed"},
+}
+
+
+def _folder(module: str) -> str:
+    """A module's folder (`taxoclass.stages.model` -> `stages`); a module at the top level stands for itself."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 2 or (len(parts) == 2 and (REPO / "taxoclass" / parts[1]).is_dir()) else module
+
+
+def _folder_arrows_back_up(graph: dict[str, set[str]]) -> list[str]:
+    wrong = []
+    for name, imported in sorted(graph.items()):
+        for other in sorted(imported):
+            a, b = _folder(name), _folder(other)
+            if a in FOLDER_IMPORTS and b in FOLDER_IMPORTS and a != b and b not in FOLDER_IMPORTS[a]:
+                wrong.append(f"{a} -> {b} ({name} imports {other})")
+    return wrong
+
+
+def test_no_folder_imports_a_folder_above_it():
+    graph = _import_graph()
+    folders = {_folder(name) for name in graph if name.count(".") >= 2}
+    assert folders == set(FOLDER_IMPORTS), "place each folder in FOLDER_IMPORTS"
+    wrong = _folder_arrows_back_up(graph)
+    assert not wrong, "a folder imports one above it: " + "; ".join(wrong)
+    # nor through a module at the top level (training -> predict.py -> stages): folders and those modules, no cycle
+    contracted = {}
+    for name, imported in graph.items():
+        contracted.setdefault(_folder(name), set()).update(_folder(m) for m in imported)
+    cycle = _find_cycle({node: targets - {node} for node, targets in contracted.items()})
+    assert cycle is None, "a cycle between folders: " + " -> ".join(cycle)
+
+
+def test_importing_the_cli_or_the_pipeline_loads_no_torch():
+    """The scorers' properties are read when a run starts (`stages/similarity.py`); the module that holds them
+    imports torch only where a scorer is built: `taxoclass --help` or `taxoclass report` pay no torch start-up."""
+    res = subprocess.run([sys.executable, "-c", "import sys, taxoclass.cli, taxoclass.pipeline, taxoclass.stages.similarity; "
+                          "print(sorted({'torch', 'transformers'} & set(sys.modules)))"],
+                         capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert res.returncode == 0 and res.stdout.strip() == "[]", res.stdout + res.stderr[-2000:]
 
 
 def _markdown_pages():
@@ -131,3 +198,29 @@ def test_the_readme_stays_short_and_links_every_docs_page():
     assert len(readme.splitlines()) <= 300
     for page in (REPO / "docs").glob("*.md"):
         assert f"](docs/{page.name})" in readme, f"README links no docs/{page.name}"
+
+
+# a comparison with a backend's name: `s.backend == "nli"`, `"nli" in values`, `backend != ...`
+BACKEND_COMPARISON = re.compile(r"""backend\s*(==|!=|\bin\b|\bnot\s+in\b)|(==|!=|\bin\b)\s*[(\[]?\s*["'](nli|biencoder)["']"""
+                                r"""|["'](nli|biencoder)["']\s*(==|!=|\bin\b|\bnot\s+in\b)""")
+
+
+def test_only_the_stage_1_module_tells_scorers_apart_by_name():
+    """Issue 36: what a scorer can do (embed documents once, be pruned, be refined) is a property of its class in
+    stages/similarity.py; no other module compares `similarity.backend` with a name (config.py lists the values)."""
+    from typing import get_args
+
+    from taxoclass.config import SimilarityConfig
+    from taxoclass.stages.similarity import SCORERS
+
+    assert set(SCORERS) == set(get_args(SimilarityConfig.model_fields["backend"].annotation))
+    for scorer in SCORERS.values():
+        assert {type(getattr(scorer, p)) for p in ("embeds_documents", "prunable", "refinable")} == {bool}
+    found = []
+    for path in sorted([*(REPO / "taxoclass").rglob("*.py"), *(REPO / "tune").rglob("*.py"), *(REPO / "scripts").rglob("*.py")]):
+        if path == REPO / "taxoclass" / "stages" / "similarity.py":
+            continue
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if BACKEND_COMPARISON.search(line):
+                found.append(f"{path.relative_to(REPO)}:{number}: {line.strip()}")
+    assert not found, "ask the scorer (stages/similarity.py) instead:\n" + "\n".join(found)

@@ -28,7 +28,7 @@ from taxoclass.pipeline import (
     stage_keys,
     steps,
 )
-from taxoclass.pipeline.jobs import similarity_job, training_job
+from taxoclass.pipeline.build_jobs import similarity_job, training_job
 from taxoclass.pipeline.schedule import self_training_runs
 from taxoclass.sink import Sink
 from taxoclass.stages.text_encoder import texts_encoded
@@ -659,7 +659,7 @@ def test_the_mpnet_preset_takes_a_local_folder_in_place_of_the_hub(tmp_path, mon
     model)."""
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from taxoclass.config import classifier_encoder
+    from taxoclass.stages.similarity import classifier_encoder
     from taxoclass.stages.text_encoder import resolve_model_path
 
     with monkeypatch.context() as online:  # the hub's name is checked against the local cache only when offline

@@ -8,7 +8,8 @@ import torch
 from taxoclass.config import ClassifierConfig
 from taxoclass.data.taxonomy import Taxonomy
 from taxoclass.stages.classifier import train_classifier
-from taxoclass.stages.model import DocBatches, TaxoClassifier
+from taxoclass.stages.model import TaxoClassifier
+from taxoclass.training.doc_batches import DocBatches
 
 LR = 0.01
 

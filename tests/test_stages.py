@@ -189,8 +189,8 @@ def test_self_training_guard_keeps_the_best_silver_model(tax):
     """Stage 4's guard: the model returned is the one with the lowest silver-validation loss,
     and it stops `val_patience` updates after that best one (or runs to the budget)."""
     from taxoclass.config import SelfTrainingConfig
-    from taxoclass.stages.model import DocBatches
     from taxoclass.stages.self_training import self_train
+    from taxoclass.training.doc_batches import DocBatches
     from taxoclass.training.env import LocalEnv
     from taxoclass.training.silver import SilverValidation
 

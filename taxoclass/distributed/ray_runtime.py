@@ -67,7 +67,8 @@ class RayRuntime:
 
     # stage 1: the engine's flow (`run_similarity`), the documents embedded or scored by Ray Data's actors
     def similarity(self, job):
-        from taxoclass.stages.similarity import VECTOR_DTYPE, class_hypotheses, run_similarity
+        from taxoclass.jobs.similarity import run_similarity
+        from taxoclass.stages.similarity import VECTOR_DTYPE, class_hypotheses
 
         cfg, taxonomy = job.cfg, job.taxonomy
         self._storage = self.storage(job.run_dir)  # checked when a cluster is joined, before stage 1's work

@@ -2,7 +2,7 @@
 
 Features:
 - `TorchTrainer(ScalingConfig(num_workers, use_gpu, resources_per_worker))` runs `train_loop_per_worker`, which
-  runs the pipeline's job with the engine's `run_job` (`training/job.py`, as the local runtime does) and a
+  runs the pipeline's job with the engine's `run_training` (`jobs/training.py`, as the local runtime does) and a
   `RayTrainEnv`: `prepare_model` (DDP; gloo on CPU), `prepare_data_loader` (a
   DistributedSampler over document indices), losses all-reduced, predictions all-gathered;
 - AMP through the engine (`torch.autocast` bf16, fp16 with `torch.amp.GradScaler`, whose
@@ -177,10 +177,10 @@ class RayTrainEnv:
 
 
 def train_loop_per_worker(config: dict) -> None:
-    """One Ray Train worker: the engine's job (`training/job.py`) on this rank's share."""
+    """One Ray Train worker: the engine's job (`jobs/training.py`) on this rank's share."""
     import ray.train.torch
 
-    from taxoclass.training.job import run_job
+    from taxoclass.jobs.training import run_training
 
     job = config["job"]
     env = RayTrainEnv()
@@ -189,7 +189,7 @@ def train_loop_per_worker(config: dict) -> None:
         env.checkpoint({"final": 1}, env._restored)  # finished before a restart: report the result again
         return
     device = ray.train.torch.get_device()
-    stats, state = run_job(job, device, env.log, env=env)
+    stats, state = run_training(job, device, env.log, env=env)
     stats[f"stage{job.stage}/worker_gpus"] = 1 if device.type == "cuda" else 0  # did ray.use_gpu reach the workers?
     stats[f"stage{job.stage}/worker_nodes"] = env.node_count()  # one node, or spread over a cluster
     env.checkpoint({"final": 1}, {"final": True, "model": state, "stats": stats})

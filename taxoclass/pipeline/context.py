@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from taxoclass.atomic import cannot_write, writable_dir
-from taxoclass.config import Config, classifier_encoder, save_yaml, to_dict, with_values
+from taxoclass.config import Config, save_yaml, to_dict, with_values
 from taxoclass.errors import DataError
 from taxoclass.pipeline.inputs import content_digest, prepare_inputs
 from taxoclass.pipeline.lock import RunDirLock
@@ -33,6 +33,7 @@ from taxoclass.rundir import remove_stale_outputs
 from taxoclass.runtime import LocalRuntime, Runtime
 from taxoclass.seeding import seed_everything
 from taxoclass.sink import Sink
+from taxoclass.stages.similarity import classifier_encoder, refines
 
 
 class RunContext:
@@ -168,8 +169,6 @@ class RunContext:
 
     def class_init(self) -> np.ndarray | None:
         """Stage 3 starts at stage 1's refined prototypes when they live in its encoder's space."""
-        from taxoclass.stages.similarity import refines
-
         c, s = self.cfg.classifier, self.cfg.similarity
         if not refines(s) or c.head_init != "zeroshot" or classifier_encoder(self.cfg) != s.model or c.pooling != "mean":
             return None

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from taxoclass.errors import DataError
-from taxoclass.pipeline.jobs import load_trained, similarity_job, training_job
+from taxoclass.pipeline.build_jobs import load_trained, similarity_job, training_job
 from taxoclass.pipeline.metrics_log import say
 from taxoclass.pipeline.schedule import classifier_steps_aside, self_training_runs
 from taxoclass.pipeline.store import STAGE_NAMES
@@ -131,7 +131,7 @@ def classifier(ctx: RunContext, force: bool = False) -> None:
                    f"(stage 1's {'refined prototypes' if ctx.class_init() is not None else 'class hypotheses'}), untrained")
             _finish_training(ctx, 3, stats, t0, logged, why)
             return
-        # the job seeds stage 3 once its model is built (`run_job`), wherever it trains
+        # the job seeds stage 3 once its model is built (`run_training`), wherever it trains
         stats, state = ctx.runtime.train(training_job(ctx, 3, rows, force, targets=targets, mask=mask), ctx.log,
                                          watch=ctx.sink.on_model)
         load_trained(ctx, state)
@@ -152,7 +152,7 @@ def self_training(ctx: RunContext, force: bool = False) -> None:
     t0 = time.time()
     silver = ctx.silver_validation() if ctx.cfg.self_training.val_patience > 0 else None
     with ctx.log.recording() as logged:
-        # the job seeds stage 4 once its model is built and loaded (`run_job`), wherever it trains
+        # the job seeds stage 4 once its model is built and loaded (`run_training`), wherever it trains
         stats, state = ctx.runtime.train(training_job(ctx, 4, None, force, silver=silver), ctx.log)
         load_trained(ctx, state)
         _finish_training(ctx, 4, stats, t0, logged, f"{stats['stage4/batches']} batches, stopped by {stats['stage4/stopped_by']}")

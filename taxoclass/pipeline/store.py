@@ -26,6 +26,7 @@ from taxoclass.config import Config, to_dict
 from taxoclass.npyfile import load_npz
 from taxoclass.pipeline.inputs import Inputs, content_digest, digest
 from taxoclass.pipeline.metrics_log import say
+from taxoclass.stages.similarity import prunes, refines
 
 STAGE_NAMES = {1: "similarity", 2: "core mining", 3: "classifier", 4: "self-training", 5: "evaluation"}
 OUTPUT_SUFFIX = {1: ".npz", 2: ".json", 3: ".pt", 4: ".pt"}
@@ -35,8 +36,7 @@ def stage_keys(cfg: Config, inputs: Inputs, training_setup: tuple | None = None)
     """{stage: key}; stages 3-4 only with the runtime's `training_setup` (where training runs changes its numbers)."""
     content = content_digest(inputs)
     # the search decides which pairs a pruned (NLI) stage 1 scores; a bi-encoder scores them all
-    pruned = cfg.similarity.backend == "nli" and cfg.similarity.pruning
-    search = (cfg.mining.root_width, cfg.mining.confidence_over) if pruned else None
+    search = (cfg.mining.root_width, cfg.mining.confidence_over) if prunes(cfg.similarity) else None
     k1 = digest("stage1", content, to_dict(cfg.similarity), search)
     k2 = digest("stage2", k1, to_dict(cfg.mining))
     keys = {1: k1, 2: k2}
@@ -50,7 +50,6 @@ def similarity_shapes(cfg: Config, inputs: Inputs) -> dict[str, tuple[int | None
     """The arrays stage 1 stores and their shapes (`write_similarity`): scores of each document for each class,
     the test set's unless it is the corpus, and with refined prototypes the name-only scores and the prototypes."""
     from taxoclass.pipeline.vectors import encoder_width
-    from taxoclass.stages.similarity import refines
 
     classes, documents = len(inputs.taxonomy), len(inputs.corpus.ids)
     test = None if inputs.test is None or inputs.test_is_corpus else len(inputs.test.ids)

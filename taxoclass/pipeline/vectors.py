@@ -24,9 +24,10 @@ import numpy as np
 
 from taxoclass.atomic import atomic_replace_with
 from taxoclass.cache import problem, seal, warn_unusable
-from taxoclass.config import Config, SimilarityConfig, classifier_encoder
+from taxoclass.config import Config, SimilarityConfig
 from taxoclass.npyfile import Unusable, load_npy
 from taxoclass.pipeline.inputs import digest
+from taxoclass.stages.similarity import classifier_encoder, embeds_documents
 
 
 @dataclass(frozen=True)
@@ -68,13 +69,13 @@ def encoder_width(model: str) -> int:
 def takes_stage1_vectors(cfg: Config) -> bool:
     """Whether the classifier's frozen encoder makes the vectors stage 1 made (and takes them from the cache)."""
     s = cfg.similarity
-    return s.backend == "biencoder" and EncoderSpec.of_classifier(cfg) == EncoderSpec.of_similarity(s)
+    return embeds_documents(s) and EncoderSpec.of_classifier(cfg) == EncoderSpec.of_similarity(s)
 
 
 def why_embed(classifier: EncoderSpec, similarity: SimilarityConfig, miss: str) -> str:
     """Why the classifier cannot take stage 1's document vectors; `miss`: why the store had none (`VectorStore.miss`)."""
-    if similarity.backend != "biencoder":
-        return "stage 1 used an NLI cross-encoder, which makes no document vectors"
+    if not embeds_documents(similarity):
+        return f"stage 1's scorer (similarity.backend={similarity.backend}) makes no document vectors"
     theirs = EncoderSpec.of_similarity(similarity)
     keys = {"model": ("classifier.encoder", "similarity.model"), "pooling": ("classifier.pooling", "mean pooling"),
             "max_length": ("classifier.max_length", "similarity.max_length"),

@@ -139,7 +139,7 @@ class RunView:
         token ids, or with a frozen encoder their vectors (`document_vectors`)."""
         import torch
 
-        from taxoclass.stages.model import DocBatches
+        from taxoclass.training.doc_batches import DocBatches
 
         docs = {"corpus": self.inputs.corpus, "test": self.inputs.test}[which]
         if not self.cfg.classifier.freeze_encoder:

@@ -26,7 +26,10 @@ NLI_SCORE_KEYS = ("similarity.template", "similarity.class_text", "similarity.nl
 
 def costly_keys(space, cfg: Config) -> list[str]:
     """The space's keys whose values need stage 1 to embed (or score) the documents again."""
-    nli = cfg.similarity.backend == "nli" or any(p.key == "similarity.backend" and "nli" in (p.values or []) for p in space.params)
+    from taxoclass.stages.similarity import SCORERS
+
+    drawn = [cfg.similarity.backend, *(v for p in space.params if p.key == "similarity.backend" for v in p.values or [])]
+    nli = any(not SCORERS[name].embeds_documents for name in drawn if name in SCORERS)  # a scorer of pairs
     costly = VECTOR_KEYS + (NLI_SCORE_KEYS if nli else ())
     return [p.key for p in space.params if p.key in costly]
 

@@ -28,7 +28,8 @@ import torch
 from transformers import get_linear_schedule_with_warmup
 
 from taxoclass.config import ClassifierConfig
-from taxoclass.stages.model import PATH, SIGMOID, DocBatches, TaxoClassifier
+from taxoclass.stages.model import PATH, SIGMOID, TaxoClassifier
+from taxoclass.training.doc_batches import DocBatches
 from taxoclass.training.keeper import Keeper
 from taxoclass.training.losses import label_loss
 from taxoclass.training.silver import SilverValidation, split_train_val

@@ -2,7 +2,7 @@
 
 Features:
 - document encoder: a Hugging Face AutoModel (bundled MiniLM by default), mean or [CLS] pooling,
-  or precomputed document embeddings when the encoder is frozen (`DocBatches`);
+  or precomputed document embeddings when the encoder is frozen (`DocBatches`, `training/doc_batches.py`);
 - class encoder: `gnn_num_layers` GCNConv layers (torch_geometric) over each class's ego
   network (the class, its parents, its children), summed over the ego network's nodes;
 - matching: logit_ij = c_j^T B D_i + b with a learnable B (and one scalar bias b, which lets the model
@@ -21,15 +21,14 @@ Features:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from taxoclass.amp import amp_context
 from taxoclass.data.taxonomy import ROOT, Taxonomy
-from taxoclass.stages.amp import amp_context
+from taxoclass.training.doc_batches import DocBatches
 
 
 def ego_graph(taxonomy: Taxonomy):
@@ -172,35 +171,6 @@ class TaxoClassifier(nn.Module):
 
     def head_state_dict(self) -> dict:
         return {k: v for k, v in self.state_dict().items() if not k.startswith("encoder.")}
-
-
-@dataclass
-class DocBatches:
-    """Documents as token ids (trainable encoder) or as fixed embeddings (frozen encoder)."""
-
-    input_ids: list[list[int]] | None = None
-    embeddings: torch.Tensor | None = None
-    pad_id: int = 0
-
-    def __len__(self) -> int:
-        return len(self.input_ids) if self.input_ids is not None else len(self.embeddings)
-
-    def subset(self, idx: list[int]) -> DocBatches:
-        if self.embeddings is not None:
-            return DocBatches(embeddings=self.embeddings[idx])
-        return DocBatches(input_ids=[self.input_ids[i] for i in idx], pad_id=self.pad_id)
-
-    def batch(self, idx: list[int], device) -> dict:
-        if self.embeddings is not None:
-            return {"doc_embeddings": self.embeddings[idx].to(device)}
-        seqs = [self.input_ids[i] for i in idx]
-        width = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
-        att = torch.zeros((len(seqs), width), dtype=torch.long)
-        for r, s in enumerate(seqs):
-            ids[r, : len(s)] = torch.tensor(s)
-            att[r, : len(s)] = 1
-        return {"input_ids": ids.to(device), "attention_mask": att.to(device)}
 
 
 def tokenize(tokenizer, texts: list[str], max_length: int) -> DocBatches:

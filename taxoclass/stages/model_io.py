@@ -21,11 +21,13 @@ from pathlib import Path
 import torch
 
 from taxoclass import tensorfile
-from taxoclass.config import LEAF_TYPES, Config, classifier_encoder, flatten, from_dict, to_dict, unflatten
+from taxoclass.config import LEAF_TYPES, Config, flatten, from_dict, to_dict, unflatten
 from taxoclass.data.taxonomy import Taxonomy
 from taxoclass.errors import DataError, TaxoclassError
-from taxoclass.stages.model import DocBatches, TaxoClassifier, tokenize
+from taxoclass.stages.model import TaxoClassifier, tokenize
+from taxoclass.stages.similarity import classifier_encoder
 from taxoclass.stages.text_encoder import encode_texts, load_encoder
+from taxoclass.training.doc_batches import DocBatches
 
 CLASS_NAME_MAX_LENGTH = 64
 FORMAT = "taxoclass-model/2"  # config and taxonomy as JSON text; format 1 held them as nested dicts

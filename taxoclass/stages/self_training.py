@@ -33,7 +33,8 @@ import torch.nn.functional as F
 
 from taxoclass.config import SelfTrainingConfig
 from taxoclass.stages.classifier import Log, silent
-from taxoclass.stages.model import PATH, DocBatches, predict_scores
+from taxoclass.stages.model import PATH, predict_scores
+from taxoclass.training.doc_batches import DocBatches
 from taxoclass.training.keeper import Keeper
 from taxoclass.training.losses import path_cross_entropy
 from taxoclass.training.silver import SilverValidation

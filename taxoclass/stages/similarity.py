@@ -1,7 +1,7 @@
 """Stage 1: document-class similarity (METHOD.md, stage 1).
 
 Features:
-- one scorer interface (`score_pairs`) with two backends:
+- two scorers, one for each value of `similarity.backend` (`SCORERS`):
   - `BiEncoderScorer` (default): cosine between the document and the hypothesis
     made from the class name; N + C encoder passes, class hypotheses encoded once,
     documents once, in batches sized by a token budget (`similarity.batch_tokens`), on CUDA
@@ -9,6 +9,9 @@ Features:
   - `NLIScorer`: any Hugging Face sequence-classification NLI model; the
     entailment index is read from `id2label`; `softmax3` (3-way entailment
     probability) or `entail_vs_contra` (the zero-shot pipeline's normalisation);
+- what a scorer can do, as properties of its class, which the stages around stage 1 read
+  (`embeds_documents`, `prunes`, `refines`, `classifier_encoder`): no other module compares backend
+  names, so a new scorer is a class here and a value of `similarity.backend` in config.py;
 - top-down pruning for the cross-encoder: only the classes the stage-2 search
   visits, plus their parents and siblings (for the confidence), are scored;
   `similarity.pruning=false` scores all pairs. The bi-encoder always fills the
@@ -16,24 +19,25 @@ Features:
 - output: a float32 matrix (documents x classes), NaN where a pair was not scored;
 - takes its own config section (`SimilarityConfig`), and from stage 2 only what the pruned
   search borrows (`PrunedSearch`: the root's width, what a confidence compares with);
-- `run_similarity(SimilarityJob)`: the stage as data, the one flow of both runtimes: in this process,
-  or with a runtime's workers embedding (`embed`) or scoring (`score`) the documents.
+- the stage as a job that any runtime runs: `jobs/similarity.py`.
+
+Importing this module loads neither torch nor transformers (the pipeline reads the scorers'
+properties when it starts): they are imported where a scorer is built or scores.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from taxoclass.config import Config, MiningConfig, SimilarityConfig
+from taxoclass.config import STAGE1_ENCODER, Config, MiningConfig, SimilarityConfig
 from taxoclass.data.taxonomy import Taxonomy
-from taxoclass.stages.amp import amp_context, check_amp, resolve_amp
 from taxoclass.stages.candidates import candidate_search, confidence_neighbours
-from taxoclass.stages.text_encoder import encode_texts, length_sorted_batches, load_encoder, load_pretrained
+
+if TYPE_CHECKING:
+    import torch
 
 SEARCH_CHUNK = 64  # documents whose searches advance together (one scoring call per round)
 
@@ -76,10 +80,15 @@ def unit(vectors: np.ndarray | None) -> np.ndarray | None:
 class BiEncoderScorer:
     """Cosine similarity of mean-pooled, normalised sentence embeddings."""
 
-    full_matrix = True
+    embeds_documents = True  # one encoder pass per document: the vectors are stored, and shared with the stages after it
+    prunable = False  # N + C encoder passes whatever the number of pairs: it always fills the whole matrix
+    refinable = True  # class prototypes can be refined from its document vectors
 
     def __init__(self, model_name: str, max_length: int, batch_size: int, device, lowercase: bool = True,
                  batch_tokens: int = 0, amp: str = "auto"):
+        from taxoclass.amp import check_amp
+        from taxoclass.stages.text_encoder import load_encoder
+
         check_amp(amp, device, "similarity.autocast")
         self.model, self.tokenizer = load_encoder(model_name, key="similarity.model")
         self.model.to(device)
@@ -87,7 +96,13 @@ class BiEncoderScorer:
         self.batch_tokens, self.amp = batch_tokens, amp
         self.encoder_passes = 0
 
+    @classmethod
+    def from_config(cls, s: SimilarityConfig, device) -> BiEncoderScorer:
+        return cls(s.model, s.max_length, s.batch_size, device, s.lowercase, s.batch_tokens, s.autocast)
+
     def _encode(self, texts, desc=None, normalize: bool = True) -> np.ndarray:
+        from taxoclass.stages.text_encoder import encode_texts
+
         texts = [t.lower() for t in texts] if self.lowercase else list(texts)
         self.encoder_passes += len(texts)
         return encode_texts(self.model, self.tokenizer, texts, max_length=self.max_length, batch_size=self.batch_size,
@@ -110,11 +125,16 @@ class BiEncoderScorer:
 class NLIScorer:
     """P(document entails hypothesis) from a sequence-classification NLI model."""
 
-    full_matrix = False
+    embeds_documents = False  # a cross-encoder: one model pass per (document, class) pair, no document vectors
+    prunable = True  # with `similarity.pruning`, only the pairs stage 2's search visits are scored
+    refinable = False  # prototype refinement needs document vectors
 
     def __init__(self, model_name: str, max_length: int, batch_size: int, device, normalization: str = "softmax3",
                  lowercase: bool = True, amp: str = "auto"):
         from transformers import AutoModelForSequenceClassification
+
+        from taxoclass.amp import check_amp, resolve_amp
+        from taxoclass.stages.text_encoder import load_pretrained
 
         check_amp(amp, device, "similarity.autocast")
         self.amp = resolve_amp(amp, device)
@@ -125,12 +145,20 @@ class NLIScorer:
         self.normalization, self.lowercase = normalization, lowercase
         self.encoder_passes = 0
 
+    @classmethod
+    def from_config(cls, s: SimilarityConfig, device) -> NLIScorer:
+        return cls(s.model, s.max_length, s.batch_size, device, s.nli_normalization, s.lowercase, s.autocast)
+
     def set_classes(self, hypothesis_texts: list[str]) -> None:
         self.hypotheses = hypothesis_texts
 
-    @torch.no_grad()
     def score_pairs(self, docs: list[str], pairs: list[tuple[int, int]]) -> np.ndarray:
         """Entailment probability for each (doc index, class index) pair."""
+        import torch
+
+        from taxoclass.amp import amp_context
+        from taxoclass.stages.text_encoder import length_sorted_batches
+
         out = np.zeros(len(pairs), dtype=np.float32)
         if not pairs:
             return out
@@ -138,9 +166,10 @@ class NLIScorer:
         for idx in length_sorted_batches([len(p) for p in premises], self.batch_size):
             enc = self.tokenizer([premises[i] for i in idx], [self.hypotheses[pairs[i][1]] for i in idx], padding=True,
                                  truncation="only_first", max_length=self.max_length, return_tensors="pt").to(self.device)
-            with amp_context(self.amp, self.device):
-                logits = self.model(**enc).logits.float()
-            out[idx] = entailment_probability(logits, self.entail, self.contra, self.normalization).cpu().numpy()
+            with torch.no_grad():
+                with amp_context(self.amp, self.device):
+                    logits = self.model(**enc).logits.float()
+                out[idx] = entailment_probability(logits, self.entail, self.contra, self.normalization).cpu().numpy()
         self.encoder_passes += len(pairs)
         return out
 
@@ -163,16 +192,48 @@ def nli_label_indices(id2label: dict) -> tuple[int, int]:
 
 
 def entailment_probability(logits: torch.Tensor, entail: int, contra: int, normalization: str) -> torch.Tensor:
+    import torch
+
     if normalization == "softmax3":
         return logits.softmax(-1)[:, entail]
     pair = torch.stack([logits[:, contra], logits[:, entail]], dim=-1)
     return pair.softmax(-1)[:, 1]
 
 
+SCORERS = {"biencoder": BiEncoderScorer, "nli": NLIScorer}  # by `similarity.backend` (its values: config.py)
+
+
+def scorer_type(backend: str) -> type[BiEncoderScorer] | type[NLIScorer]:
+    """The scorer class of a `similarity.backend` value; its properties say what it can do before one is built."""
+    return SCORERS[backend]
+
+
 def make_scorer(s: SimilarityConfig, device):
-    if s.backend == "nli":
-        return NLIScorer(s.model, s.max_length, s.batch_size, device, s.nli_normalization, s.lowercase, s.autocast)
-    return BiEncoderScorer(s.model, s.max_length, s.batch_size, device, s.lowercase, s.batch_tokens, s.autocast)
+    return scorer_type(s.backend).from_config(s, device)
+
+
+def embeds_documents(s: SimilarityConfig) -> bool:
+    """Whether stage 1 embeds each document once (vectors stored in the cache, shared with stage 3's frozen encoder)."""
+    return scorer_type(s.backend).embeds_documents
+
+
+def prunes(s: SimilarityConfig) -> bool:
+    """Whether stage 1 scores only what stage 2's top-down search visits (its cache key then holds that search's settings)."""
+    return scorer_type(s.backend).prunable and s.pruning
+
+
+def refines(s: SimilarityConfig) -> bool:
+    """Whether stage 1 refines class prototypes on the corpus: it needs document vectors, which a cross-encoder has not."""
+    return scorer_type(s.backend).refinable and s.refine_rounds > 0
+
+
+def classifier_encoder(cfg: Config) -> str:
+    """The classifier's encoder as a model name: `classifier.encoder`, where `similarity` (the default) is stage 1's
+    encoder, and after a stage 1 that embeds no documents (a cross-encoder) the bundled MiniLM."""
+    c, s = cfg.classifier, cfg.similarity
+    if c.encoder != STAGE1_ENCODER:
+        return c.encoder
+    return s.model if embeds_documents(s) else "bundled"
 
 
 def score_pruned(scorer: NLIScorer, docs: list[str], taxonomy: Taxonomy, root_width: int, progress: bool = True,
@@ -245,84 +306,15 @@ class SimilarityOutput:
 def score_documents(scorer, docs: list[str], taxonomy: Taxonomy, s: SimilarityConfig, search: PrunedSearch,
                     desc: str | None) -> np.ndarray:
     """Stage 1 for one list of documents (the unit a Ray Data actor runs too)."""
-    if scorer.full_matrix or not s.pruning:
+    if not (scorer.prunable and s.pruning):
         return scorer.score_all(docs, desc=desc).astype(np.float32)
     return score_pruned(scorer, docs, taxonomy, search.root_width, progress=desc is not None,
                         confidence_over=search.confidence_over)
 
 
-def refines(s: SimilarityConfig) -> bool:
-    """Prototype refinement needs document embeddings: the bi-encoder has them, a cross-encoder does not."""
-    return s.backend == "biencoder" and s.refine_rounds > 0
-
-
 def class_hypotheses(s: SimilarityConfig, taxonomy: Taxonomy, keywords: dict[int, list[str]] | None) -> list[str]:
     """Each class's hypothesis: the template filled with its name (and keywords)."""
     return hypotheses(s.template, class_texts(taxonomy, s.class_text, keywords))
-
-
-# memo(texts, desc, compute) -> the texts' document vectors: the pipeline's store, which calls
-# compute() only for texts whose vectors it does not hold
-Memo = Callable[[list[str], str, Callable[[], np.ndarray]], np.ndarray]
-
-
-@dataclass
-class SimilarityJob:
-    """Stage 1 as data: the config (`similarity`, `mining` for a pruned search; a runtime reads its own section),
-    the taxonomy and keywords, the documents, and the pipeline's vector store (`memo`)."""
-
-    cfg: Config
-    taxonomy: Taxonomy
-    keywords: dict[int, list[str]] | None
-    corpus_texts: list[str]
-    test_texts: list[str] | None
-    device: object = "cpu"
-    memo: Memo | None = None
-    shards: Path | None = None  # where a runtime may keep a part-done stage 1 (Ray's shards)
-    fresh: bool = False  # a forced stage 1: nothing part-done is reused
-    run_dir: Path | None = None
-
-
-# embed(texts, part) -> document vectors; score(texts, part) -> scores (documents x classes): a runtime's workers
-Embed = Callable[[list[str], str], np.ndarray]
-
-
-def run_similarity(job: SimilarityJob, embed: Embed | None = None, score: Embed | None = None,
-                   scorer=None) -> SimilarityOutput:
-    """Stage 1. The bi-encoder embeds each document once (through the job's `memo`, which keeps the vectors for the
-    stages after it; `embed` where a runtime's workers embed them, else this process) and scores from the vectors;
-    the NLI cross-encoder scores pairs (`score` where a runtime's workers score them)."""
-    s, taxonomy = job.cfg.similarity, job.taxonomy
-    hyps = class_hypotheses(s, taxonomy, job.keywords)
-    texts = {"corpus": job.corpus_texts, "test": job.test_texts}
-    desc = {"corpus": "stage 1: corpus", "test": "stage 1: test set"}
-    if s.backend != "biencoder" and score is not None:
-        corpus, test = score(job.corpus_texts, "corpus"), None if job.test_texts is None else score(job.test_texts, "test")
-        passes = int((~np.isnan(corpus)).sum() + (0 if test is None else (~np.isnan(test)).sum()))
-        return SimilarityOutput(corpus, test, passes)
-    scorer = scorer or make_scorer(s, job.device)
-    scorer.set_classes(hyps)
-    if s.backend == "biencoder":
-        memo = job.memo or (lambda texts, desc, compute: compute())
-        embed = embed or (lambda texts, part: scorer.vectors(texts, desc[part]))
-
-        def vectors(part):
-            return None if texts[part] is None else memo(texts[part], desc[part], lambda: embed(texts[part], part))
-
-        corpus, test = vectors("corpus"), vectors("test")
-        return scores_from_vectors(corpus, test, scorer.class_emb, taxonomy, s,
-                                   biencoder_passes(hyps, job.corpus_texts, job.test_texts))
-    search = PrunedSearch.of(job.cfg.mining)
-    corpus = score_documents(scorer, job.corpus_texts, taxonomy, s, search, desc["corpus"])
-    test = None if job.test_texts is None else score_documents(scorer, job.test_texts, taxonomy, s, search, desc["test"])
-    return SimilarityOutput(corpus, test, scorer.encoder_passes)
-
-
-def biencoder_passes(hyps: list[str], corpus_texts: list[str], test_texts: list[str] | None) -> int:
-    """Stage 1's `encoder_passes` with the bi-encoder: each hypothesis and each document once, also when the
-    vectors came from the cache or a Ray actor encoded the hypotheses again (a run's figure must not depend
-    on either)."""
-    return len(hyps) + len(corpus_texts) + len(test_texts or [])
 
 
 def scores_from_vectors(corpus_vec: np.ndarray, test_vec: np.ndarray | None, name_emb: np.ndarray, taxonomy: Taxonomy,

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from taxoclass.amp import amp_context, resolve_amp
 from taxoclass.errors import ConfigError
-from taxoclass.stages.amp import amp_context, resolve_amp
 from taxoclass.stages.token_batches import ahead, tokenized_batches
 
 BUNDLED = "bundled"

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from taxoclass.stages.amp import amp_context
-from taxoclass.stages.model import DocBatches
+from taxoclass.amp import amp_context
+from taxoclass.training.doc_batches import DocBatches
 from taxoclass.training.losses import label_loss
 
 

@@ -1,7 +1,7 @@
 """The optimisation step stages 3 and 4 share.
 
 Features:
-- `TrainStep`: autocast forward (bf16; fp16 with a GradScaler on CUDA, `stages/amp.py`), a loss,
+- `TrainStep`: autocast forward (bf16; fp16 with a GradScaler on CUDA, `taxoclass/amp.py`), a loss,
   a scaled backward, the optimiser step and, in stage 3, the scheduler step;
 - `TrainStep.state()` / `load()`: model, optimiser, scaler (and scheduler), the part of a
   checkpoint that belongs to the step (the rest: `training/keeper.py`);
@@ -15,7 +15,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from taxoclass.stages.amp import amp_context, check_amp
+from taxoclass.amp import amp_context, check_amp
 
 
 def unwrap(model: nn.Module) -> nn.Module:

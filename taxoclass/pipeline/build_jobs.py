@@ -1,4 +1,6 @@
-"""The jobs the pipeline hands to its runtime (`taxoclass/runtime.py`), built from one attempt on a run dir.
+"""The pipeline's side of a job: it builds the jobs it hands to its runtime (`taxoclass/runtime.py`) from one
+attempt on a run dir, and takes their results back. The job types and the functions that run them are the
+engine's (`taxoclass/jobs/`).
 
 Features:
 - `similarity_job`: stage 1's documents, the cache's vector store (`memo`) and where a runtime keeps
@@ -17,13 +19,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:  # torch comes with them: imported when a job is built, not with the pipeline
+    from taxoclass.jobs.similarity import SimilarityJob
+    from taxoclass.jobs.training import TrainingJob
     from taxoclass.pipeline.context import RunContext
-    from taxoclass.stages.similarity import SimilarityJob
-    from taxoclass.training.job import TrainingJob
 
 
 def similarity_job(ctx: RunContext, fresh: bool) -> SimilarityJob:
-    from taxoclass.stages.similarity import SimilarityJob
+    from taxoclass.jobs.similarity import SimilarityJob
 
     inp = ctx.inputs
     test_texts = None if (inp.test is None or inp.test_is_corpus) else inp.test.texts
@@ -33,7 +35,7 @@ def similarity_job(ctx: RunContext, fresh: bool) -> SimilarityJob:
 
 def training_job(ctx: RunContext, stage: int, rows: list[int] | None, fresh: bool, **labels) -> TrainingJob:
     """Stage `stage` on the corpus `rows` (None: every document); `labels`: `targets` and `mask`, or `silver`."""
-    from taxoclass.training.job import TrainingJob
+    from taxoclass.jobs.training import TrainingJob
 
     cfg = ctx.cfg
     if cfg.classifier.freeze_encoder:

@@ -6,10 +6,10 @@ Features:
   documents (texts, or with a frozen encoder their vectors), the initial weights (the head alone
   with a frozen encoder), stage 3's targets and mask, stage 4's silver set, and the name its
   checkpoints go under (`fresh`: restore none);
-- `run_job(job, device, log, env)`: builds the model from the job, seeds the stage, trains it with
+- `run_training(job, device, log, env)`: builds the model from the job, seeds the stage, trains it with
   `train_classifier` or `self_train` and returns (stats, final weights on the CPU). The local
   runtime calls it in this process, Ray Train's worker loop on each rank (`env`: DDP, checkpoints);
-  the pipeline builds the job and loads the returned weights: no runtime sees the run.
+  the pipeline builds the job (`pipeline/build_jobs.py`) and loads the returned weights: no runtime sees the run.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import torch
 
 from taxoclass.config import Config
 from taxoclass.data.taxonomy import Taxonomy
+from taxoclass.training.doc_batches import DocBatches
 from taxoclass.training.silver import SilverValidation
 
 
@@ -43,12 +44,11 @@ class TrainingJob:
     device: object = "cpu"  # where a job trains in the pipeline's process (a Ray worker uses its own)
 
 
-def run_job(job: TrainingJob, device, log: Callable, env=None, watch: Callable | None = None) -> tuple[dict, dict]:
+def run_training(job: TrainingJob, device, log: Callable, env=None, watch: Callable | None = None) -> tuple[dict, dict]:
     """Train the job's model; (stats, final weights on the CPU: the head alone with a frozen encoder).
     `watch(model)` sees the model before it trains (gradient logging)."""
     from taxoclass.seeding import seed_stage
     from taxoclass.stages.classifier import train_classifier
-    from taxoclass.stages.model import DocBatches
     from taxoclass.stages.model_io import build_model, stored_class_features
     from taxoclass.stages.self_training import self_train
 
