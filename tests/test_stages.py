@@ -1,5 +1,7 @@
 """Golden tests of the stages on tiny fixed inputs, computed by hand (see comments)."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -219,6 +221,57 @@ def test_self_training_guard_keeps_the_best_silver_model(tax):
         assert len(losses) - 1 - best == 2
     else:
         assert stats["stage4/batches"] == 12
+
+
+def test_self_training_resumed_at_any_target_update_ends_as_an_uninterrupted_run(tax):
+    """Stage 4 resumed from the checkpoint of any target update (as Ray Train restores it after a worker died) trains
+    on to the same weights, the same kept best model and the same final stats as the run that was never stopped."""
+    from taxoclass.config import SelfTrainingConfig
+    from taxoclass.stages.self_training import self_train
+    from taxoclass.training.doc_batches import DocBatches
+    from taxoclass.training.env import LocalEnv
+    from taxoclass.training.silver import SilverValidation
+
+    class CheckpointingEnv(LocalEnv):
+        checkpoints = True
+
+        def __init__(self, restored=None):
+            self.saved, self.restored = [], restored
+
+        def checkpoint(self, metrics, state):
+            self.saved.append(copy.deepcopy(state))
+
+        def restore(self):
+            return self.restored
+
+    torch.manual_seed(0)
+    docs = DocBatches(embeddings=torch.randn(40, 8))
+    targets, mask = build_labels([[3], [5], [0], [6]], tax, "paper")
+    silver = SilverValidation([0, 1, 2, 3], targets, mask)
+    cfg = SelfTrainingConfig.model_construct(update_interval=2, max_batches=10, batch_size=8, head_learning_rate=0.05,
+                                             stop_tolerance=-1.0, val_patience=3)
+
+    def run(env):
+        model = TaxoClassifier(None, torch.randn(9, 8, generator=torch.Generator().manual_seed(1)), tax,
+                               gnn_num_layers=1, gnn_hidden_dim=8)
+        logged = []
+        stats = self_train(model, docs, cfg, "cpu", 0, lambda m, step=None: logged.append(m), env=env, silver=silver,
+                           train_gnn=True)
+        return stats, model.state_dict(), logged
+
+    full_env = CheckpointingEnv()
+    full, weights, logged = run(full_env)
+    updates = full["stage4/iteration"]
+    assert full["stage4/batches"] == 2 * updates and len(full_env.saved) == updates >= 3  # a checkpoint at each update
+    assert [m["stage4/iteration"] for m in logged] == list(range(updates + 1))
+    for at in range(updates - 1):  # the last checkpoint is the end: a resumed run then has nothing left to train
+        stats, resumed_weights, resumed_log = run(CheckpointingEnv(restored=full_env.saved[at]))
+        assert stats.pop("stage4/resumed_from_iteration") == at + 1
+        assert stats == full
+        for name, tensor in weights.items():
+            assert torch.equal(resumed_weights[name], tensor), name
+        # a resumed run logs only the updates after its checkpoint: the earlier ones are in the first attempt's log
+        assert resumed_log == logged[at + 2:]
 
 
 def test_keeper_keeps_the_best_weights_and_resumes_its_state():

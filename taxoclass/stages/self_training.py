@@ -27,6 +27,8 @@ Features:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -127,90 +129,130 @@ def predict_all(model, docs: DocBatches, device, batch_size: int, amp: str, env,
     return env.gather_rows(part, owned, len(docs))
 
 
+@dataclass
+class Progress:
+    """Stage 4's counters: what a checkpoint keeps at each target update, and where a resumed attempt goes on."""
+
+    iteration: int = 0  # target updates so far
+    done: int = 0  # batches trained
+    passes: int = 0  # shuffles of the training pool drawn (the next one's seed)
+    prev_top3: np.ndarray | None = None  # each document's decisions at the last update (top-3 set, or best path)
+    stopped_by: str = "budget"  # budget (while it runs, and when the budget is spent), tolerance or silver_val
+
+
+class Predictions:
+    """The whole corpus as stage 4 reads the model: every document's prediction `p` and sharpened target `q` (each rank
+    predicts its share, all get the whole), and with the guard the silver documents' loss."""
+
+    def __init__(self, model, docs: DocBatches, reading: Reading, env, device, batch_size: int, amp: str,
+                 silver: SilverValidation | None):
+        self.model, self.docs, self.reading, self.env = model, docs, reading, env
+        self.device, self.batch_size, self.amp, self.silver = device, batch_size, amp, silver
+
+    def refresh(self) -> None:
+        self.p = predict_all(self.model, self.docs, self.device, self.batch_size, self.amp, self.env, self.reading)
+        self.q = self.reading.target(self.p)
+
+    def silver_loss(self) -> float:
+        return self.silver.loss(self.model, self.docs, self.device, self.batch_size, self.amp, self.env)
+
+
 def self_train(model, docs: DocBatches, cfg: SelfTrainingConfig, device, seed: int, log: Log, amp: str = "off",
                eval_batch_size: int = 128, env=None, silver: SilverValidation | None = None, train_gnn: bool = False) -> dict:
     """Self-train `model` in place on every corpus document; returns the final stats.
 
     With a data-parallel `env`, every rank holds the same targets (predictions are gathered),
-    trains on its share of each batch, and a checkpoint is taken at each target update.
-    With `silver` and `cfg.val_patience > 0`, the guard described above selects the model.
-    `train_gnn`: the GCN branch and bilinear matrix learn too (at the head's rate), as in stage 3.
+    trains on its share of each batch, and a checkpoint is taken at each target update, which a
+    restored attempt resumes from. With `silver` and `cfg.val_patience > 0`, the guard described
+    above selects the model. `train_gnn`: the GCN branch and bilinear matrix learn too (at the head's rate), as in stage 3.
     """
     from taxoclass.training.env import LocalEnv
 
     env = env or LocalEnv()
     model.to(device)
     log = log if env.rank == 0 else silent
-    reading = Reading(model)
     opt = torch.optim.AdamW(model.param_groups(cfg.learning_rate, cfg.head_learning_rate, 0.0,
                                                cfg.head_learning_rate if train_gnn else 0.0))
     ddp = env.prepare_model(model)
     train_step = TrainStep(ddp, opt, amp, device)
-    iteration, done, passes = 0, 0, 0
     guard = silver is not None and len(silver.rows) > 0 and cfg.val_patience > 0
+    corpus = Predictions(unwrap(ddp), docs, Reading(model), env, device, eval_batch_size, amp, silver if guard else None)
     keeper = Keeper(patience=cfg.val_patience)
-    state = env.restore()
-    if state is not None:  # resume at the last target update
-        progress = keeper.resume(state, train_step)
-        iteration, done, passes, prev_top3 = (progress[k] for k in ("iteration", "done", "passes", "prev_top3"))
-        resumed_at = iteration
-    elif guard:  # the starting point (stage 3's model) is the first candidate
-        start_loss = silver.loss(unwrap(ddp), docs, device, eval_batch_size, amp, env)
-        keeper.offer(start_loss, 0, ddp)
-    p = predict_all(unwrap(ddp), docs, device, eval_batch_size, amp, env, reading)
-    q = reading.target(p)
-    if state is None:
-        prev_top3 = reading.decisions(p)
-    batches_per_epoch = max(1, -(-len(docs) // (cfg.batch_size * env.world_size)))
-    losses = []
-    pool = _training_pool(p, cfg)
-    stats = {**update_stats(p, q, cfg.self_train_threshold, reading), "stage4/iteration": iteration,
-             "stage4/epoch": done / batches_per_epoch}
-    if guard and state is None:
-        stats["stage4/val_loss"] = start_loss
-    if state is None:
-        log(stats, step=None)
-    stopped_by = state["progress"]["stopped_by"] if state else "budget"
-    queue: list[list[int]] = []
-    while done < cfg.max_batches and stopped_by == "budget":
+    per_epoch = max(1, -(-len(docs) // (cfg.batch_size * env.world_size)))  # batches of one pass over the corpus
+    run, stats, resumed_from = _start_or_resume(env.restore(), corpus, keeper, train_step, cfg, per_epoch, log)
+    queue, losses, pool = [], [], _training_pool(corpus.p, cfg)
+    while run.done < cfg.max_batches and run.stopped_by == "budget":
         if not queue:
-            queue = env.batches(pool, cfg.batch_size, seed, passes)
-            passes += 1
+            queue = env.batches(pool, cfg.batch_size, seed, run.passes)
+            run.passes += 1
         b = queue.pop(0)
-        target = torch.from_numpy(q[b]).to(device)
-        losses.append(train_step(docs, b, lambda logits, target=target: reading.loss(ddp, logits, target)))
-        done += 1
-        if done % cfg.update_interval == 0 or done == cfg.max_batches:
-            p = predict_all(unwrap(ddp), docs, device, eval_batch_size, amp, env, reading)
-            q = reading.target(p)
-            top3 = reading.decisions(p)
-            changed = float((top3 != prev_top3).any(1).mean())
-            prev_top3 = top3
-            iteration += 1
-            loss_sum, loss_n = env.all_reduce_sum([float(np.sum(losses)), len(losses)])
-            stats = {**update_stats(p, q, cfg.self_train_threshold, reading), "stage4/iteration": iteration,
-                     "stage4/self_train_loss": loss_sum / max(loss_n, 1), "stage4/epoch": done / batches_per_epoch,
-                     reading.change_name: changed}
-            losses = []
-            pool, queue = _training_pool(p, cfg), []
-            if guard:
-                val = silver.loss(unwrap(ddp), docs, device, eval_batch_size, amp, env)
-                keeper.offer(val, iteration, ddp)
-                stats.update({"stage4/val_loss": val, "stage4/best_val_loss": keeper.best_loss})
+        target = torch.from_numpy(corpus.q[b]).to(device)
+        losses.append(train_step(docs, b, lambda logits, target=target: corpus.reading.loss(ddp, logits, target)))
+        run.done += 1
+        if run.done % cfg.update_interval == 0 or run.done == cfg.max_batches:
+            stats = _update_targets(run, corpus, keeper, losses, cfg, per_epoch)
             log(stats, step=None)
-            if changed <= cfg.stop_tolerance:
-                stopped_by = "tolerance"
-            elif guard and keeper.exhausted:
-                stopped_by = "silver_val"
+            losses, pool, queue = [], _training_pool(corpus.p, cfg), []
             if env.checkpoints:
-                env.checkpoint(stats, keeper.checkpoint(train_step, iteration=iteration, done=done, passes=passes,
-                                                        prev_top3=prev_top3, stopped_by=stopped_by))
+                env.checkpoint(stats, keeper.checkpoint(train_step, **vars(run)))
     if guard and keeper.restore_best(ddp):
         stats.update({"stage4/best_iteration": keeper.best_at, "stage4/best_val_loss": keeper.best_loss})
     unwrap(ddp).eval()
-    stats.update({"stage4/batches": done, "stage4/stopped_by": stopped_by})
-    if state is not None:
-        stats["stage4/resumed_from_iteration"] = resumed_at
+    stats.update({"stage4/batches": run.done, "stage4/stopped_by": run.stopped_by})
+    if resumed_from is not None:
+        stats["stage4/resumed_from_iteration"] = resumed_from
+    return stats
+
+
+def _start_or_resume(state: dict | None, corpus: Predictions, keeper: Keeper, train_step: TrainStep,
+                     cfg: SelfTrainingConfig, per_epoch: int, log: Log) -> tuple[Progress, dict, int | None]:
+    """Where stage 4 starts, with every document predicted and its target made: (counters, their stats, the iteration
+    a resumed attempt goes on from). A checkpoint (`state`) gives its counters, keeper and step, and nothing is
+    logged again; a fresh start offers stage 3's model to the guard as its first candidate and logs iteration 0."""
+
+    def stats(run: Progress) -> dict:
+        return {**update_stats(corpus.p, corpus.q, cfg.self_train_threshold, corpus.reading),
+                "stage4/iteration": run.iteration, "stage4/epoch": run.done / per_epoch}
+
+    if state is not None:  # resume at the checkpoint's target update
+        run = Progress(**keeper.resume(state, train_step))
+        corpus.refresh()
+        return run, stats(run), run.iteration
+    run = Progress()
+    start_loss = corpus.silver_loss() if corpus.silver is not None else None
+    if start_loss is not None:
+        keeper.offer(start_loss, 0, corpus.model)
+    corpus.refresh()
+    run.prev_top3 = corpus.reading.decisions(corpus.p)
+    start = stats(run)
+    if start_loss is not None:
+        start["stage4/val_loss"] = start_loss
+    log(start, step=None)
+    return run, start, None
+
+
+def _update_targets(run: Progress, corpus: Predictions, keeper: Keeper, losses: list[float], cfg: SelfTrainingConfig,
+                    per_epoch: int) -> dict:
+    """A target update: every document predicted again and its target sharpened, the share whose decisions moved,
+    the mean loss since the last update, the guard's silver loss offered to the keeper, and the stop rule (on `run`).
+    Returns the update's stats."""
+    corpus.refresh()
+    decisions = corpus.reading.decisions(corpus.p)
+    changed = float((decisions != run.prev_top3).any(1).mean())
+    run.prev_top3 = decisions
+    run.iteration += 1
+    loss_sum, loss_n = corpus.env.all_reduce_sum([float(np.sum(losses)), len(losses)])
+    stats = {**update_stats(corpus.p, corpus.q, cfg.self_train_threshold, corpus.reading), "stage4/iteration": run.iteration,
+             "stage4/self_train_loss": loss_sum / max(loss_n, 1), "stage4/epoch": run.done / per_epoch,
+             corpus.reading.change_name: changed}
+    if corpus.silver is not None:
+        val = corpus.silver_loss()
+        keeper.offer(val, run.iteration, corpus.model)
+        stats.update({"stage4/val_loss": val, "stage4/best_val_loss": keeper.best_loss})
+    if changed <= cfg.stop_tolerance:
+        run.stopped_by = "tolerance"
+    elif corpus.silver is not None and keeper.exhausted:
+        run.stopped_by = "silver_val"
     return stats
 
 
