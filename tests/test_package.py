@@ -224,3 +224,25 @@ def test_only_the_stage_1_module_tells_scorers_apart_by_name():
             if BACKEND_COMPARISON.search(line):
                 found.append(f"{path.relative_to(REPO)}:{number}: {line.strip()}")
     assert not found, "ask the scorer (stages/similarity.py) instead:\n" + "\n".join(found)
+
+
+def test_the_readme_code_map_names_every_module_where_it_is():
+    """Issue 36: modules moved (amp.py, the jobs) and the map must follow: README's "Where things live" names each
+    module of the package, in its folder, and nothing that is not there."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"## Where things live.*?```\n(.*?)```", readme, flags=re.S).group(1)
+    named, folders = set(), []  # folders: (indent, path) of the folders the current line sits in
+    for line in block.splitlines():
+        if not line.strip() or not line.lstrip().split()[0].endswith(("/", ".py")):
+            continue  # a description carried over to the next line
+        indent, first = len(line) - len(line.lstrip()), line.split()[0]
+        folders = [(i, f) for i, f in folders if i < indent]
+        where = "/".join(f for _, f in folders)
+        if first.endswith("/"):
+            folders.append((indent, first.rstrip("/")))
+            # a folder whose modules the map lists on its own line (`data/  taxonomy.py, readers.py, ...`)
+            named.update(f"{where}/{first}{name}".lstrip("/") for name in re.findall(r"\b(\w+\.py)\b", line[len(first) + indent:]))
+        else:
+            named.add(f"{where}/{first}".lstrip("/"))
+    actual = {str(f.relative_to(REPO)) for f in (REPO / "taxoclass").rglob("*.py") if f.name != "__init__.py"}
+    assert {n for n in named if n.startswith("taxoclass/")} == actual

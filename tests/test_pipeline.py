@@ -406,7 +406,7 @@ def test_a_corrupt_cache_entry_is_a_miss_and_model_pt_is_a_copy(second_run, capf
     run = RunContext.open(cfg)
     try:
         out = steps.mining(run)
-        assert run.store.intact(4)  # the truncated model.pt left the cache entry whole
+        assert run.view.store.intact(4)  # the truncated model.pt left the cache entry whole
     finally:
         run.close()
     err = capfd.readouterr().err
@@ -471,10 +471,10 @@ def test_force_starts_ray_stages_afresh(tmp_path):
     runtime = RecordingRuntime(cfg)
     run = RunContext.open(cfg, runtime=runtime)
     try:
-        shards = run.store.folder / f"stage1-{run.store.keys[1]}-shards"
+        shards = run.view.store.folder / f"stage1-{run.view.store.keys[1]}-shards"
         (shards / "corpus").mkdir(parents=True)
         (shards / "corpus" / "shard-00000.parquet").write_text("old")
-        stale = tmp_path / "storage" / f"stage3-{run.store.keys[3]}"
+        stale = tmp_path / "storage" / f"stage3-{run.view.store.keys[3]}"
         stale.mkdir(parents=True)
         (stale / "checkpoint_manager_snapshot.json").write_text("{}")
         for fresh in (False, True):  # the corpus only: one stage-1 call into Ray each

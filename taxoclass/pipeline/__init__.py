@@ -1,11 +1,13 @@
-"""Runs the four stages and the evaluation in order, caching each stage's output (see run.py).
+"""Runs the four stages and the evaluation in order on one run dir, caching each stage's output (see run.py).
 
     run.py          the entry points: run_pipeline, run_single_stage
-    context.py      one attempt on a run dir (config.yaml, metrics.jsonl, the runtime, the sink, the model)
     steps.py        compute or load, one function per stage, and the evaluation
     schedule.py     what runs when: stage 3 stepping aside, whether stage 4 runs, which stage made the final model
+    build_jobs.py   the jobs it hands to the runtime (stage 1, stages 3-4; the types: taxoclass/jobs/) and the weights back
+    context.py      one attempt on a run dir (config.yaml, metrics.jsonl, the runtime, the sink, the model)
+    view.py         a run dir's inputs, cache and document vectors; the read-only open of a finished run
     store.py        the stage store: cache keys, sealed entries, replay
-    view.py         a run dir's inputs and cache; the read-only open of a finished run
+    vectors.py      document vectors embedded once per cache, shared by every stage whose encoder matches
     inputs.py       the dataset's documents as the stages use them, and their checksum
     metrics_log.py  metrics.jsonl and the status lines
     summary.py      summary.json and the zero-shot baselines

@@ -30,7 +30,7 @@ def similarity_job(ctx: RunContext, fresh: bool) -> SimilarityJob:
     inp = ctx.inputs
     test_texts = None if (inp.test is None or inp.test_is_corpus) else inp.test.texts
     return SimilarityJob(ctx.cfg, inp.taxonomy, inp.keywords, inp.corpus.texts, test_texts, ctx.device, ctx.memo(fresh),
-                         ctx.store.folder / f"{ctx.store.name(1)}-shards", fresh, ctx.dir)
+                         ctx.view.store.folder / f"{ctx.view.store.name(1)}-shards", fresh, ctx.dir)
 
 
 def training_job(ctx: RunContext, stage: int, rows: list[int] | None, fresh: bool, **labels) -> TrainingJob:
@@ -39,7 +39,7 @@ def training_job(ctx: RunContext, stage: int, rows: list[int] | None, fresh: boo
 
     cfg = ctx.cfg
     if cfg.classifier.freeze_encoder:
-        vectors = ctx.document_vectors("corpus", f"stage {stage}: embedding documents")
+        vectors = ctx.view.document_vectors("corpus", f"stage {stage}: embedding documents")
         documents = np.asarray(vectors if rows is None else vectors[np.asarray(rows, dtype=np.int64)])
     else:
         texts = ctx.inputs.corpus.texts
@@ -47,7 +47,7 @@ def training_job(ctx: RunContext, stage: int, rows: list[int] | None, fresh: boo
     model = ctx.bundle().model
     init = model.head_state_dict() if cfg.classifier.freeze_encoder else model.state_dict()
     return TrainingJob(stage, cfg, ctx.inputs.taxonomy, ctx.inputs.keywords, documents, {k: v.detach().cpu() for k, v in init.items()},
-                       name=ctx.store.name(stage), fresh=fresh, run_dir=ctx.dir, device=ctx.device, **labels)
+                       name=ctx.view.store.name(stage), fresh=fresh, run_dir=ctx.dir, device=ctx.device, **labels)
 
 
 def load_trained(ctx: RunContext, state: dict) -> None:

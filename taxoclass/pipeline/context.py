@@ -6,13 +6,15 @@ Features:
   per run dir, `lock.py`; released by `close`), removes the results
   of a different earlier config and the temporary files of a killed run, writes `config.yaml`,
   starts an attempt in `metrics.jsonl` and tells the sink (`on_start`);
-- the run's stage store under keys that include the runtime's training setup, the runtime
-  (`taxoclass/runtime.py`: local by default), the metrics log, the sink;
-- the model (`bundle()`), built once: stage 3 starts at stage 1's refined prototypes when they
-  live in its encoder's space;
-- stage 1's arrays and stage 2's core classes as the attempt's steps left them, else read from
-  the cache (`stage1()`, `mining()`): the context reads, it never computes a stage (`run.py` holds
-  the one order).
+- what an attempt has that a reading of the run has not: the runtime (`taxoclass/runtime.py`: local
+  by default), the metrics log, the sink, and stage 1's way into the vector store (`memo`);
+- `view`: the run as it reads (`view.py`'s `RunView`: the config, the inputs, the stage store under keys
+  that include the runtime's training setup, the pseudo-labels, the documents as the classifier's
+  inputs); the steps ask it directly;
+- what the attempt gives that view in turn (`StageOutputs`, the view's one link back): stage 1's arrays and
+  stage 2's core classes as the attempt's steps left them, else read from the cache (`stage1()`,
+  `mining()`; the context reads, it never computes a stage: `run.py` holds the one order), and the model
+  (`bundle()`), built once, which starts at stage 1's refined prototypes when they live in its encoder's space.
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ class RunContext:
     def _start(self, command: str) -> None:
         """The locked run dir made ready for this attempt."""
         cfg, run_dir, inputs = self.cfg, self.dir, self.inputs
-        writable_dir(self.store.folder, "the cache")
+        writable_dir(self.view.store.folder, "the cache")
         stale = remove_stale_outputs(run_dir, to_dict(cfg))
         if stale:
             say(f"the config differs from {run_dir / 'config.yaml'}: removed {', '.join(stale)} (the old config's results)")
@@ -96,32 +98,10 @@ class RunContext:
         if self.lock is not None:
             self.lock.release()
 
-    # what the view reads, for the steps
-    @property
-    def store(self):
-        return self.view.store
-
-    def pseudo_labels(self):
-        return self.view.pseudo_labels()
-
-    def silver_validation(self):
-        return self.view.silver_validation()
-
-    def stage3_outcome(self) -> dict:
-        return self.view.stage3_outcome()
-
-    def final_stage(self) -> int:
-        return self.view.final_stage()
-
-    def document_inputs(self, which: str, rows: list[int] | None = None, desc: str | None = None):
-        return self.view.document_inputs(which, rows, desc)
-
     def document_vectors(self, which: str, desc: str | None = None) -> np.ndarray:
+        """The view's (`RunView.document_vectors`); what reads the run otherwise asks `view`, the search's shared
+        stages (`search/shared.py`) still ask here."""
         return self.view.document_vectors(which, desc)
-
-    @property
-    def vectors(self):
-        return self.view.vectors
 
     def memo(self, fresh: bool = False):
         """Stage 1's document vectors through the cache (`vectors.py`): `memo(texts, desc, compute)` computes
@@ -129,24 +109,25 @@ class RunContext:
         from taxoclass.pipeline.vectors import EncoderSpec
 
         spec = EncoderSpec.of_similarity(self.cfg.similarity)
-        return lambda texts, desc, compute: self.vectors.get(spec, texts, compute, fresh=fresh)
+        return lambda texts, desc, compute: self.view.vectors.get(spec, texts, compute, fresh=fresh)
 
+    # what the attempt supplies to its view (`StageOutputs`): stage 1's arrays, stage 2's core classes, the model
     def stage1(self) -> dict[str, np.ndarray]:
         """Stage 1's arrays: as this attempt computed or loaded them, else read from the cache (never computed:
         `run.py` decides what runs)."""
         if 1 not in self.outputs:
-            self.outputs[1] = self._cached(1, lambda: self.store.read_similarity(self.cfg, self.inputs))
+            self.outputs[1] = self._cached(1, lambda: self.view.store.read_similarity(self.cfg, self.inputs))
         return self.outputs[1]
 
     def mining(self):
         """Stage 2's core classes, as `stage1` finds them."""
         if 2 not in self.outputs:
-            self.outputs[2] = self._cached(2, self.store.read_mining)
+            self.outputs[2] = self._cached(2, self.view.store.read_mining)
         return self.outputs[2]
 
     def _cached(self, stage: int, read):
         """A stage's intact cache entry, its stats replayed into this attempt's log; a missing one is an error."""
-        if not self.store.intact(stage):
+        if not self.view.store.intact(stage):
             raise DataError(self.dir, f"stage {stage} output missing for this config: run `taxoclass stage {stage} "
                             f"--run {self.dir}` first")
         from taxoclass.npyfile import Unusable
@@ -154,9 +135,9 @@ class RunContext:
         try:
             value = read()
         except Unusable as err:  # sealed, but a file replaced together with its checksum may hold anything
-            raise DataError(self.store.output(stage), f"not usable ({err}); run `taxoclass stage {stage} --run {self.dir}` "
+            raise DataError(self.view.store.output(stage), f"not usable ({err}); run `taxoclass stage {stage} --run {self.dir}` "
                             "to compute it again") from None
-        self.store.replay(stage, self.log)
+        self.view.store.replay(stage, self.log)
         self.reported.add(stage)
         return value
 

@@ -59,7 +59,7 @@ def run_single_stage(cfg: Config, number: int, runtime: Runtime | None = None) -
                 f"taxoclass stage 4 --run {run_dir} self_training.enabled=true")
             return None
     with RunContext.open(cfg, runtime=runtime, command=f"stage {number}") as ctx:
-        if number in NEEDS and not ctx.store.intact(NEEDS[number]):
+        if number in NEEDS and not ctx.view.store.intact(NEEDS[number]):
             need = NEEDS[number]
             raise DataError(ctx.dir, f"stage {need} output missing for this config: run `taxoclass stage {need} --run {ctx.dir}` first")
         if number == 5:  # the zero-shot baselines read stage 1 (an unusable entry is computed again, said)

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 def similarity(ctx: RunContext, force: bool = False) -> dict[str, np.ndarray]:
     """Stage 1: document-class scores (and with refined prototypes, the name-only scores and the prototypes)."""
-    store, inp = ctx.store, ctx.inputs
+    store, inp = ctx.view.store, ctx.inputs
     arrays = None if force else _intact_similarity(ctx)
     if arrays is not None:
         store.replay(1, ctx.log)
@@ -60,12 +60,12 @@ def _intact_similarity(ctx: RunContext) -> dict[str, np.ndarray] | None:
     from taxoclass.cache import warn_unusable
     from taxoclass.npyfile import Unusable
 
-    if not ctx.store.intact(1):
+    if not ctx.view.store.intact(1):
         return None
     try:
-        return ctx.store.read_similarity(ctx.cfg, ctx.inputs)
+        return ctx.view.store.read_similarity(ctx.cfg, ctx.inputs)
     except Unusable as err:  # sealed, but a file replaced together with its checksum may hold anything
-        warn_unusable(ctx.store.path(1, ".sha256"), str(err))
+        warn_unusable(ctx.view.store.path(1, ".sha256"), str(err))
         return None
 
 
@@ -73,7 +73,7 @@ def mining(ctx: RunContext, force: bool = False):
     """Stage 2: each document's core classes."""
     from taxoclass.stages.core_mining import mine_core_classes, mining_quality, mining_stats
 
-    store, inp = ctx.store, ctx.inputs
+    store, inp = ctx.view.store, ctx.inputs
     if not force and store.intact(2):
         store.replay(2, ctx.log)
         out = store.read_mining()
@@ -97,8 +97,8 @@ def mining(ctx: RunContext, force: bool = False):
 
 def _seal_output(ctx: RunContext, stage: int, stats: dict, artifact: str, what: str) -> None:
     """Stage 1's or 2's written output: its entry sealed with its stats, offered to tracking, and said."""
-    ctx.store.seal(stage, stats)
-    ctx.sink.on_artifact(artifact, "stage-output", ctx.store.output(stage), {"key": ctx.store.keys[stage]})
+    ctx.view.store.seal(stage, stats)
+    ctx.sink.on_artifact(artifact, "stage-output", ctx.view.store.output(stage), {"key": ctx.view.store.keys[stage]})
     say(f"stage {stage} ({STAGE_NAMES[stage]}): {what}")
 
 
@@ -110,7 +110,7 @@ def classifier(ctx: RunContext, force: bool = False) -> None:
 
     if _cached_model(ctx, 3, force):
         return
-    rows, targets, mask = ctx.pseudo_labels()
+    rows, targets, mask = ctx.view.pseudo_labels()
     c = ctx.cfg.classifier
     cores = ctx.mining().cores
     per_label = docs_per_label([cores[i] for i in rows])
@@ -145,12 +145,12 @@ def self_training(ctx: RunContext, force: bool = False) -> None:
     """Stage 4: stage 3's model self-trained on the whole corpus; its weights end in `ctx.bundle()`."""
     if _cached_model(ctx, 4, force):
         return
-    store = ctx.store
+    store = ctx.view.store
     if not store.intact(3):
         raise DataError(ctx.dir, "stage 3 output missing: run stage 3 first")
     store.read_model(3, ctx.bundle())
     t0 = time.time()
-    silver = ctx.silver_validation() if ctx.cfg.self_training.val_patience > 0 else None
+    silver = ctx.view.silver_validation() if ctx.cfg.self_training.val_patience > 0 else None
     with ctx.log.recording() as logged:
         # the job seeds stage 4 once its model is built and loaded (`run_training`), wherever it trains
         stats, state = ctx.runtime.train(training_job(ctx, 4, None, force, silver=silver), ctx.log)
@@ -167,7 +167,7 @@ def skip_self_training(ctx: RunContext, why: str) -> None:
 def self_training_or_skip(ctx: RunContext, force: bool = False) -> int:
     """Stage 4 when the rule (`schedule.self_training_runs`, from stage 3's outcome) says so, else its skip said;
     stage 3 must be done. Returns the final model's stage."""
-    runs, why = self_training_runs(ctx.cfg, ctx.stage3_outcome())
+    runs, why = self_training_runs(ctx.cfg, ctx.view.stage3_outcome())
     if runs:
         ctx.log({"stage4/runs_because": why})  # a run says why it ran stage 4 as it says why it skipped it
         self_training(ctx, force=force)
@@ -184,11 +184,11 @@ def final_model(ctx: RunContext) -> int:
 
 def _cached_model(ctx: RunContext, stage: int, force: bool) -> bool:
     """A training stage's intact entry, unless forced: its stats replayed and its model loaded into `ctx.bundle()`."""
-    if force or not ctx.store.intact(stage):
+    if force or not ctx.view.store.intact(stage):
         return False
-    ctx.store.replay(stage, ctx.log)
+    ctx.view.store.replay(stage, ctx.log)
     ctx.reported.add(stage)
-    ctx.store.read_model(stage, ctx.bundle())
+    ctx.view.store.read_model(stage, ctx.bundle())
     return True
 
 
@@ -196,10 +196,10 @@ def _finish_training(ctx: RunContext, stage: int, stats: dict, t0: float, logged
     """Log a training stage's final stats, then store its model and everything it logged under its cache key."""
     stats[f"stage{stage}/seconds"] = time.time() - t0
     ctx.log(stats)
-    ctx.store.write_model(stage, ctx.bundle(), ctx.inputs.taxonomy)
-    ctx.store.seal(stage, logged)
+    ctx.view.store.write_model(stage, ctx.bundle(), ctx.inputs.taxonomy)
+    ctx.view.store.seal(stage, logged)
     ctx.reported.add(stage)
-    ctx.runtime.stage_cached(ctx.dir, ctx.store.name(stage))
+    ctx.runtime.stage_cached(ctx.dir, ctx.view.store.name(stage))
     say(f"stage {stage} ({STAGE_NAMES[stage]}): {what}, {stats[f'stage{stage}/seconds']:.1f}s")
 
 
@@ -216,14 +216,14 @@ def evaluation(ctx: RunContext) -> dict:
     cfg, inp = ctx.cfg, ctx.inputs
     summary: dict = {}
     seed_stage(cfg.seed, 5)
-    stage = ctx.final_stage()
+    stage = ctx.view.final_stage()
     # a copy, not a link: truncating or replacing model.pt must never touch the cache entry
-    atomic_copy(ctx.store.output(stage), ctx.dir / "model.pt")
+    atomic_copy(ctx.view.store.output(stage), ctx.dir / "model.pt")
     if inp.test is None:
         say("no test set: predictions and test metrics skipped")
         return summary
     bundle = ctx.bundle()
-    docs = ctx.document_inputs("test", desc="evaluation: embedding test documents")
+    docs = ctx.view.document_inputs("test", desc="evaluation: embedding test documents")
     probs, paths = predict_scores(bundle.model, docs, ctx.device, cfg.evaluation.batch_size, cfg.classifier.amp)
     ranked, scores = decode(probs, inp.taxonomy, cfg.evaluation.decoding, cfg.evaluation.save_top_k, paths)
     write_predictions(ctx.dir / PREDICTIONS, inp.test.ids, ranked, scores, inp.taxonomy)

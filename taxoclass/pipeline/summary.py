@@ -31,10 +31,10 @@ if TYPE_CHECKING:
 def summarize(ctx: RunContext, evaluation: dict) -> dict:
     """summary.json: every metric's last value (cached stages replayed theirs), the evaluation's, the time."""
     summary: dict = {}
-    for stage in range(1, ctx.final_stage() + 1):
+    for stage in range(1, ctx.view.final_stage() + 1):
         # a stage this attempt did not report (`stage 5` loads stages 1 and the final one) speaks from its entry
-        if stage not in ctx.reported and ctx.store.intact(stage):
-            summary.update(ctx.store.stats(stage))
+        if stage not in ctx.reported and ctx.view.store.intact(stage):
+            summary.update(ctx.view.store.stats(stage))
     summary.update({**ctx.log.stats, **evaluation, "total_seconds": time.time() - ctx.started, "run_dir": str(ctx.dir)})
     summary["total_encoder_passes"] = encoder_passes(ctx, summary.get("stage1/encoder_passes", 0))
     write_json(ctx.dir / "summary.json", summary)

@@ -2,14 +2,15 @@
 
 Features:
 - `RunView`: what every view of a run reads: its config, inputs (`inputs.py`), stage store
-  (`store.py`), stage 3's pseudo-labels and held-out silver documents, and `document_inputs`, THE
-  one place where documents become the classifier's inputs (stage 3, stage 4, the evaluation, the
-  search objectives): with a frozen encoder, the document vectors of the cache (`vectors.py`),
-  stage 1's own when the encoder, pooling and length match, else embedded once by the
-  classifier's encoder (the log says why);
+  (`store.py`), stage 3's pseudo-labels and held-out silver documents, which stage made the final model;
+- `document_vectors`: with a frozen encoder, each document's vector, taken from the cache
+  (`vectors.py`): stage 1's own when the encoder, pooling and length match, else embedded once by
+  the classifier's encoder (the log says why); a training job's documents (`build_jobs.py`);
+- `document_inputs`: the classifier's inputs (`DocBatches`) for the evaluation and the search
+  objectives: those vectors, or with a trained encoder the token ids;
 - its stage outputs (stage 1's arrays, stage 2's core classes, the model) come from what it is
-  given (`StageOutputs`): a finished run's files (`FinishedOutputs`) or an attempt's steps
-  (`context.py`'s `RunContext`, which composes a view with `writes=True`);
+  given (`StageOutputs`): a finished run's files (`FinishedOutputs`) or an attempt
+  (`context.py`'s `RunContext`, which opens a view with `writes=True` and is its only link back);
 - `open_finished(run_dir)`: a finished run, read only: it writes nothing (no config.yaml, no
   attempt in metrics.jsonl, no lock), fires no tracking hook and computes nothing: a missing
   stage output is an error; its model is `model.pt`; `metrics_rows()` and `summary()` are what
