@@ -127,7 +127,7 @@ class RunContext:
         only what is missing, or everything for a forced stage 1 (`fresh`)."""
         from taxoclass.pipeline.vectors import EncoderSpec
 
-        spec = EncoderSpec.of_similarity(self.cfg.similarity)
+        spec = EncoderSpec.of_similarity(self.cfg)
         return lambda texts, desc, compute: self.vectors.get(spec, texts, compute, fresh=fresh)
 
     def stage1(self) -> dict[str, np.ndarray]:
