@@ -3,6 +3,8 @@
     python scripts/bench_stage1.py                         # 40 amazon-531 generated reviews, 531 classes
     python scripts/bench_stage1.py --docs 100 --nli-model roberta-large-mnli   # with a real NLI model (GPU advised)
     python scripts/bench_stage1.py --encode --docs 1000    # the bi-encoder's document pass, before and after issue 28
+    python scripts/bench_stage1.py --dtypes --encoders bundled,DIR --data ../shared/data/20newsgroups --docs 200
+                                                           # docs/s of each encoder in fp32 and bf16, side by side
 
 Three ways to score the same documents against the same class hypotheses:
 1. transformers' `zero-shot-classification` pipeline with the NLI model: one pass per (document, class);
@@ -19,6 +21,13 @@ length, tokenized on the model's thread), read from git; the two run in turn, `-
 so that both meet the same load. Prints documents/s (best and median), the ratio, the smallest cosine
 between their vectors (target: above 0.999) and the load average before and after: a CPU figure
 means something only on a quiet machine.
+
+`--dtypes`: the document pass as stage 1 runs it (`encode_texts` with similarity.max_length, batch_size and
+batch_tokens of the default config) for each of `--encoders` (default: the bundled MiniLM and
+all-mpnet-base-v2 from ~/.cache/taxoclass, where ../shared/models/get-mpnet.sh puts it) in fp32
+(`similarity.autocast=off`) and under bf16 autocast, in turn, `--repeats` times each; prints documents/s
+(best, median), bf16's speed-up and the smallest cosine between the two dtypes' vectors, and whether this
+CPU has bf16 units (torch's own check, the one `similarity.autocast=auto` asks).
 """
 
 from __future__ import annotations
@@ -102,6 +111,37 @@ def compare_encode(args, docs: list[str], device) -> None:
           f"largest difference {np.abs(a - b).max():.2e}")
 
 
+def compare_dtypes(args, docs: list[str], device) -> None:
+    """Each encoder's document pass in fp32 and under bf16 autocast, in turn, on the same texts."""
+    from taxoclass.amp import cpu_has_bf16
+
+    cfg = build_config(None, environ={}).similarity
+    print(f"encode_texts: {len(docs)} documents of {args.data}, {cfg.max_length} tokens, batch size {cfg.batch_size}, "
+          f"on {device} ({torch.get_num_threads()} threads), {args.repeats} runs each in turn; bf16 units: {cpu_has_bf16()}; "
+          f"load average {os.getloadavg()[0]:.2f} before ({os.cpu_count()} CPUs)")
+    print("| encoder | fp32 docs/s (best, median) | bf16 docs/s (best, median) | bf16 / fp32 (best) | smallest cosine |")
+    print("|---|---|---|---|---|")
+    for encoder in args.encoders.split(","):
+        model, tok = text_encoder.load_encoder(encoder)
+        model.to(device)
+        times: dict[str, list[float]] = {"off": [], "bf16": []}
+        vectors = {}
+
+        settings = dict(max_length=cfg.max_length, batch_size=cfg.batch_size, batch_tokens=cfg.batch_tokens, device=device)
+        text_encoder.encode_texts(model, tok, docs[:8], amp="off", **settings)  # warm-up
+        for _ in range(args.repeats):
+            for amp in times:
+                t0 = time.perf_counter()
+                vectors[amp] = text_encoder.encode_texts(model, tok, docs, amp=amp, **settings)
+                times[amp].append(time.perf_counter() - t0)
+        a, b = vectors["off"], vectors["bf16"]
+        cosines = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+        cells = [f"{len(docs) / min(t):.1f}, {len(docs) / statistics.median(t):.1f}" for t in times.values()]
+        print(f"| {Path(encoder).name} | {cells[0]} | {cells[1]} | {min(times['off']) / min(times['bf16']):.2f}x "
+              f"| {cosines.min():.5f} |", flush=True)
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "amazon-531"))
@@ -111,7 +151,10 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=None, help="default 32; with --encode 64 (similarity.batch_size)")
     ap.add_argument("--encode", action="store_true", help="the document pass before and after issue 28, side by side")
     ap.add_argument("--before", default=BEFORE_ISSUE_28, help="with --encode: the commit to compare with")
-    ap.add_argument("--repeats", type=int, default=3, help="with --encode: runs of each path")
+    ap.add_argument("--repeats", type=int, default=3, help="with --encode or --dtypes: runs of each path")
+    ap.add_argument("--dtypes", action="store_true", help="each encoder's document pass in fp32 and bf16, side by side")
+    ap.add_argument("--encoders", default=f"bundled,{Path.home() / '.cache/taxoclass/all-mpnet-base-v2'}",
+                    help="with --dtypes: comma-separated encoders (bundled, a hub name or a folder)")
     args = ap.parse_args()
     args.max_length = args.max_length or (256 if args.encode else 128)
     args.batch_size = args.batch_size or (64 if args.encode else 32)
@@ -122,6 +165,9 @@ def main() -> None:
     docs = [t.lower() for t in ds.corpus.texts[: args.docs]]
     if args.encode:
         compare_encode(args, docs, device)
+        return
+    if args.dtypes:
+        compare_dtypes(args, docs, device)
         return
     cfg = build_config(None, overrides=[f"data={args.data}"], environ={})
     template = cfg.similarity.template

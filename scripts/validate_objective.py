@@ -15,6 +15,9 @@ computed from its run dir by the same function) it prints the Spearman correlati
 objective (signed so that higher is better) and the gold Example-F1, and the regret: the best
 trial's Example-F1 minus that of the trial the objective picks.
 Target (issue 27): correlation >= 0.5 and regret <= .01 on the held-out half of every set.
+`--encoders bundled,DIR` (issue 33): one search per encoder, each drawing the same random settings, validated
+together; the target then also asks that the objective's best trial use the encoder whose trials score higher
+on average.
 Results: <out>/validate.json and one table on stdout.
 """
 
@@ -30,13 +33,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "scripts")]
 
-from bench_quality import HALVES, SHARED  # noqa: E402
+from bench_quality import HALVES, SHARED, half_scores  # noqa: E402
 
 from taxoclass.config import build_config  # noqa: E402
 from taxoclass.metrics import evaluate_rankings  # noqa: E402
 from taxoclass.pipeline import prepare_inputs  # noqa: E402
 from taxoclass.rundir import PREDICTIONS, read_predictions  # noqa: E402
-from taxoclass.search.objectives import COLUMN, OBJECTIVES, label_free_objectives  # noqa: E402
+from taxoclass.search.objectives import OBJECTIVES, label_free_objectives  # noqa: E402
 from taxoclass.search.results import objective_check  # noqa: E402
 
 SETS = {
@@ -77,19 +80,26 @@ def gold_f1(run_dir: Path, gold: dict) -> dict[str, float]:
 
 def trial_objectives(row: dict, run_dir: Path) -> None:
     """Every objective's value into `row`: as the trial reported it, else computed from its run dir."""
-    if any(row.get(column) in (None, "") for column in COLUMN.values()):
+    if any(row.get(o.column) in (None, "") for o in OBJECTIVES.values()):
         cfg = build_config(config_file=str(run_dir / "config.yaml"), environ={})
         row.update({k: v for k, v in label_free_objectives(cfg, run_dir).items() if row.get(k) in (None, "")})
-    for name in OBJECTIVES:
-        row[COLUMN[name]] = float(row[COLUMN[name]])
+    for o in OBJECTIVES.values():
+        row[o.column] = float(row[o.column])
 
 
-def validate_set(name: str, args, out: Path) -> dict:
-    search_dir = out / f"validate-{name}"
+def encoder_tag(model: str) -> str:
+    """A short name for an encoder, for folder names and tables: 'bundled' or the folder's (or hub name's) last part."""
+    return Path(model).name or model
+
+
+def search_rows(name: str, args, out: Path, encoder: str | None) -> list[dict]:
+    """One search of the set (with `similarity.model=encoder` when given), run once and reused: its finished trials."""
+    search_dir = out / (f"validate-{name}" if encoder is None else f"validate-{name}-{encoder_tag(encoder)}")
     space = ["--space", str(random_space(out))] if args.sampler == "random" else []
+    model = [] if encoder is None else [f"similarity.model={encoder}"]
     cmd = [sys.executable, "-m", "taxoclass.cli", "search", "--name", search_dir.name, "--num-samples", str(args.trials),
            "--no-asha", "--gpus-per-trial", str(args.gpus_per_trial), *space, *SETS[name], f"output_dir={out}",
-           *args.overrides]
+           *model, *args.overrides]
     if (search_dir / "trials.csv").is_file():
         print(f"{name}: reusing {search_dir}", flush=True)
     else:
@@ -97,17 +107,51 @@ def validate_set(name: str, args, out: Path) -> dict:
         subprocess.run(cmd, cwd=REPO, check=True)
     with open(search_dir / "trials.csv") as fh:
         rows = [r for r in csv.DictReader(fh) if r["finished"] == "True" and r["status"] == "ok"]
+    for row in rows:
+        row["run_dir"] = str(search_dir / "runs" / row["trial"])
+        row["encoder"] = "bundled" if encoder is None else encoder_tag(encoder)
+    return rows
+
+
+def validate_set(name: str, args, out: Path) -> dict:
+    """The set's trials (one search per encoder, each drawing the same random settings: the sampler's seed is
+    the config's), every objective's Spearman and regret over all of them, and, with several encoders,
+    which encoder each objective's best trial used against the encoder whose trials score higher on average."""
+    encoders = args.encoders.split(",") if args.encoders else [None]
+    rows = [row for encoder in encoders for row in search_rows(name, args, out, encoder)]
     gold: dict = {}
     for row in rows:
-        run_dir = search_dir / "runs" / row["trial"]
+        run_dir = Path(row["run_dir"])
         row.update(gold_f1(run_dir, gold))
         trial_objectives(row, run_dir)
     result = {"trials": len(rows), "checks": {}}
-    for objective, mode in OBJECTIVES.items():
-        result["checks"][objective] = {half: objective_check(rows, mode, held_out=half, objective=COLUMN[objective])
+    for objective, o in OBJECTIVES.items():
+        result["checks"][objective] = {half: objective_check(rows, o.mode, held_out=half, objective=o.column)
                                        for half in HALVES}
-    result["rows"] = [{k: row[k] for k in ("trial", *HALVES, *COLUMN.values())} for row in rows]
+        if len(encoders) > 1:
+            for half in HALVES:
+                if result["checks"][objective][half] is not None:
+                    result["checks"][objective][half]["encoder_right"] = picks_better_encoder(rows, o.mode, o.column, half)
+    result["rows"] = [{k: row[k] for k in ("trial", "encoder", "run_dir", *HALVES, *(o.column for o in OBJECTIVES.values()))} for row in rows]
+    if len(encoders) > 1:  # each encoder's default trial (the default config on that encoder): names, enriched, pipeline
+        result["encoders"] = {}
+        for row in rows:
+            if row.get("default") == "True":
+                run_dir = Path(row["run_dir"])
+                scores = half_scores(build_config(config_file=str(run_dir / "config.yaml"), environ={}), run_dir)
+                shared = json.loads((run_dir.parents[1] / "timing.json").read_text())["shared_seconds"]
+                result["encoders"][row["encoder"]] = {"halves": scores, "shared_seconds": shared}
     return result
+
+
+def picks_better_encoder(rows: list[dict], mode: str, column: str, half: str) -> bool:
+    """Whether the objective's best trial used the encoder whose trials score higher on `half` on average."""
+    by_encoder: dict[str, list[float]] = {}
+    for row in rows:
+        by_encoder.setdefault(row["encoder"], []).append(row[half])
+    better = max(by_encoder, key=lambda e: sum(by_encoder[e]) / len(by_encoder[e]))
+    sign = 1 if mode == "max" else -1
+    return max(rows, key=lambda r: sign * r[column])["encoder"] == better
 
 
 def main() -> None:
@@ -116,6 +160,9 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=24)
     ap.add_argument("--sampler", choices=["random", "tpe"], default="random", help="how the trials are drawn")
     ap.add_argument("--gpus-per-trial", type=float, default=0)
+    ap.add_argument("--encoders", default=None,
+                    help="comma-separated similarity.model values (e.g. bundled,DIR): one search per encoder with the same "
+                         "random draws, validated together (issue 33)")
     ap.add_argument("--out", default="runs/validate-objective", help="output folder (a finished set's search is reused)")
     ap.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every trial")
     args = ap.parse_args()
@@ -123,8 +170,10 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     results = {name: validate_set(name, args, out) for name in args.sets.split(",")}
     (out / "validate.json").write_text(json.dumps(results, indent=1))
-    print("\n| set | trials | objective | dev: Spearman, regret | held-out: Spearman, regret | target met (held-out) |"
-          "\n|---|---|---|---|---|---|")
+    mixed = bool(args.encoders)
+    print("\n| set | trials | objective | dev: Spearman, regret | held-out: Spearman, regret |"
+          + (" right encoder (dev, held-out) |" if mixed else "") + " target met (held-out) |"
+          "\n|---|---|---|---|---|" + ("---|" if mixed else "") + "---|")
     for name, result in results.items():
         for objective, checks in result["checks"].items():
             cells = []
@@ -133,8 +182,19 @@ def main() -> None:
                 cells.append("-" if check is None else f"{check['spearman']:.2f}, {check['regret']:.4f}")
             held = checks["held-out"]
             met = "fewer than 3 finished trials" if held is None else \
-                ("yes" if held["spearman"] >= 0.5 and held["regret"] <= 0.01 else "no")
-            print(f"| {name} | {result['trials']} | {objective} | {cells[0]} | {cells[1]} | {met} |")
+                ("yes" if held["spearman"] >= 0.5 and held["regret"] <= 0.01 and held.get("encoder_right", True) else "no")
+            if mixed:
+                cells.append(", ".join("-" if checks[h] is None else ("yes" if checks[h]["encoder_right"] else "no")
+                                       for h in HALVES))
+            print(f"| {name} | {result['trials']} | {objective} | {' | '.join(cells)} | {met} |")
+    if mixed:
+        print("\n| set | encoder | half | names (best path) | enriched | pipeline | stages 1-2 before the trials (s) |"
+              "\n|---|---|---|---|---|---|---|")
+        for name, result in results.items():
+            for encoder, e in result.get("encoders", {}).items():
+                for half, h in e["halves"].items():
+                    print(f"| {name} | {encoder} | {half} | {h['bestpath']:.4f} | {h['enriched']:.4f} | {h['pipeline']:.4f} "
+                          f"| {e['shared_seconds']:.0f} |")
 
 
 if __name__ == "__main__":

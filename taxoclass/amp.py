@@ -3,7 +3,8 @@
 Features:
 - `amp_context(amp, device)`: `torch.autocast` in bfloat16 (`bf16`) or float16 (`fp16`), or a
   disabled autocast (`off`), on the device's type;
-- `resolve_amp`: `auto` (stage 1's default) is bf16 on CUDA (fp16 on a card without bf16), off on the CPU;
+- `resolve_amp`: `auto` (stage 1's default) is bf16 on CUDA (fp16 on a card without bf16), and on the CPU
+  bf16 where the CPU has bf16 units (`cpu_has_bf16`, torch's own check) when `BF16_ON_CPU` says so, else off;
 - `check_amp`: fp16 needs CUDA (its GradScaler does), a one-line error naming the key
   (`classifier.amp`, `similarity.autocast`).
 """
@@ -23,13 +24,22 @@ def amp_context(amp: str, device: torch.device | str):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+# whether `auto` takes bf16 on a CPU that has bf16 units (issue 33: docs/figures.md, "bf16 on the CPU")
+BF16_ON_CPU = False
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has bf16 units (AVX-512 BF16 or AMX), as oneDNN, which runs torch's CPU matmuls, reports it."""
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def resolve_amp(amp: str, device: torch.device | str) -> str:
-    """`auto` (stage 1's inference): bf16 on CUDA, fp16 on a card without bf16 units, off elsewhere
-    (a CPU without bf16 units is slower under bf16, not faster)."""
+    """`auto` (stage 1's inference): bf16 on CUDA, fp16 on a card without bf16 units; on the CPU bf16 only where
+    it has bf16 units and `BF16_ON_CPU` (a CPU without them emulates bf16 and is slower under it, not faster)."""
     if amp != "auto":
         return amp
     if torch.device(device).type != "cuda":
-        return "off"
+        return "bf16" if BF16_ON_CPU and cpu_has_bf16() else "off"
     return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
 
 

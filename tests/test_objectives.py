@@ -9,7 +9,7 @@ from taxoclass.config import build_config
 from taxoclass.data.taxonomy import Taxonomy
 from taxoclass.pipeline import run_pipeline
 from taxoclass.search.objectives import (
-    COLUMN,
+    OBJECTIVES,
     ZMARGIN_WEIGHT,
     CorpusView,
     label_free_objectives,
@@ -100,12 +100,33 @@ def test_objectives_of_a_finished_run_read_its_cache_and_leave_the_run_dir_alone
     values = label_free_objectives(cfg, run_dir)
     # the sample's vectors are stage 1's, from the cache, and the model is built from its stored class features
     assert texts_encoded() == encoded
-    assert set(values) == set(COLUMN.values())
-    assert values[COLUMN["silver_loss"]] == summary["stage3/best_val_loss"]
-    assert 0 <= values[COLUMN["teacher_f1"]] <= 1 and 0 <= values[COLUMN["path_margin"]] <= 1
+    column = {name: o.column for name, o in OBJECTIVES.items()}
+    assert set(values) == set(column.values())
+    assert values[column["silver_loss"]] == summary["stage3/best_val_loss"]
+    assert 0 <= values[column["teacher_f1"]] <= 1 and 0 <= values[column["path_margin"]] <= 1
+    assert 0 <= values[column["lexical_f1"]] <= 1
     # the default objective is its two parts, weighted as objectives.py says
-    assert values[COLUMN["text_margin"]] == pytest.approx(values[COLUMN["text_agreement"]]
-                                                          + ZMARGIN_WEIGHT * values[COLUMN["path_zmargin"]])
+    assert values[column["text_margin"]] == pytest.approx(values[column["text_agreement"]]
+                                                          + ZMARGIN_WEIGHT * values[column["path_zmargin"]])
     assert {f: (run_dir / f).read_bytes() for f in before} == before  # no attempt marker, no config rewritten
     assert sorted(p.name for p in (run_dir / "cache").iterdir()) == cache  # read only: nothing added to the cache
     assert label_free_objectives(cfg, run_dir) == values
+
+
+def test_a_search_over_an_unranked_key_says_what_ranks_it(tmp_path):
+    from taxoclass.search.objectives import DEV_BUDGET, unranked_note
+    from taxoclass.search.space import read_sweep
+
+    def varied(params: str) -> list[str]:
+        (tmp_path / "s.yaml").write_text("parameters:\n" + params)
+        return read_sweep(str(tmp_path / "s.yaml")).varied_keys()
+
+    encoders = varied("  similarity.model: {values: [bundled, /models/mpnet]}\n  similarity.refine_weight: {min: 0.2, max: 0.8}\n")
+    assert encoders == ["similarity.model", "similarity.refine_weight"]
+    note = unranked_note(encoders, "text_margin")
+    assert "text_margin cannot rank similarity.model" in note and f"--dev with about {DEV_BUDGET} labelled" in note
+    # one encoder, or none varied: nothing to say
+    assert unranked_note(varied("  similarity.model: {values: [bundled]}\n  similarity.refine_weight: {min: 0.2, max: 0.8}\n"),
+                         "text_margin") is None
+    assert unranked_note(varied("  similarity.model: {value: bundled}\n  classifier.epochs: {values: [1, 2]}\n"),
+                         "text_margin") is None

@@ -68,7 +68,7 @@ def stored_vectors(run) -> np.ndarray:
     def missing():
         raise AssertionError("stage 1 kept no document vectors")
 
-    return np.asarray(run.view.vectors.get(EncoderSpec.of_similarity(run.cfg.similarity), run.inputs.corpus.texts, missing), np.float32)
+    return np.asarray(run.view.vectors.get(EncoderSpec.of_similarity(run.cfg), run.inputs.corpus.texts, missing), np.float32)
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from wandb_reader import find_runs, read_run
 
 from taxoclass.config import build_config, with_values
 from taxoclass.errors import ConfigError
-from taxoclass.search.objectives import COLUMN, DEFAULT_OBJECTIVE, label_free_objectives
+from taxoclass.search.objectives import DEFAULT_OBJECTIVE, DEV_BUDGET, OBJECTIVES, label_free_objectives
 from taxoclass.search.space import Param, read_sweep, to_tune
 
 SEARCH = [sys.executable, str(REPO / "tune" / "search.py")]  # the entry point the README and the cluster files name
@@ -198,7 +198,7 @@ def test_objective_is_label_free_and_best_config_runs(smoke):
             run_dir = search_dir / "runs" / row["trial"]
             summary = json.loads((run_dir / "summary.json").read_text())
             cfg = build_config(config_file=str(run_dir / "config.yaml"), environ={})
-            column = COLUMN[DEFAULT_OBJECTIVE]
+            column = OBJECTIVES[DEFAULT_OBJECTIVE].column
             assert float(row["objective"]) == pytest.approx(label_free_objectives(cfg, run_dir)[column])
             assert float(row["objective"]) == pytest.approx(float(row[column]))
             if row["stage3/stepped_aside"] == "0":
@@ -257,6 +257,9 @@ def test_trials_that_change_stage_1_embed_no_document(stage1_search):
     assert max(v.stat().st_mtime for v in vectors) <= first_trial
     # the two encoders give their own scores: the trials differ
     assert len({r["test/example_f1"] for r in rows}) > 1 or len({r["objective"] for r in rows}) > 1
+    # the objective cannot rank encoders: the search said so once, before its trials, with the labels that can
+    assert res.stderr.count("cannot rank similarity.model") == 1, res.stderr[-2000:]
+    assert f"give --dev with about {DEV_BUDGET} labelled corpus documents" in res.stderr
 
 
 @ray_tests

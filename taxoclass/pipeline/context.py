@@ -108,7 +108,7 @@ class RunContext:
         only what is missing, or everything for a forced stage 1 (`fresh`)."""
         from taxoclass.pipeline.vectors import EncoderSpec
 
-        spec = EncoderSpec.of_similarity(self.cfg.similarity)
+        spec = EncoderSpec.of_similarity(self.cfg)
         return lambda texts, desc, compute: self.view.vectors.get(spec, texts, compute, fresh=fresh)
 
     # what the attempt supplies to its view (`StageOutputs`): stage 1's arrays, stage 2's core classes, the model

@@ -37,7 +37,10 @@ def stage_keys(cfg: Config, inputs: Inputs, training_setup: tuple | None = None)
     content = content_digest(inputs)
     # the search decides which pairs a pruned (NLI) stage 1 scores; a bi-encoder scores them all
     search = (cfg.mining.root_width, cfg.mining.confidence_over) if prunes(cfg.similarity) else None
-    k1 = digest("stage1", content, to_dict(cfg.similarity), search)
+    from taxoclass.pipeline.vectors import stage1_precision
+
+    # `similarity.autocast=auto` is bf16 on one machine and fp32 on another: the key holds what it resolves to
+    k1 = digest("stage1", content, to_dict(cfg.similarity), search, stage1_precision(cfg))
     k2 = digest("stage2", k1, to_dict(cfg.mining))
     keys = {1: k1, 2: k2}
     if training_setup is not None:

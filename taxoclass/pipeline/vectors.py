@@ -2,8 +2,9 @@
 
 Features:
 - `EncoderSpec`: what a document's vector depends on besides its text: the encoder, the pooling,
-  the token limit and whether the text was lower-cased first (only where the tokenizer does not
-  lower-case by itself: for an uncased model such as the bundled MiniLM both give the same tokens);
+  the token limit, whether the text was lower-cased first (only where the tokenizer does not
+  lower-case by itself: for an uncased model such as the bundled MiniLM both give the same tokens)
+  and the precision the encoder ran in (`stage1_precision`: bf16 and fp32 vectors never share an entry);
 - `VectorStore`: `vectors-<key>.npy` in the cache folder (float16, read memory-mapped), the key made
   from the spec and the texts, sealed by a checksum written last like every stage entry (`cache.py`);
   stage 1's bi-encoder writes the corpus and test vectors there, and stage 3 with a frozen encoder,
@@ -24,7 +25,7 @@ import numpy as np
 
 from taxoclass.atomic import atomic_replace_with
 from taxoclass.cache import problem, seal, warn_unusable
-from taxoclass.config import Config, SimilarityConfig
+from taxoclass.config import Config
 from taxoclass.npyfile import Unusable, load_npy
 from taxoclass.pipeline.inputs import digest
 from taxoclass.stages.similarity import classifier_encoder, embeds_documents
@@ -36,15 +37,32 @@ class EncoderSpec:
     pooling: str
     max_length: int
     lowercase: bool
+    precision: str  # the autocast the encoder ran under: "off" (fp32), "bf16" or "fp16"
 
     @classmethod
-    def of_similarity(cls, s: SimilarityConfig) -> EncoderSpec:
-        return cls(s.model, "mean", s.max_length, s.lowercase and not tokenizer_lowercases(s.model))
+    def of_similarity(cls, cfg: Config) -> EncoderSpec:
+        s = cfg.similarity
+        return cls(s.model, "mean", s.max_length, s.lowercase and not tokenizer_lowercases(s.model), stage1_precision(cfg))
 
     @classmethod
     def of_classifier(cls, cfg: Config) -> EncoderSpec:
+        """The frozen classifier encoder embeds in stage 1's precision, so that it shares stage 1's vectors."""
         c = cfg.classifier
-        return cls(classifier_encoder(cfg), c.pooling, c.max_length, False)
+        return cls(classifier_encoder(cfg), c.pooling, c.max_length, False, stage1_precision(cfg))
+
+
+def stage1_precision(cfg: Config) -> str:
+    """`similarity.autocast` resolved where stage 1 embeds: on Ray's GPU actors with `ray.use_gpu`, else on
+    `device` (`auto`: bf16 on CUDA, and on a CPU as `amp.py` decides). From the config and the machine
+    alone, not the device a finished run is opened on, so that reading a run finds the entries it wrote."""
+    from taxoclass.amp import resolve_amp
+    from taxoclass.stages.text_encoder import resolve_device
+
+    s = cfg.similarity
+    if s.autocast != "auto":
+        return s.autocast
+    where = "cuda" if cfg.runtime == "ray" and cfg.ray.use_gpu else resolve_device(cfg.device)
+    return resolve_amp("auto", where)
 
 
 @lru_cache(maxsize=8)
@@ -69,14 +87,14 @@ def encoder_width(model: str) -> int:
 def takes_stage1_vectors(cfg: Config) -> bool:
     """Whether the classifier's frozen encoder makes the vectors stage 1 made (and takes them from the cache)."""
     s = cfg.similarity
-    return embeds_documents(s) and EncoderSpec.of_classifier(cfg) == EncoderSpec.of_similarity(s)
+    return embeds_documents(s) and EncoderSpec.of_classifier(cfg) == EncoderSpec.of_similarity(cfg)
 
 
-def why_embed(classifier: EncoderSpec, similarity: SimilarityConfig, miss: str) -> str:
+def why_embed(classifier: EncoderSpec, cfg: Config, miss: str) -> str:
     """Why the classifier cannot take stage 1's document vectors; `miss`: why the store had none (`VectorStore.miss`)."""
-    if not embeds_documents(similarity):
-        return f"stage 1's scorer (similarity.backend={similarity.backend}) makes no document vectors"
-    theirs = EncoderSpec.of_similarity(similarity)
+    if not embeds_documents(cfg.similarity):
+        return f"stage 1's scorer (similarity.backend={cfg.similarity.backend}) makes no document vectors"
+    theirs = EncoderSpec.of_similarity(cfg)
     keys = {"model": ("classifier.encoder", "similarity.model"), "pooling": ("classifier.pooling", "mean pooling"),
             "max_length": ("classifier.max_length", "similarity.max_length"),
             "lowercase": ("documents as written", "similarity.lowercase with a cased tokenizer")}

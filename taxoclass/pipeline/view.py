@@ -162,10 +162,10 @@ class RunView:
         spec = EncoderSpec.of_classifier(self.cfg)
 
         def embed() -> np.ndarray:
-            say(f"{desc or which}: embedding {len(texts)} documents ({why_embed(spec, self.cfg.similarity, self.vectors.miss)})")
+            say(f"{desc or which}: embedding {len(texts)} documents ({why_embed(spec, self.cfg, self.vectors.miss)})")
             b = self.bundle()
             return encode_texts(b.encoder, b.tokenizer, texts, max_length=c.max_length, batch_size=self.cfg.evaluation.batch_size,
-                                pooling=c.pooling, device=self.device, desc=desc).astype(VECTOR_DTYPE)
+                                pooling=c.pooling, device=self.device, desc=desc, amp=spec.precision).astype(VECTOR_DTYPE)
 
         if which not in self._vectors:
             self._vectors[which] = self.vectors.get(spec, texts, embed)

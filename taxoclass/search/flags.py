@@ -16,7 +16,7 @@ import sys
 
 from taxoclass.config import preset_names
 from taxoclass.errors import TaxoclassError
-from taxoclass.search.objectives import DEFAULT_OBJECTIVE, DESCRIBE, OBJECTIVES
+from taxoclass.search.objectives import DEFAULT_OBJECTIVE, OBJECTIVES
 
 DESCRIPTION = "Hyper-parameter search for taxoclass (Ray Tune + Optuna + ASHA)."
 
@@ -34,7 +34,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
     ap.add_argument("--resume", action="store_true", help="continue the search of this --name")
     ap.add_argument("--smoke", action="store_true", help="a tiny CPU search on the debug preset")
     ap.add_argument("--objective", choices=sorted(OBJECTIVES), default=DEFAULT_OBJECTIVE,
-                    help=f"label-free objective (default {DEFAULT_OBJECTIVE}): " + "; ".join(f"{k}: {v}" for k, v in DESCRIBE.items()))
+                    help=f"label-free objective (default {DEFAULT_OBJECTIVE}): " + "; ".join(f"{k}: {o.describe}" for k, o in OBJECTIVES.items()))
     ap.add_argument("--dev", default=None, help="labelled dev split of corpus documents (doc_id<TAB>id,id): objective = its Example-F1")
     ap.add_argument("--storage", default=None, help="Optuna storage URL (default: sqlite:///<search dir>/optuna.db)")
     ap.add_argument("--no-asha", action="store_true", help="run every trial to the end (FIFO)")

@@ -22,9 +22,16 @@
   `evaluation.decoding`) against the pseudo-labels of those same held-out documents;
 - `teacher_f1` (maximised): over the sample, the decoded model's Example-F1 against the best
   path of stage 1's scores, the teacher that made the pseudo-labels;
+- `lexical_f1` (maximised): over the sample, the decoded model's Example-F1 against a teacher that sees no
+  encoder, the best path of a TF-IDF match of the documents' words with the class names (and keywords), where
+  it matches anything: a candidate for ranking trials on different encoders (issue 33; docs/search.md);
 - `--dev FILE` (maximised): the Example-F1 on a labelled dev split of corpus documents.
 
-Every trial reports all of them (trials.csv, wandb); `--objective` says which one drives the search.
+Every trial reports all of them (trials.csv, wandb); `--objective` says which one drives the search. Each is one
+`Objective` record in `OBJECTIVES`: which way is better, its column, its description.
+
+No objective here ranks encoders (docs/search.md, "Searching the encoder"): `UNRANKED_KEYS` and `unranked_note`
+make a search that varies one say so, with the labelled documents (`DEV_BUDGET`) that rank them through `--dev`.
 """
 
 from __future__ import annotations
@@ -38,42 +45,76 @@ import numpy as np
 from taxoclass.config import Config
 from taxoclass.errors import ConfigError
 
-OBJECTIVES = {"silver_loss": "min", "silver_f1": "max", "path_margin": "max", "teacher_f1": "max", "path_zmargin": "max",
-              "text_agreement": "max", "text_margin": "max"}
+
+@dataclass(frozen=True)
+class Objective:
+    """One objective: which way is better, where a trial reports it (trials.csv, wandb), and what it is."""
+
+    mode: str  # "max" or "min"
+    column: str
+    describe: str  # says max or min itself
+
+
 SILVER_F1 = "silver/example_f1"
-# where a trial reports each objective (trials.csv, wandb)
-COLUMN = {"silver_loss": "stage3/best_val_loss", "silver_f1": SILVER_F1, "path_margin": "label_free/path_margin",
-          "teacher_f1": "label_free/teacher_f1", "path_zmargin": "label_free/path_zmargin",
-          "text_agreement": "label_free/text_agreement", "text_margin": "label_free/text_margin"}
-DESCRIBE = {"silver_loss": "stage-3 best validation loss on held-out pseudo-labels (min)",
-            "silver_f1": "decoded Example-F1 against held-out pseudo-labels (max)",
-            "path_margin": "mean gap between the best and the runner-up root-to-leaf path on corpus documents (max)",
-            "teacher_f1": "decoded Example-F1 against stage 1's best paths on corpus documents (max)",
-            "path_zmargin": "mean lead of the best root-to-leaf path over the runner-up, in units of the spread of the "
-                            "document's path logits, on corpus documents (max)",
-            "text_agreement": "Cohen's kappa between the best paths and what a bag-of-words model fitted to them on the other "
-                              "half of the corpus sample predicts (max)",
-            "text_margin": "text_agreement + 0.05 x path_zmargin (max)"}
+OBJECTIVES = {
+    "silver_loss": Objective("min", "stage3/best_val_loss", "stage-3 best validation loss on held-out pseudo-labels (min)"),
+    "silver_f1": Objective("max", SILVER_F1, "decoded Example-F1 against held-out pseudo-labels (max)"),
+    "path_margin": Objective("max", "label_free/path_margin",
+                             "mean gap between the best and the runner-up root-to-leaf path on corpus documents (max)"),
+    "teacher_f1": Objective("max", "label_free/teacher_f1", "decoded Example-F1 against stage 1's best paths on corpus documents (max)"),
+    "lexical_f1": Objective("max", "label_free/lexical_f1",
+                            "decoded Example-F1 against the best paths of a TF-IDF match of the documents' words with the "
+                            "class names, on corpus documents (max)"),
+    "path_zmargin": Objective("max", "label_free/path_zmargin",
+                              "mean lead of the best root-to-leaf path over the runner-up, in units of the spread of the "
+                              "document's path logits, on corpus documents (max)"),
+    "text_agreement": Objective("max", "label_free/text_agreement",
+                                "Cohen's kappa between the best paths and what a bag-of-words model fitted to them on the other "
+                                "half of the corpus sample predicts (max)"),
+}
 # chosen on the dev halves of scripts/validate_objective.py's searches (docs/search.md, "Is the objective any good?")
 DEFAULT_OBJECTIVE = "text_margin"
 # path_zmargin's share of text_margin: on the dev halves, 0.04-0.07 kept every set's Spearman >= .5 and regret <= .01;
 # 0 failed amazon (regret .033), 0.08 relaclass (.016); the middle of that range
 ZMARGIN_WEIGHT = 0.05
+OBJECTIVES["text_margin"] = Objective("max", "label_free/text_margin", f"text_agreement + {ZMARGIN_WEIGHT} x path_zmargin (max)")
 SAMPLE_DOCS = 2000  # corpus documents the corpus-wide objectives score: a fixed sample, the same in every trial
+# Keys whose values no label-free objective ranks: across encoders, every objective's Spearman with the held-out
+# score and its choice of encoder failed on some set (docs/search.md, "Searching the encoder"). A search that varies
+# one with no --dev says so before its trials, with the labelled documents that ranked them (DEV_BUDGET).
+UNRANKED_KEYS = ("similarity.model", "classifier.encoder")
+# the smallest number of labelled corpus documents with which --dev picked a trial within .005 of the best held-out
+# Example-F1 in at least 9 of 10 random draws on every set (scripts/label_budget.py; docs/search.md)
+DEV_BUDGET = 100
 
 
-def _decoded_f1(bundle, taxonomy, cfg: Config, docs, golds: list[list[int]]) -> float:
-    """Example-F1 of a loaded model, decoded as the pipeline decodes, on these documents."""
+def unranked_note(varied: list[str], objective: str) -> str | None:
+    """One line when the search varies a key its label-free `objective` cannot rank, else None."""
+    keys = [k for k in varied if k in UNRANKED_KEYS]
+    if not keys:
+        return None
+    return (f"the label-free objective {objective} cannot rank {' or '.join(keys)} (docs/search.md#searching-the-encoder): "
+            f"give --dev with about {DEV_BUDGET} labelled corpus documents (doc_id<TAB>class ids) to choose it")
+
+
+def decoded_rankings(bundle, taxonomy, cfg: Config, docs) -> list[list[int]]:
+    """A loaded model's ranked classes of these documents, decoded as the pipeline decodes."""
     import torch
 
     from taxoclass.decoding import decode
-    from taxoclass.metrics import evaluate_rankings
     from taxoclass.stages.model import predict_scores
 
     # a trial's own process holds no GPU; these are a few hundred documents
     probs, paths = predict_scores(bundle.model, docs, torch.device("cpu"), cfg.evaluation.batch_size)
     ranked, _ = decode(probs, taxonomy, cfg.evaluation.decoding, cfg.evaluation.save_top_k, paths)
-    return evaluate_rankings(ranked.tolist(), golds, taxonomy.levels)["example_f1"]
+    return ranked.tolist()
+
+
+def _decoded_f1(bundle, taxonomy, cfg: Config, docs, golds: list[list[int]]) -> float:
+    """Example-F1 of a loaded model, decoded as the pipeline decodes, on these documents."""
+    from taxoclass.metrics import evaluate_rankings
+
+    return evaluate_rankings(decoded_rankings(bundle, taxonomy, cfg, docs), golds, taxonomy.levels)["example_f1"]
 
 
 def silver_example_f1(run) -> float:
@@ -98,6 +139,7 @@ class CorpusView:
     paths: np.ndarray | None = None  # the model's score of each root-to-leaf path; None: their mean probability
     path_logits: np.ndarray | None = None  # each path's mean class logit, what either reading of the model ranks by
     texts: list[str] | None = None  # the documents' own words (the text view)
+    class_texts: list[str] | None = None  # each class's name and keywords, in words (the lexical teacher)
 
 
 def corpus_view(run) -> CorpusView:
@@ -114,7 +156,12 @@ def corpus_view(run) -> CorpusView:
     model = run.bundle().model
     probs, paths = predict_scores(model, docs, torch.device("cpu"), cfg.evaluation.batch_size)
     return CorpusView(probs, run.stage1()["corpus"][rows], run.inputs.taxonomy, paths, path_logits_of(paths, int(model.output_mode)),
-                      [texts[i] for i in rows])
+                      [texts[i] for i in rows], class_texts(run.inputs.taxonomy, run.inputs.keywords))
+
+
+def class_texts(taxonomy, keywords: dict[int, list[str]] | None) -> list[str]:
+    """Each class in words: its readable name, and its keywords where the set has them."""
+    return [" ".join([name, *(keywords or {}).get(c, [])]) for c, name in enumerate(taxonomy.readable_names)]
 
 
 def path_logits_of(paths: np.ndarray, output_mode: int) -> np.ndarray:
@@ -180,6 +227,26 @@ def text_agreement(view: CorpusView, seed: int) -> float:
     return float(cohen_kappa_score(best, predicted)) if len(np.unique(best)) > 1 else 0.0
 
 
+def lexical_f1(view: CorpusView, decoding: str) -> float:
+    """Example-F1 of the decoded model against a teacher that sees no encoder: the best path of the TF-IDF cosine
+    between each document's words and each class's name (and keywords), over the documents where that teacher
+    finds any word of any class. Its mistakes are its own, the same for every trial, so a model that agrees with
+    it more is, in expectation, the more accurate one, whichever encoder it came from."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from taxoclass.decoding import decode, similarity_best_paths
+    from taxoclass.metrics import evaluate_rankings
+
+    words = TfidfVectorizer(sublinear_tf=True, stop_words="english").fit(view.texts + view.class_texts)
+    lexical = (words.transform(view.texts) @ words.transform(view.class_texts).T).toarray()
+    fires = lexical.max(1) > 0
+    if fires.sum() < 2:
+        return float("nan")
+    ranked, _ = decode(view.probs[fires], view.taxonomy, decoding, 3, None if view.paths is None else view.paths[fires])
+    return evaluate_rankings(ranked.tolist(), similarity_best_paths(lexical[fires], view.taxonomy),
+                             view.taxonomy.levels)["example_f1"]
+
+
 def teacher_f1(view: CorpusView, decoding: str) -> float:
     """Example-F1 of the decoded model against the best path of stage 1's scores: how close the
     student stays to the teacher that labelled its data."""
@@ -200,11 +267,11 @@ def label_free_objectives(cfg: Config, run_dir: Path) -> dict[str, float]:
     silver = silver_example_f1(run)
     summary = run.summary()
     zmargin, agreement = path_zmargin(view), text_agreement(view, cfg.seed)
-    # a stage 3 that stepped aside trained on nothing: it has no validation loss
-    return {COLUMN["silver_loss"]: summary.get("stage3/best_val_loss", float("nan")), SILVER_F1: silver,
-            COLUMN["path_margin"]: path_margin(view), COLUMN["teacher_f1"]: teacher_f1(view, cfg.evaluation.decoding),
-            COLUMN["path_zmargin"]: zmargin, COLUMN["text_agreement"]: agreement,
-            COLUMN["text_margin"]: agreement + ZMARGIN_WEIGHT * zmargin}
+    values = {"silver_loss": summary.get("stage3/best_val_loss", float("nan")),  # NaN: a stage 3 that stepped aside
+              "silver_f1": silver, "path_margin": path_margin(view), "teacher_f1": teacher_f1(view, cfg.evaluation.decoding),
+              "lexical_f1": lexical_f1(view, cfg.evaluation.decoding), "path_zmargin": zmargin, "text_agreement": agreement,
+              "text_margin": agreement + ZMARGIN_WEIGHT * zmargin}
+    return {OBJECTIVES[name].column: value for name, value in values.items()}
 
 
 def dev_example_f1(cfg: Config, run_dir: Path, dev: str) -> float:

@@ -35,6 +35,10 @@ class Space:
     sampler: str = "tpe"  # tpe | random | grid
     source: str = "default"
 
+    def varied_keys(self) -> list[str]:
+        """The keys whose value differs between trials (a range, or two values or more)."""
+        return [p.key for p in self.params if p.kind != "constant" and not (p.kind == "categorical" and len(p.values) < 2)]
+
     def describe(self) -> str:
         parts = []
         for p in self.params:

@@ -19,17 +19,17 @@ import time
 from pathlib import Path
 
 from taxoclass.config import from_dict, with_values
-from taxoclass.search.objectives import COLUMN, dev_example_f1, label_free_objectives
+from taxoclass.search.objectives import OBJECTIVES, dev_example_f1, label_free_objectives
 from taxoclass.search.results import DOCS_PER_LABEL, OBJECTIVE, STEPPED_ASIDE
 from taxoclass.sink import Sink
 
 RECORD_METRICS = ["test/example_f1", "test/p_at_1", "test/p_at_3", "test/mrr", "test/accuracy"]
-COLUMNS = RECORD_METRICS + list(COLUMN.values())
+COLUMNS = RECORD_METRICS + [o.column for o in OBJECTIVES.values()]
 # what the trial did, in trials.csv: whether stage 3 trained, the texts it embedded (its class hypotheses only, when
 # the search's vectors served it) and its own work's seconds
 WORK_SECONDS, TEXTS_EMBEDDED = "trial/seconds", "trial/texts_embedded"
 TRIAL_FACTS = [STEPPED_ASIDE, DOCS_PER_LABEL, "stage4/iteration", TEXTS_EMBEDDED, WORK_SECONDS]
-SILVER_LOSS = COLUMN["silver_loss"]
+SILVER_LOSS = OBJECTIVES["silver_loss"].column
 
 
 class TrialReports(Sink):
@@ -105,6 +105,6 @@ def run_trial(params: dict, base: dict, search_dir: str, dev: str | None, object
     final = {k: summary[k] for k in COLUMNS + TRIAL_FACTS if k in summary}
     final[TEXTS_EMBEDDED] = texts_encoded() - encoded  # the class hypotheses alone, when the search's vectors served it
     final.update(label_free_objectives(cfg, run_dir))  # all of them, whichever drives the search: trials.csv compares them
-    final[OBJECTIVE] = dev_example_f1(cfg, run_dir, dev) if dev else final[COLUMN[objective]]
+    final[OBJECTIVE] = dev_example_f1(cfg, run_dir, dev) if dev else final[OBJECTIVES[objective].column]
     final[WORK_SECONDS] = time.time() - started  # the trial's own work: the rest of its wall time is Ray's
     tune.report(final)

@@ -50,7 +50,7 @@ from taxoclass.config import Config, build_config, get_value, to_dict, with_valu
 from taxoclass.distributed.ray_address import check_reachable
 from taxoclass.distributed.ray_instance import join_or_start
 from taxoclass.errors import ConfigError
-from taxoclass.search.objectives import DESCRIBE, OBJECTIVES
+from taxoclass.search.objectives import OBJECTIVES, unranked_note
 from taxoclass.search.resources import TrialPlan, plan_trials
 from taxoclass.search.results import OBJECTIVE, finish
 from taxoclass.search.shared import compute_shared_stages, stage1_settings, stage1_values
@@ -60,7 +60,7 @@ from taxoclass.tracking import has_api_key
 
 
 def objective_mode(args) -> str:
-    return "max" if args.dev else OBJECTIVES[args.objective]
+    return "max" if args.dev else OBJECTIVES[args.objective].mode
 
 
 def max_reports(cfg: Config, space: Space) -> int:
@@ -196,9 +196,11 @@ def run_search(args, prog: str) -> int:
     cfg = with_values(cfg, plan.settings())
     args.max_concurrent = plan.concurrent
     mode = objective_mode(args)
-    # DESCRIBE says max or min itself
-    what = "dev Example-F1 (max)" if args.dev else f"{args.objective}, {DESCRIBE[args.objective]}"
+    what = "dev Example-F1 (max)" if args.dev else f"{args.objective}, {OBJECTIVES[args.objective].describe}"
     print(f"search {name}: {space.describe()}; {args.num_samples} trials; {plan.describe()}; objective: {what}", flush=True)
+    note = None if args.dev else unranked_note(space.varied_keys(), args.objective)
+    if note:
+        print(f"{prog}: note: {note}", file=sys.stderr, flush=True)
     first = None if space.sampler == "grid" else base_point(space, {p.key: get_value(cfg, p.key) for p in space.params})
     t0 = time.time()
     compute_shared_stages(cfg, search_dir, settings)

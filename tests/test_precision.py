@@ -1,0 +1,45 @@
+"""Stage 1's precision (issue 33): bf16 and fp32 vectors never share a cache entry, and `similarity.autocast=auto`
+is keyed by what it resolves to on this machine."""
+
+import pytest
+
+from taxoclass.config import build_config
+from taxoclass.pipeline import prepare_inputs
+from taxoclass.pipeline.store import stage_keys
+from taxoclass.pipeline.vectors import EncoderSpec, VectorStore, stage1_precision
+from taxoclass import amp
+
+
+def demo(*overrides: str):
+    return build_config("demo", overrides=list(overrides), environ={})
+
+
+def test_bf16_and_fp32_vectors_never_share_an_entry(tmp_path):
+    store = VectorStore(tmp_path)
+    texts = ["a tent with a rain fly", "noise-cancelling earbuds"]
+    fp32, bf16 = demo("similarity.autocast=off"), demo("similarity.autocast=bf16")
+    assert EncoderSpec.of_similarity(fp32).precision == "off" and EncoderSpec.of_similarity(bf16).precision == "bf16"
+    assert store.path(EncoderSpec.of_similarity(fp32), texts) != store.path(EncoderSpec.of_similarity(bf16), texts)
+    inputs = prepare_inputs(fp32)
+    assert stage_keys(fp32, inputs)[1] != stage_keys(bf16, inputs)[1]
+    # the classifier's frozen encoder embeds in stage 1's precision: it keeps sharing stage 1's vectors
+    for cfg in (fp32, bf16):
+        assert EncoderSpec.of_classifier(cfg) == EncoderSpec.of_similarity(cfg)
+
+
+@pytest.mark.parametrize("units, policy, expected", [(True, True, "bf16"), (False, True, "off"), (True, False, "off")])
+def test_auto_is_keyed_by_what_it_resolves_to(monkeypatch, units, policy, expected):
+    monkeypatch.setattr(amp, "cpu_has_bf16", lambda: units)
+    monkeypatch.setattr(amp, "BF16_ON_CPU", policy)
+    auto = demo("device=cpu")
+    assert stage1_precision(auto) == expected
+    inputs = prepare_inputs(auto)
+    assert stage_keys(auto, inputs)[1] != stage_keys(demo("device=cpu", f"similarity.autocast={'off' if expected == 'bf16' else 'bf16'}"),
+                                                     inputs)[1]
+    assert EncoderSpec.of_similarity(auto) == EncoderSpec.of_similarity(demo("device=cpu", f"similarity.autocast={expected}"))
+
+
+def test_cpu_bf16_check_is_torchs():
+    import torch
+
+    assert amp.cpu_has_bf16() == bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
