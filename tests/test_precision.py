@@ -3,11 +3,11 @@ is keyed by what it resolves to on this machine."""
 
 import pytest
 
+from taxoclass import amp
 from taxoclass.config import build_config
 from taxoclass.pipeline import prepare_inputs
 from taxoclass.pipeline.store import stage_keys
 from taxoclass.pipeline.vectors import EncoderSpec, VectorStore, stage1_precision
-from taxoclass import amp
 
 
 def demo(*overrides: str):
