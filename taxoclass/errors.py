@@ -1,7 +1,8 @@
 """User-facing errors: each prints as one line and makes the CLI exit with status 2.
 
 A `DataError` names the file and line; a `ConfigError` names the config key.
-The CLI catches `TaxoclassError` and prints `str(err)` with no traceback.
+The CLI catches `TaxoclassError` and prints `str(err)` with no traceback. Both survive pickling
+(`__reduce__`), so a search trial's error reaches the driver as the same one line.
 `warn` prints a problem the run goes on with, as one `taxoclass: warning:` line on stderr.
 """
 
@@ -25,11 +26,20 @@ class DataError(TaxoclassError):
             where = f"{where}:{line}"
         super().__init__(f"{where}: {message}")
 
+    def __reduce__(self):
+        # rebuilt from its own arguments: Ray copies a trial's error between processes by pickling it, and the
+        # default (the class called with `args`, the one formatted line) would miss `message`
+        return type(self), (self.path, self.message, self.line)
+
 
 class ConfigError(TaxoclassError):
     def __init__(self, key: str, message: str):
         self.key = key
+        self.message = message
         super().__init__(f"config key '{key}': {message}" if key else message)
+
+    def __reduce__(self):
+        return type(self), (self.key, self.message)  # as DataError's: whole after Ray's copy between processes
 
 
 def warn(message: str) -> None:

@@ -8,6 +8,8 @@ Features:
   stage N recomputed, the stages before it read from the cache (an error when missing); stage 5
   evaluates the final model and writes the same summary as a full run; stage 4 on a run that
   skips it (`self_training.enabled=false`) says so and does nothing;
+- `run_first_stages(cfg, through)`: stage 1 (and 2), from the cache when intact, with the frozen
+  classifier's document vectors: what a hyper-parameter search computes once, before its trials;
 - the caller builds the runtime (`taxoclass/runtime.py`; the CLI builds Ray's) and stops it:
   this package never imports Ray or wandb.
 """
@@ -42,6 +44,19 @@ def run_pipeline(cfg: Config, sink: Sink | None = None, runtime: Runtime | None 
         steps.classifier(ctx, force=forced(3))
         steps.self_training_or_skip(ctx, force=forced(4))
         return summarize(ctx, steps.evaluation(ctx))
+
+
+def run_first_stages(cfg: Config, through: int = 2) -> None:
+    """Stages 1 to `through` (1 or 2) on the run dir of `cfg`, each from the cache when its entry is intact, and the
+    document vectors of a frozen classifier whose encoder is not stage 1's; no evaluation, no summary."""
+    with RunContext.open(cfg) as ctx:
+        steps.similarity(ctx)
+        if through >= 2:
+            steps.mining(ctx)
+        if cfg.classifier.freeze_encoder:
+            ctx.document_vectors("corpus")
+            if ctx.inputs.test is not None:
+                ctx.document_vectors("test")
 
 
 # the stage whose cache entry stage N reads

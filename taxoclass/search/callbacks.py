@@ -1,14 +1,21 @@
-"""The search's Tune callbacks: one wandb run per trial, and one line per trial on the terminal."""
+"""The search's Tune callbacks: one wandb run per trial, one line per trial on the terminal, and each trial's record
+(record.py: what --resume and the end of the search read)."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+import time
+from pathlib import Path
 
 import ray
 from ray.air.integrations.wandb import WandbLoggerCallback, _WandbLoggingActor
 from ray.air.util.node import _force_on_current_node
 from ray.tune import Callback
+
+from taxoclass.atomic import write_json
+from taxoclass.search.record import TRIALS_DIR, error_line
 
 API_KEY = "WANDB_API_KEY"
 
@@ -31,8 +38,10 @@ class TrialWandbCallback(WandbLoggerCallback):
 
     def _start_logging_actor(self, trial, exclude_results, **wandb_init_kwargs):
         if not self._remote_logger_class:  # Ray's options for the actor, without its runtime_env
-            self._remote_logger_class = ray.remote(num_cpus=0, **_force_on_current_node(), max_restarts=-1,
-                                                   max_task_retries=-1)(self._logger_actor_cls)
+            # never restarted (Ray's own asks for endless restarts, and Ray's core then warns on every search that a
+            # restart would miss the constructor's arguments, kept in the object store): a logging actor that dies
+            # loses its trial's wandb run either way
+            self._remote_logger_class = ray.remote(num_cpus=0, **_force_on_current_node())(self._logger_actor_cls)
         super()._start_logging_actor(trial, exclude_results, api_key=os.environ.get(API_KEY), **wandb_init_kwargs)
 
     def __del__(self):
@@ -45,11 +54,38 @@ class TrialWandbCallback(WandbLoggerCallback):
             pass
 
 
+class TrialRecord(Callback):
+    """Writes each trial's record (record.py), in the driver: at its start, and at its end with its last report or
+    its error's line."""
+
+    def __init__(self, search_dir: str):
+        self.dir = Path(search_dir) / TRIALS_DIR
+
+    def _write(self, trial, **fields) -> None:
+        path = self.dir / f"{trial.trial_id}.json"
+        started = json.loads(path.read_text())["started"] if path.is_file() else time.time()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        write_json(path, {"trial": trial.trial_id, "started": started, "config": dict(trial.config), **fields},
+                   "a trial record")
+
+    def _last(self, trial) -> dict:
+        return {k: v for k, v in (trial.last_result or {}).items() if k != "config"}
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self._write(trial, state="running")
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._write(trial, state="done", metrics=self._last(trial))
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._write(trial, state="error", metrics=self._last(trial), error=error_line(trial.error_file))
+
+
 class TrialLines(Callback):
     """What a user needs from a running search, instead of Tune's status tables: a line per trial."""
 
-    def __init__(self, total: int, shown: list[str], params: list[str]):
-        self.total, self.shown, self.done = total, shown, 0
+    def __init__(self, total: int, shown: list[str], params: list[str], done: int = 0):
+        self.total, self.shown, self.done = total, shown, done
         self.names = short_names(params)
 
     def on_trial_start(self, iteration, trials, trial, **info):
@@ -66,7 +102,9 @@ class TrialLines(Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self.done += 1
-        print(f"trial {trial.trial_id} failed ({self.done}/{self.total}): see {trial.path}/error.txt", file=sys.stderr, flush=True)
+        # its error's one line (the project's errors come back whole from the trial's process), and where the rest is
+        print(f"trial {trial.trial_id} failed ({self.done}/{self.total}): {error_line(trial.error_file)} "
+              f"(see {trial.path}/error.txt)", file=sys.stderr, flush=True)
 
 
 def short_names(keys: list[str]) -> dict[str, str]:

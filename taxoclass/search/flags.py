@@ -4,9 +4,11 @@ Features:
 - `add_arguments`: the flags, put on the `taxoclass search` subcommand (taxoclass/cli.py) or on
   tune/search.py's own parser, so the two cannot drift apart;
 - `--num-samples` below 1 is refused when the arguments are parsed, before Ray starts;
-- `run`: the search (search.py) with one-line errors (`PROG: error: ...`, exit status 2), Ctrl-C
-  obeyed at the first press (exit status 130), and the Ray instance ended with `ray.shutdown()`
-  (never `ray stop`).
+- `key=value` overrides before, between or after the flags (`data=X --num-samples 8 output_dir=Y`),
+  as `taxoclass search` takes them (cli.py);
+- `run`: the search (tuner.py) with one-line errors (`PROG: error: ...`, exit status 2), Ctrl-C
+  obeyed at the first press (exit status 130) and SIGTERM alike (exit status 143, no native crash
+  dump), and the Ray instance ended with `ray.shutdown()` (never `ray stop`).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
     ap.add_argument("--name", default=None, help="search name: the wandb group, the Optuna study and the folder under output_dir")
     ap.add_argument("--resume", action="store_true", help="continue the search of this --name")
     ap.add_argument("--smoke", action="store_true", help="a tiny CPU search on the debug preset")
-    ap.add_argument("--objective", choices=sorted(OBJECTIVES), default=DEFAULT_OBJECTIVE,
+    ap.add_argument("--objective", choices=sorted(OBJECTIVES), default=None,
                     help=f"label-free objective (default {DEFAULT_OBJECTIVE}): " + "; ".join(f"{k}: {o.describe}" for k, o in OBJECTIVES.items()))
     ap.add_argument("--dev", default=None, help="labelled dev split of corpus documents (doc_id<TAB>id,id): objective = its Example-F1")
     ap.add_argument("--storage", default=None, help="Optuna storage URL (default: sqlite:///<search dir>/optuna.db)")
@@ -60,17 +62,19 @@ def at_least(minimum: int):
 
 def run(args, prog: str) -> int:
     """The search for parsed arguments; errors in the input are one line naming `prog`."""
-    from taxoclass.search.tuner import run_search
+    from taxoclass.search.tuner import Terminated, end_on_sigterm, run_search
 
+    end_on_sigterm()
     try:
         return run_search(args, prog)
     except TaxoclassError as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted; `--name {args.name} --resume` continues this search" if args.name else
-              f"{prog}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        how, code = ("terminated", 143) if isinstance(err, Terminated) else ("interrupted", 130)
+        print(f"{prog}: {how}; `--name {args.name} --resume` continues this search" if args.name else
+              f"{prog}: {how}", file=sys.stderr)
+        return code
     finally:
         _stop_ray()
 
@@ -83,11 +87,21 @@ def _stop_ray() -> None:
             ray.shutdown()
 
 
+def parse(ap: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
+    """The flags, with `key=value` overrides anywhere among them (argparse takes a positional list once, before or
+    after the flags, and would call the rest unrecognized)."""
+    args, extra = add_arguments(ap).parse_known_args(argv)
+    if any(e.startswith("-") or "=" not in e for e in extra):
+        ap.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.overrides = list(args.overrides) + extra
+    return args
+
+
 def main(argv: list[str] | None = None, prog: str = "tune/search.py") -> int:
     from taxoclass.config import repeated_overrides
     from taxoclass.distributed.ray_address import RULE
 
-    args = add_arguments(argparse.ArgumentParser(prog=prog, description=DESCRIPTION, epilog=RULE)).parse_args(argv)
+    args = parse(argparse.ArgumentParser(prog=prog, description=DESCRIPTION, epilog=RULE), argv)
     for line in repeated_overrides(args.overrides):  # `taxoclass search` says it in taxoclass/cli.py
         print(f"{prog}: warning: {line}", file=sys.stderr)
     return run(args, prog)

@@ -31,13 +31,19 @@ def _same(a, b) -> bool:
 NODE = "node"
 
 
-def trial_rows(results, space_keys: list[str], columns: list[str], default_point: dict | None) -> list[dict]:
+def is_default(config: dict, default_point: dict | None) -> bool:
+    """Whether a trial's config is the default trial's point."""
+    return bool(default_point) and all(_same(config.get(k), v) for k, v in default_point.items())
+
+
+def trial_rows(records: list[dict], space_keys: list[str], columns: list[str], default_point: dict | None) -> list[dict]:
+    """One row per trial record (record.py), in the order the trials started."""
     rows = []
-    for r in results:
-        m, config = r.metrics or {}, r.config or {}
-        row = {"trial": m.get("trial_id", Path(r.path).name if r.path else "?"), "status": "error" if r.error else "ok",
+    for r in records:
+        m, config = r.get("metrics") or {}, r["config"]
+        row = {"trial": r["trial"], "status": "error" if r["state"] == "error" else "ok",
                "reports": m.get("training_iteration", 0), "finished": HELD_OUT in m,
-               "default": bool(default_point) and all(_same(config.get(k), v) for k, v in default_point.items())}
+               "default": is_default(config, default_point)}
         row.update({k: config.get(k) for k in space_keys})
         row[OBJECTIVE] = m.get(OBJECTIVE)
         row.update({k: m.get(k) for k in columns})
@@ -169,13 +175,13 @@ def disk_use(folder: Path) -> int:
     return sum(files.values())
 
 
-def finish(results, keys: list[str], constants: dict, user_base: Config, search_dir: Path, name: str, mode: str,
+def finish(records: list[dict], keys: list[str], constants: dict, user_base: Config, search_dir: Path, name: str, mode: str,
            first: dict | None, columns: list[str]) -> None:
     """trials.md, trials.csv, best_config.yaml and the lines a user reads; `keys` the space's dimensions, `constants`
     its fixed settings, `columns` the metrics a trial reports."""
     for checkpoints in (search_dir / "runs").glob("*/ray"):  # a stopped trial's Train checkpoints: nothing resumes it now
         shutil.rmtree(checkpoints, ignore_errors=True)
-    rows = trial_rows(results, keys, columns, first)
+    rows = trial_rows(records, keys, columns, first)
     md = markdown(rows, mode)
     (search_dir / "trials.md").write_text(md + "\n")
     with open(search_dir / "trials.csv", "w", newline="") as fh:
@@ -184,8 +190,10 @@ def finish(results, keys: list[str], constants: dict, user_base: Config, search_
         writer.writerows(rows)
     print(md)
     best = winner(rows, mode)
-    if best is None:
-        raise ConfigError("objective", f"no trial of {name} finished with a finite objective; see {search_dir}")
+    if best is None:  # the first failed trial's own line says why (a bad value, a missing file), not only that
+        failed = [r for r in records if r.get("error")]
+        why = f"; trial {failed[0]['trial']} failed: {failed[0]['error']}" if failed else ""
+        raise ConfigError("objective", f"no trial of {name} finished with a finite objective{why}; see {search_dir}")
     trial_id = best["trial"]
     params = {**constants, **{k: best[k] for k in keys if best.get(k) is not None}}
     path = write_best_config(user_base, params, search_dir / "runs" / str(trial_id), search_dir, name)

@@ -50,8 +50,8 @@ def stage1_settings(space, cfg: Config) -> list[dict]:
 
 def compute_shared_stages(cfg: Config, search_dir: Path, settings: list[dict]) -> None:
     """Stage 1 (and the frozen classifier's document vectors) for each setting, and stage 2 of the base config,
-    in this process, into the cache every trial reads."""
-    from taxoclass.pipeline import RunContext, steps
+    in this process, into the cache every trial reads: the pipeline's own entry point, run once per setting."""
+    from taxoclass.pipeline import run_first_stages
 
     for number, setting in enumerate(settings):
         shared = with_values(cfg, {**setting, "runtime": "local", "output_dir": str(search_dir),
@@ -59,14 +59,7 @@ def compute_shared_stages(cfg: Config, search_dir: Path, settings: list[dict]) -
                                    "cache_dir": str(search_dir / "cache")})
         if len(settings) > 1:
             say(f"search: stage 1 for {', '.join(f'{k}={v}' for k, v in setting.items())} ({number + 1} of {len(settings)})")
-        with RunContext.open(shared) as ctx:
-            steps.similarity(ctx)
-            if number == 0:
-                steps.mining(ctx)
-            if shared.classifier.freeze_encoder:  # the classifier's vectors, where its encoder is not stage 1's
-                ctx.document_vectors("corpus")
-                if ctx.inputs.test is not None:
-                    ctx.document_vectors("test")
+        run_first_stages(shared, through=2 if number == 0 else 1)
 
 
 def stage1_values(cfg: Config) -> dict:
