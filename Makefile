@@ -22,7 +22,7 @@ demo: $(STAMP)
 	$(VENV)/bin/taxoclass run
 
 test: $(STAMP)
-	WANDB_MODE=offline scripts/private_net.sh $(PY) -m pytest -q tests
+	WANDB_MODE=offline scripts/private_net.sh $(PY) -m pytest -q --durations=15 tests
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check taxoclass tune scripts tests

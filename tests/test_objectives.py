@@ -130,3 +130,14 @@ def test_a_search_over_an_unranked_key_says_what_ranks_it(tmp_path):
                          "text_margin") is None
     assert unranked_note(varied("  similarity.model: {value: bundled}\n  classifier.epochs: {values: [1, 2]}\n"),
                          "text_margin") is None
+
+
+def test_the_shipped_encoder_space_varies_the_encoder_and_gets_the_note():
+    from conftest import REPO
+
+    from taxoclass.search.objectives import unranked_note
+    from taxoclass.search.space import read_sweep
+
+    space = read_sweep(str(REPO / "tune" / "encoders.yaml"))
+    assert space.varied_keys()[0] == "similarity.model" and len(space.params[0].values) == 2
+    assert unranked_note(space.varied_keys(), "text_margin") is not None
