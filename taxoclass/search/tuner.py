@@ -47,7 +47,7 @@ from pathlib import Path
 
 from taxoclass.atomic import writable_dir
 from taxoclass.config import Config, build_config, get_value, to_dict, with_values
-from taxoclass.distributed.ray_address import check_reachable
+from taxoclass.distributed.preflight import check_ray
 from taxoclass.distributed.ray_instance import join_or_start
 from taxoclass.errors import ConfigError
 from taxoclass.search.objectives import DESCRIBE, OBJECTIVES
@@ -162,7 +162,7 @@ def run_search(args, prog: str) -> int:
     preset = args.preset or ("debug" if args.smoke and not args.config else None)
     cfg = build_config(preset, args.config, args.overrides)
     user_base = build_config(args.preset, args.config, args.overrides)  # what best_config.yaml starts from
-    check_reachable(cfg.ray.address)  # a dead cluster address: one line now, not a search folder first
+    check_ray(cfg.ray)  # a dead cluster address, storage that takes no write: one line now, not a search folder first
     if args.num_samples is None:
         args.num_samples = 3 if args.smoke else 16
     space = read_sweep(args.space) if args.space else default_space()
