@@ -228,7 +228,7 @@ def evaluation(ctx: RunContext) -> dict:
     seed_stage(cfg.seed, 5)
     stage = ctx.final_stage()
     # a copy, not a link: truncating or replacing model.pt must never touch the cache entry
-    atomic_copy(ctx.store.output(stage), ctx.dir / "model.pt")
+    atomic_copy(ctx.store.output(stage), ctx.dir / "model.pt", "the model")  # a full disk: one line, no model.pt
     if inp.test is None:
         say("no test set: predictions and test metrics skipped")
         return summary
