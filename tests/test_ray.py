@@ -327,6 +327,16 @@ def test_a_ray_address_that_cannot_be_reached_is_one_line_at_once(tmp_path, addr
     assert list(tmp_path.iterdir()) == []  # nothing written: no run dir, no search folder
 
 
+def test_a_real_gcs_answers_the_address_check(ray_instance):
+    """Issue 35's check asks the GCS one question only Ray answers: a real one passes it (an HTTP server, a silent
+    port: test_preflight.py)."""
+    from taxoclass.distributed.ray_address import check_reachable, not_ray
+
+    gcs = ray.get_runtime_context().gcs_address
+    assert not_ray(gcs, client=False, timeout=10) is None
+    check_reachable(gcs)
+
+
 def test_the_env_handed_to_ray_holds_no_secret(monkeypatch):
     from taxoclass.distributed.ray_instance import worker_env
 
