@@ -195,7 +195,11 @@ def final_model(ctx: RunContext) -> int:
 def _cached_model(ctx: RunContext, stage: int, force: bool) -> bool:
     """A training stage's intact entry, unless forced: its model loaded into `ctx.bundle()` and its stats replayed;
     False (a warning saying why, when the entry does not fit the model) to compute it."""
-    if force or not _intact_entry(ctx, stage, lambda: ctx.store.read_model(stage, ctx.bundle()) or True):
+    def load() -> bool:
+        ctx.store.read_model(stage, ctx.bundle())
+        return True
+
+    if force or not _intact_entry(ctx, stage, load):
         return False
     ctx.store.replay(stage, ctx.log)
     ctx.reported.add(stage)
