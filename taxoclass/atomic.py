@@ -41,8 +41,11 @@ def atomic_replace_with(path: Path, writer, what: str = "this file") -> None:
         os.replace(tmp, path)
     except OSError as err:
         Path(tmp).unlink(missing_ok=True)
-        if err.filename is not None and os.fsdecode(err.filename) != tmp:
-            raise  # about another file (the source of a copy), not this write
+        # a copy's error names both files (shutil's sendfile: the source first, the temporary second: a full disk
+        # while model.pt was copied went through as a traceback); one that names only another file is about that file
+        named = {os.fsdecode(n) for n in (err.filename, err.filename2) if n is not None}
+        if named and tmp not in named:
+            raise
         raise write_error(path, what, err) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -79,9 +82,9 @@ def current_umask() -> int:
     return mask
 
 
-def atomic_copy(src: Path, dst: Path) -> None:
+def atomic_copy(src: Path, dst: Path, what: str = "this file") -> None:
     """dst becomes an independent copy of src: truncating one never touches the other."""
-    atomic_replace_with(dst, lambda tmp: shutil.copyfile(src, tmp))
+    atomic_replace_with(dst, lambda tmp: shutil.copyfile(src, tmp), what)
 
 
 def json_safe(value):

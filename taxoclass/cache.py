@@ -3,7 +3,9 @@
 An entry whose checksum is missing (the run was killed before it was written) or does not
 match (a file was truncated or replaced since) is a cache miss with a one-line warning: the
 stage runs again and rewrites the entry. Nothing is trusted because it merely exists, and an intact
-entry's arrays are checked against what the stage expects as they are read (`npyfile.py`).
+entry is checked against what the stage expects as it is read, whatever its checksum says (`Unusable`):
+its arrays' dtype, shape and length (`npyfile.py`), its stats, stage 2's structure and class ids
+(`pipeline/store.py`), a model's tensors against the model (`stages/model_io.py`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,12 @@ from pathlib import Path
 from taxoclass.atomic import atomic_write_text
 
 CHUNK = 1 << 20
+
+
+class Unusable(Exception):
+    """An entry's file is intact (its checksum matches) but not what its reader expects: replaced together with its
+    checksum, or written by another version. The message says how; the caller computes the entry again, saying why
+    (`warn_unusable`), or, reading a finished run without computing anything, says it in one line."""
 
 
 def file_sha256(path: Path) -> str:

@@ -76,7 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", required=True, help="a finished run directory")
     p.add_argument("--input", required=True, help="plain text lines, doc_id<TAB>text lines, or JSON lines with a 'text'/'token' field (detected from the first line)")
     p.add_argument("--top-k", type=int, default=3, help="classes per text (default 3)")
-    p.add_argument("--path", action="store_true", help="answer the best root-to-leaf path (what evaluation ranks first), its mean score and the runner-up path, instead of top-k")
+    p.add_argument("--path", action="store_true", help="answer the best root-to-leaf path (what evaluation ranks first) with its classes' "
+                                                       "scores and its path_score (as above), and the runner-up path with its "
+                                                       "path_score, instead of top-k")
     p.add_argument("--output", default=None, help="with runtime=ray: the folder of the JSON-lines shards (a rerun resumes there)")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="runtime=ray (Ray Data: an actor pool, shards under --output) and ray.* keys, e.g. ray.use_gpu=true "
@@ -134,12 +136,12 @@ def cmd_config(args) -> int:
 
 def build_runtime(cfg):
     """`runtime=local`: the engine in this process (Ray is not imported); `runtime=ray`: stage 1 on Ray
-    Data, stages 3-4 on Ray Train, its cluster address checked before any work."""
+    Data, stages 3-4 on Ray Train, its cluster address and checkpoint storage checked before any work."""
     if cfg.runtime == "ray":
-        from taxoclass.distributed.ray_address import check_reachable
+        from taxoclass.distributed.preflight import check_ray
         from taxoclass.distributed.ray_runtime import RayRuntime
 
-        check_reachable(cfg.ray.address)
+        check_ray(cfg.ray)
         return RayRuntime(cfg)
     from taxoclass.runtime import LocalRuntime
 

@@ -230,6 +230,8 @@ class RayConfig(Section):
     cpus_per_worker: Float = Field(1.0, description="CPUs a Train worker holds")
     max_failures: Int = Field(2, ge=-1, description="Ray Train retries from the latest checkpoint (-1: forever)")
     storage_path: Text = Field("", description="checkpoints (default <run_dir>/ray); a shared path on a cluster")
+    storage_wait_s: Float = Field(30.0, gt=0.0, description="seconds ray.storage_path may take to open and take a write "
+                                                              "(a cloud URI: credentials, network), checked before any work")
     predict_actors: Int = Field(0, ge=0, description="taxoclass predict: model actors in the pool (0 = one per GPU, or 1)")
     predict_shard_size: Int = Field(10000, ge=1, description="taxoclass predict: texts per output shard (the unit of its resume)")
 

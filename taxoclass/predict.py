@@ -7,8 +7,10 @@ Input files, the format detected from the first non-blank line:
 - plain text, one document per line, whose id is its line number.
 
 Each record: the top-k classes with their scores, or (`path=True`) the best root-to-leaf
-path by mean probability (the path evaluation ranks first) with its own score and the
-runner-up path. Scores are independent per-class sigmoid probabilities, not a distribution.
+path by the model's own path score (the path evaluation ranks first) with its classes' scores,
+its `path_score` and the runner-up path. What a score is depends on how the model was made
+(`output_mode`: the path loss's distribution over paths, BCE's independent sigmoids, or an
+untrained model's sigmoids; docs/run-dir.md, Predicting new texts).
 
 Large inputs stream: the file is checked once (a bad line fails before the model loads) and
 counted, then read again lazily, `CHUNK` texts at a time: each chunk is predicted, its records

@@ -56,15 +56,20 @@ class _RecordingWriter:
         self.fh.flush()
 
 
+class Refused(DataError):
+    """The file holds a Python object whose loading could run code: refused, never computed around."""
+
+
 def load(path: str | Path, redo: str):
-    """The file's content, tensors on the CPU; `redo` ends the error line (how to make the file again)."""
+    """The file's content, tensors on the CPU; `redo` ends the error line (how to make the file again). A file holding
+    a Python object is `Refused`; one cut short or foreign a plain `DataError`."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         found = re.search(r"GLOBAL (\S+)", str(err))
         if found:
-            raise DataError(path, f"refused: it holds a Python object ({found.group(1)}), not only tensors and plain values, "
-                                  f"and loading it could run code; {redo}") from None
+            raise Refused(path, f"refused: it holds a Python object ({found.group(1)}), not only tensors and plain values, "
+                                f"and loading it could run code; {redo}") from None
         raise DataError(path, f"not a readable checkpoint (truncated or corrupt: {type(err).__name__}); {redo}") from None
     except Exception as err:  # torch raises RuntimeError, EOFError, ... for a cut or foreign file
         raise DataError(path, f"not a readable checkpoint (truncated or corrupt: {type(err).__name__}); {redo}") from None

@@ -210,6 +210,7 @@ GOLDEN_DEFAULTS = {'data': 'demo',
          'cpus_per_worker': 1.0,
          'max_failures': 2,
          'storage_path': '',
+         'storage_wait_s': 30.0,
          'predict_actors': 0,
          'predict_shard_size': 10000},
  'tracking': {'use_wandb': False,
@@ -243,7 +244,7 @@ def test_leaf_types_and_short_names():
 
     assert LEAF_TYPES["classifier.gnn_num_layers"] is int and LEAF_TYPES["classifier.learning_rate"] is float
     assert LEAF_TYPES["classifier.amp"] is str and LEAF_TYPES["tracking.use_wandb"] is bool  # a Literal key is text
-    assert LEAF_TYPES["tracking.tags"] == list[str] and len(LEAF_TYPES) == 91
+    assert LEAF_TYPES["tracking.tags"] == list[str] and len(LEAF_TYPES) == 92
     assert SHORT_NAMES["gnn_num_layers"] == "classifier.gnn_num_layers" and "learning_rate" not in SHORT_NAMES
 
 

@@ -96,3 +96,16 @@ def test_a_folder_as_input_is_named_a_folder(tmp_path):
     assert str(err.value) == f"{tmp_path}: a folder, not a file"
     res = run_cli("predict", "--run", tmp_path, "--input", tmp_path)  # the input is read before any model
     assert res.returncode == 2 and res.stderr.strip().splitlines() == [f"taxoclass: error: {tmp_path}: a folder, not a file"]
+
+
+def test_predict_help_says_what_path_answers(capsys):
+    """Issue 35: `--path` was said to give the path's "mean score"; it gives its path_score, which is the mean only for a
+    model trained with classifier.loss=bce (the path loss's is the path's probability)."""
+    from taxoclass.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["predict", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "mean score" not in text
+    assert ("--path answer the best root-to-leaf path (what evaluation ranks first) with its classes' scores and its path_score "
+            "(as above), and the runner-up path with its path_score, instead of top-k") in text

@@ -231,6 +231,26 @@ def test_kill_9_resumes_stage1_shards_and_stage3_checkpoints(tmp_path):
     assert list(run_dir.glob("cache/stage3-*.pt")) and not list(run_dir.glob("ray/stage3-*/checkpoint_*"))
 
 
+def test_ctrl_c_in_stage_3_says_interrupted_and_exits_130(tmp_path):
+    """Issue 35: Ctrl-C in stage 3 of a `runtime=ray` run ended it with exit status 1 and no message: Ray Train's own
+    SIGINT handler took the signal. Now it is a run's Ctrl-C, as a local run's: `interrupted`, exit status 130."""
+    args = ["run", "--preset", "debug", "runtime=ray", "ray.num_cpus=4", "ray.num_workers=1", "classifier.epochs=200",
+            "classifier.early_stopping_patience=300", "self_training.enabled=false", f"output_dir={tmp_path}", "run_name=c"]
+    # Ctrl-C's disposition as in a terminal's foreground job (a suite started in the background hands SIGINT ignored)
+    proc = subprocess.Popen([sys.executable, "-m", "taxoclass.cli", *args], cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        assert _wait_for(lambda: any((tmp_path / "c").glob("ray/stage3-*/checkpoint_manager_snapshot.json")), proc)
+        os.killpg(proc.pid, signal.SIGINT)  # one Ctrl-C, as a terminal sends it: to the whole process group
+        code = proc.wait(timeout=120)
+    finally:
+        _kill_tree(proc)
+    stderr = proc.stderr.read()
+    assert code == 130 and stderr.strip().splitlines()[-1] == "taxoclass: interrupted", stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+
+
 SECRET = "local-0123456789abcdef0123456789abcdef01234567"  # a fake W&B API key
 
 
@@ -305,6 +325,16 @@ def test_a_ray_address_that_cannot_be_reached_is_one_line_at_once(tmp_path, addr
         assert res.returncode == 2 and res.stderr.strip().splitlines() == [
             f"{prog}: error: config key 'ray.address': {where} {how}"], res.stderr
     assert list(tmp_path.iterdir()) == []  # nothing written: no run dir, no search folder
+
+
+def test_a_real_gcs_answers_the_address_check(ray_instance):
+    """Issue 35's check asks the GCS one question only Ray answers: a real one passes it (an HTTP server, a silent
+    port: test_preflight.py)."""
+    from taxoclass.distributed.ray_address import check_reachable, not_ray
+
+    gcs = ray.get_runtime_context().gcs_address
+    assert not_ray(gcs, client=False, timeout=10) is None
+    check_reachable(gcs)
 
 
 def test_the_env_handed_to_ray_holds_no_secret(monkeypatch):

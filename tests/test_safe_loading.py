@@ -245,3 +245,116 @@ def test_a_tampered_or_old_training_state_is_refused(tmp_path):
     torch.save({"model": {}, "prev_top3": np.zeros((2, 3), dtype=np.int64)}, tmp_path / "old.pt")
     with pytest.raises(DataError, match="refused"):
         read_state(tmp_path / "old.pt")
+
+
+# ---------------------------------------------------------------- issue 35: a resealed cache file of the wrong content
+def _cut_npy(path):
+    """Half of the data gone, the header kept: what a copy cut short leaves."""
+    with open(path, "rb") as fh:
+        np.lib.format.read_magic(fh)
+        np.lib.format.read_array_header_1_0(fh)
+        header = fh.tell()
+    data = path.read_bytes()
+    path.write_bytes(data[:header + (len(data) - header) // 2])
+
+
+def _edit_state(path, key, value):
+    payload = torch.load(path, weights_only=True)
+    torch.save({**payload, "state_dict": {**payload["state_dict"], key: value}}, path)
+
+
+def _edit_json(path, edit):
+    path.write_text(edit(path.read_text()))
+
+
+def _stage_stats(path):
+    return {k: v for k, v in json.loads(path.read_text()).items() if not k.endswith("seconds")}
+
+
+STAGE5_DAMAGE = {
+    # each: (cache files, how to damage one, the reason the warning gives)
+    "an .npy cut short with its header intact": (
+        "vectors-*.npy", _cut_npy, "is cut short: 23040 bytes of data where its header (float16, 60 x 384) needs 46080"),
+    "a stage-1 .stats.json cut short": (
+        "stage1-*.stats.json", lambda p: _edit_json(p, lambda t: t[:len(t) // 2]), ".stats.json is not JSON (JSONDecodeError"),
+    "a stage-3 .pt holding a weight of the wrong shape": (
+        "stage3-*.pt", lambda p: _edit_state(p, "bilinear", torch.zeros(3, 3)),
+        "does not fit the model: its state_dict's 'bilinear' has shape 3 x 3, the model's 384 x 384"),
+    "a stage-3 .pt holding a value that is not a tensor": (
+        "stage3-*.pt", lambda p: _edit_state(p, "bias", [0.5]), "does not fit the model: its state_dict's 'bias' is a list, not a tensor"),
+}
+
+
+@pytest.mark.parametrize("damage", STAGE5_DAMAGE)
+def test_stage_5_computes_a_resealed_entry_of_the_wrong_content_again_saying_why(run_dir, capsys, damage):
+    """Issue 35: each ended in a traceback (`mmap length is greater than file size`, `JSONDecodeError`, `RuntimeError` from
+    `load_state_dict`) although nothing was executed. The entry is a cache miss now, with its reason, and computed again."""
+    from taxoclass.cli import main
+
+    pattern, harm, reason = STAGE5_DAMAGE[damage]
+    before = {k: v for k, v in json.loads((run_dir / "summary.json").read_text()).items() if k.startswith("test/")}
+    for path in (run_dir / "cache").glob(pattern):
+        harm(path)
+        _sealed(path if path.suffix in (".npy", ".pt") else path.with_name(path.name.replace(".stats.json", ".npz")))
+    assert main(["stage", "5", "--run", str(run_dir)]) == 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "taxoclass: warning: cache entry " in err and reason in err, err
+    assert ": computing it again" in err.split(reason)[1].splitlines()[0]
+    after = json.loads((run_dir / "summary.json").read_text())
+    assert {k: v for k, v in after.items() if k.startswith("test/")} == pytest.approx(before)
+
+
+STAGE2_DAMAGE = {
+    "cut short": (lambda t: t[:len(t) // 2], "is not JSON (JSONDecodeError"),
+    "of the wrong structure": (lambda t: json.dumps(json.loads(t)["cores"]), "not an object with candidates, confidences, "
+                                                                              "cores and thresholds"),
+    "with an out-of-range class id": (lambda t: json.dumps({**json.loads(t), "cores": [[999]] + json.loads(t)["cores"][1:]}),
+                                      "document 0 names class id 999, not one of the 41 classes (0-40)"),
+}
+
+
+@pytest.mark.parametrize("damage", STAGE2_DAMAGE)
+def test_stage_3_computes_a_resealed_stage_2_output_of_the_wrong_content_again(run_dir, capsys, damage):
+    """Issue 35: `taxoclass stage 3 --run` on a stage-2 `.json` cut short, of the wrong structure or with a class id
+    out of range, its checksum rewritten, ended in `JSONDecodeError`, `TypeError` or `IndexError`."""
+    from taxoclass.cli import main
+
+    edit, reason = STAGE2_DAMAGE[damage]
+    stage2 = next(p for p in (run_dir / "cache").glob("stage2-*.json") if not p.name.endswith(".stats.json"))
+    stage3_stats = next((run_dir / "cache").glob("stage3-*.stats.json"))
+    before = _stage_stats(stage3_stats)
+    _edit_json(stage2, edit)
+    _sealed(stage2)
+    assert main(["stage", "3", "--run", str(run_dir)]) == 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and f"is not usable ({stage2.name}" in err and reason in err, err
+    assert "stage 2 (core mining): 37 of 60 documents have a core class" in err  # computed again, as it was
+    assert _stage_stats(stage3_stats) == pytest.approx(before)
+
+
+MODEL_DAMAGE = {
+    "a weight of the wrong shape": ("bilinear", torch.zeros(3, 3), "its state_dict's 'bilinear' has shape 3 x 3, the model's 384 x 384"),
+    "a value that is not a tensor": ("bias", "0.5", "its state_dict's 'bias' is a str, not a tensor"),
+    "class features of another width": ("class_features", torch.zeros(41, 10),
+                                        "its class_features are 41 x 10, the encoder's vectors 384 wide"),
+    "class features for other classes": ("class_features", torch.zeros(7, 384),
+                                         "its state_dict's 'class_features' has shape 7 x 384, not one row for each of its 41 classes"),
+}
+
+
+@pytest.mark.parametrize("damage", MODEL_DAMAGE)
+def test_predict_refuses_a_model_pt_of_the_wrong_content_in_one_line(run_dir, tmp_path, capsys, damage):
+    """Issue 35: `predict` on a `model.pt` holding a wrong-shape or non-tensor value ended in a `RuntimeError` traceback
+    from `load_state_dict`. model.pt is no cache entry (nothing to compute it from here): refused, in one line."""
+    from taxoclass.cli import main
+
+    key, value, reason = MODEL_DAMAGE[damage]
+    _edit_state(run_dir / "model.pt", key, value)
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(TEXTS) + "\n")
+    assert main(["predict", "--run", str(run_dir), "--input", str(texts)]) == 2
+    cap = capsys.readouterr()
+    assert cap.out == "" and "Traceback" not in cap.err
+    assert cap.err.strip().splitlines()[-1] == (f"taxoclass: error: {run_dir / 'model.pt'}: not a taxoclass checkpoint ({reason}); "
+                                                "make it again from the run's cache with `taxoclass stage 5 --run RUN_DIR`, or "
+                                                "train it with `taxoclass run`")

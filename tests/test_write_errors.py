@@ -142,3 +142,52 @@ def test_resume_of_an_unknown_id_among_malformed_states_is_one_line(tmp_path):
     res = run_cli("run", f"output_dir={out}", "resume=zzz")
     assert res.returncode == 2
     assert _error_line(res.stderr) == f"taxoclass: error: config key 'resume': 'zzz' is neither a run dir nor a wandb run id of a run under {out}/"
+
+
+FULL_DISK_RUN = r"""
+set -u
+mount -t tmpfs -o size=1m tmpfs "$FULL" || exit 97
+head -c 600K /dev/zero > "$FULL/filler"  # room for config.yaml and metrics.jsonl, none for the 835 KB model.pt
+"$PYTHON" -m taxoclass.cli "$@" 2> "$LOG/first.err"
+echo "first=$?"
+echo "left: $(cd "$FULL/x" && ls -A | tr '\n' ' ')"
+rm "$FULL/filler"
+"$PYTHON" -m taxoclass.cli "$@" 2> "$LOG/rerun.err"
+echo "rerun=$?"
+echo "then: $(cd "$FULL/x" && ls -A | tr '\n' ' ')"
+cmp "$FULL/x/model.pt" "$CACHE"/stage3-*.pt && echo "model.pt is the stage-3 entry"
+"""
+
+
+def test_a_disk_that_fills_while_model_pt_is_copied_is_one_line_and_a_rerun_finishes(tmp_path):
+    """Issue 35: `mount -t tmpfs -o size=2m tmpfs FULL; taxoclass run --preset debug output_dir=FULL` ended in an
+    `OSError: No space left on device` traceback, exit 1: shutil's copy names the source and the destination in its
+    error, and atomic.py took it for an error about the source. A real tmpfs in a private mount namespace (gone with
+    the command); the cache elsewhere, so that the disk fills exactly while model.pt is copied."""
+    import shutil
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    if not shutil.which("unshare") or subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode != 0:
+        pytest.skip("a private mount namespace needs unshare and root")
+    full, cache, log = tmp_path / "full", tmp_path / "cache", tmp_path / "log"
+    full.mkdir()
+    log.mkdir()
+    env = {**os.environ, "FULL": str(full), "CACHE": str(cache), "LOG": str(log), "PYTHON": sys.executable}
+    args = [*DEBUG, f"output_dir={full}", "run_name=x", f"cache_dir={cache}"]
+    res = subprocess.run(["unshare", "-m", "--propagation", "private", "bash", "-c", FULL_DISK_RUN, "_", *args], capture_output=True,
+                         text=True, cwd=REPO, env=env, timeout=900)
+    if res.returncode == 97:
+        pytest.skip(f"mounting a tmpfs is not allowed here: {res.stderr.strip()}")
+    out = dict(line.split("=", 1) if "=" in line else line.split(": ", 1) for line in res.stdout.strip().splitlines()
+               if "=" in line or ": " in line)
+    first = (log / "first.err").read_text()
+    assert out["first"] == "2", first[-3000:]
+    assert _error_line(first) == f"taxoclass: error: {full / 'x' / 'model.pt'}: cannot write the model: No space left on device"
+    # nothing a rerun would trust: no model.pt (not even a part of it), no temporary file, no summary, no predictions
+    assert out["left"].split() == [".lock", "config.yaml", "metrics.jsonl"], out["left"]
+    assert out["rerun"] == "0", (log / "rerun.err").read_text()[-3000:]
+    assert {"model.pt", "summary.json", "predictions"} <= set(out["then"].split())
+    assert "model.pt is the stage-3 entry" in res.stdout

@@ -195,6 +195,35 @@ def train_loop_per_worker(config: dict) -> None:
     env.checkpoint({"final": 1}, {"final": True, "model": state, "stats": stats})
 
 
+def _fit_off_the_main_thread(trainer):
+    """`trainer.fit()`; called on the main thread, it runs on a helper thread while the main one waits.
+
+    On the main thread Ray Train V2 installs a SIGINT handler of its own (and leaves it installed): Ctrl-C
+    then aborted the run and the process ended with exit status 1 and no word. On any other thread (a Tune
+    trial's, this helper) it installs none, and Ctrl-C is the KeyboardInterrupt of every other stage: the
+    command says `interrupted` and exits with 130, as a local run does; the Train run ends with the Ray
+    instance (`RayRuntime.stop`), and a rerun resumes from its latest checkpoint.
+    """
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return trainer.fit()
+    outcome: dict = {}
+
+    def fit() -> None:
+        try:
+            outcome["result"] = trainer.fit()
+        except BaseException as err:  # handed to the main thread, which raises it as its own
+            outcome["error"] = err
+
+    helper = threading.Thread(target=fit, name="ray-train-fit", daemon=True)
+    helper.start()
+    helper.join()  # Ctrl-C interrupts the wait: KeyboardInterrupt here
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
+
+
 def worker_resources(cfg: Config) -> dict[str, float]:
     """What one Train worker holds: `ray.cpus_per_worker` CPUs and, with `ray.use_gpu`, a share of a GPU."""
     r = cfg.ray
@@ -265,7 +294,7 @@ def fit(job, storage: str, callbacks: list | None = None):
                              checkpoint_config=CheckpointConfig(num_to_keep=1),
                              failure_config=FailureConfig(max_failures=r.max_failures, controller_failure_limit=r.max_failures)),
     )
-    result = trainer.fit()
+    result = _fit_off_the_main_thread(trainer)
     if in_tune:
         _until_tune_took_the_last_report()
     with result.checkpoint.as_directory() as folder:

@@ -6,6 +6,12 @@ Features:
   `<run_dir>/ray`;
 - `remove_tree`: a stage's checkpoints deleted through the same pyarrow filesystem Ray Train wrote
   them with (a forced stage, a cached one);
+- `check_writable`: before any work, the storage opens as Ray Train opens it (pyarrow) and takes a
+  folder and a file (removed again): an unknown scheme, a `file://` URI that is not absolute, a
+  bucket without credentials or beyond the network is one ConfigError line naming
+  `ray.storage_path`, not a traceback after stages 1-2 nor a hang in stage 3 (pyarrow retried
+  `gs://` without credentials for over 10 minutes). A URI is tried in a child process, killed
+  after `ray.storage_wait_s` seconds: no retry loop of a cloud SDK can hold the run;
 - `check_shared`: on a cluster of more than one node, storage on a local disk must be visible from
   every node (Ray Train's workers write there and a restarted run reads there): the driver writes a
   marker and a task pinned to each node looks for it, before any work; a node that does not see it is
@@ -16,6 +22,9 @@ Features:
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -41,7 +50,8 @@ def filesystem(storage: str):
     try:
         return pyarrow.fs.FileSystem.from_uri(storage)
     except (pyarrow.ArrowInvalid, ValueError) as err:
-        raise ConfigError(KEY, f"{storage!r} is neither a path nor a URI pyarrow can open ({err})") from None
+        hint = "; a file:// URI takes an absolute path, file:///path" if storage.startswith("file://") else ""
+        raise ConfigError(KEY, f"{storage!r} is neither a path nor a URI pyarrow can open ({err}{hint})") from None
 
 
 def remove_tree(storage: str, name: str) -> None:
@@ -51,6 +61,53 @@ def remove_tree(storage: str, name: str) -> None:
         fs.delete_dir(f"{root.rstrip('/')}/{name}")
     except FileNotFoundError:
         pass
+
+
+def write_test(storage: str) -> str | None:
+    """None when `storage` takes a write as Ray Train's StorageContext makes its validation file (a folder, a file in
+    it; both removed again here), else the error's first line."""
+    import pyarrow.fs
+
+    try:
+        fs, root = pyarrow.fs.FileSystem.from_uri(storage)  # a cloud URI may already go to the network here
+        fs.create_dir(root)
+        marker = f"{root.rstrip('/')}/.taxoclass-write-test-{uuid.uuid4().hex}"
+        with fs.open_output_stream(marker) as out:
+            out.write(b"taxoclass")
+        fs.delete_file(marker)
+    except Exception as err:  # pyarrow's OSError, ArrowInvalid, ...: what the storage said
+        text = str(err).strip().splitlines()
+        return f"{type(err).__name__}: {text[0] if text else 'no message'}"
+    return None
+
+
+CHILD = "import sys; from taxoclass.distributed.storage import write_test; w = write_test(sys.argv[1]); print(w or ''); sys.exit(bool(w))"
+
+
+def check_writable(setting: str, wait_s: float) -> None:
+    """`ray.storage_path` opens and takes a write, as Ray Train will need, or a ConfigError before any work; an empty
+    setting is the run dir's own `ray/` folder (the run dir is proven writable when it is made)."""
+    if not setting:
+        return
+    storage = storage_location(setting, Path.cwd())
+    if local_path(storage) is not None:  # a disk: at once, here
+        filesystem(storage)  # a relative file:// URI: the hint
+        why = write_test(storage)
+    else:  # a URI: in a child process, killed after wait_s (pyarrow's gs:// retried for minutes, deaf to Ctrl-C)
+        package_root = str(Path(__file__).resolve().parents[2])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+        try:
+            done = subprocess.run([sys.executable, "-c", CHILD, storage], capture_output=True, text=True, timeout=wait_s, env=env)
+        except subprocess.TimeoutExpired:
+            raise ConfigError(KEY, f"{storage} does not take a write within {wait_s:g} s (ray.storage_wait_s): no credentials "
+                                   "for it here, or no network to it? Ray Train keeps the stages' checkpoints there") from None
+        why = done.stdout.strip().splitlines()[-1] if done.returncode and done.stdout.strip() else (
+            f"the write test exited with status {done.returncode}" if done.returncode else None)
+    if why and why.startswith("ArrowInvalid: "):  # the scheme, or the URI's form
+        raise ConfigError(KEY, f"{storage!r} is neither a path nor a URI pyarrow can open ({why.removeprefix('ArrowInvalid: ')})")
+    if why:
+        raise ConfigError(KEY, f"{storage} cannot be written ({why}); Ray Train keeps the stages' checkpoints there: give a "
+                               "folder or a URI this machine can write, with its credentials")
 
 
 def local_path(storage: str) -> str | None:

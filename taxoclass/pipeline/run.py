@@ -5,9 +5,11 @@ Features:
   `force_stage=N` recomputes from stage N on; stage 4 skipped openly when off), the evaluation,
   and the summary; used by the CLI, Ray Tune's trials and the benchmarks alike;
 - `run_single_stage(cfg, N, runtime)`: `taxoclass stage N --run DIR` (cfg: `run_config(DIR)`),
-  stage N recomputed, the stages before it read from the cache (an error when missing); stage 5
-  evaluates the final model and writes the same summary as a full run; stage 4 on a run that
-  skips it (`self_training.enabled=false`) says so and does nothing;
+  stage N recomputed, the stage before it read from the cache (an error when it was never
+  computed; computed again, saying why, when its entry is there but damaged or does not fit);
+  stage 5 evaluates the final model and writes the same summary as a full run; stage 4 on a run
+  that skips it (`self_training.enabled=false`) says so and does nothing; stages 1-4 leave the
+  run's final outputs to stage 5, and say so when the run dir holds none;
 - `run_first_stages(cfg, through)`: stage 1 (and 2), from the cache when intact, with the frozen
   classifier's document vectors: what a hyper-parameter search computes once, before its trials;
 - the caller builds the runtime (`taxoclass/runtime.py`; the CLI builds Ray's) and stops it:
@@ -74,13 +76,19 @@ def run_single_stage(cfg: Config, number: int, runtime: Runtime | None = None) -
                 f"taxoclass stage 4 --run {run_dir} self_training.enabled=true")
             return None
     with RunContext.open(cfg, runtime=runtime, command=f"stage {number}") as ctx:
-        if number in NEEDS and not ctx.view.store.intact(NEEDS[number]):
-            need = NEEDS[number]
+        need = NEEDS.get(number)
+        if need and not ctx.view.store.present(need):  # never computed: a damaged entry is computed again below, said
             raise DataError(ctx.dir, f"stage {need} output missing for this config: run `taxoclass stage {need} --run {ctx.dir}` first")
         if number == 5:  # the zero-shot baselines read stage 1 (an unusable entry is computed again, said)
             steps.similarity(ctx)
             steps.final_model(ctx)
             return summarize(ctx, steps.evaluation(ctx))
         step = {1: steps.similarity, 2: steps.mining, 3: steps.classifier, 4: steps.self_training}[number]
+        if need:  # loaded, or computed again (with the reason) when its sealed entry does not fit
+            step_before = {1: steps.similarity, 2: steps.mining, 3: steps.classifier}[need]
+            step_before(ctx)
         step(ctx, force=True)
+        if not (ctx.dir / "summary.json").is_file():
+            say(f"{ctx.dir} holds no final results for this config (model.pt, predictions, summary.json): "
+                f"`taxoclass stage 5 --run {ctx.dir}` evaluates it")
         return None

@@ -57,15 +57,19 @@ def similarity(ctx: RunContext, force: bool = False) -> dict[str, np.ndarray]:
 
 def _intact_similarity(ctx: RunContext) -> dict[str, np.ndarray] | None:
     """Stage 1's cached arrays, or None (with a warning saying why, when an entry is there) to compute them."""
-    from taxoclass.cache import warn_unusable
-    from taxoclass.npyfile import Unusable
+    return _intact_entry(ctx, 1, lambda: ctx.view.store.read_similarity(ctx.cfg, ctx.inputs))
 
-    if not ctx.view.store.intact(1):
+
+def _intact_entry(ctx: RunContext, stage: int, read):
+    """`read()` of the stage's intact entry, or None (with a warning saying why, when an entry is there) to compute it."""
+    from taxoclass.cache import Unusable, warn_unusable
+
+    if not ctx.view.store.intact(stage):
         return None
     try:
-        return ctx.view.store.read_similarity(ctx.cfg, ctx.inputs)
+        return read()
     except Unusable as err:  # sealed, but a file replaced together with its checksum may hold anything
-        warn_unusable(ctx.view.store.path(1, ".sha256"), str(err))
+        warn_unusable(ctx.view.store.path(stage, ".sha256"), str(err))
         return None
 
 
@@ -74,9 +78,9 @@ def mining(ctx: RunContext, force: bool = False):
     from taxoclass.stages.core_mining import mine_core_classes, mining_quality, mining_stats
 
     store, inp = ctx.view.store, ctx.inputs
-    if not force and store.intact(2):
+    out = None if force else _intact_entry(ctx, 2, store.read_mining)
+    if out is not None:
         store.replay(2, ctx.log)
-        out = store.read_mining()
     else:
         sim = ctx.stage1()["corpus"]
         seed_stage(ctx.cfg.seed, 2)
@@ -145,10 +149,16 @@ def self_training(ctx: RunContext, force: bool = False) -> None:
     """Stage 4: stage 3's model self-trained on the whole corpus; its weights end in `ctx.bundle()`."""
     if _cached_model(ctx, 4, force):
         return
+    from taxoclass.cache import Unusable
+
     store = ctx.view.store
     if not store.intact(3):
         raise DataError(ctx.dir, "stage 3 output missing: run stage 3 first")
-    store.read_model(3, ctx.bundle())
+    try:
+        store.read_model(3, ctx.bundle())
+    except Unusable as err:
+        raise DataError(store.output(3), f"not usable ({err}); run `taxoclass stage 3 --run {ctx.dir}` to compute it "
+                                         "again") from None
     t0 = time.time()
     silver = ctx.view.silver_validation() if ctx.cfg.self_training.val_patience > 0 else None
     with ctx.log.recording() as logged:
@@ -183,12 +193,16 @@ def final_model(ctx: RunContext) -> int:
 
 
 def _cached_model(ctx: RunContext, stage: int, force: bool) -> bool:
-    """A training stage's intact entry, unless forced: its stats replayed and its model loaded into `ctx.bundle()`."""
-    if force or not ctx.view.store.intact(stage):
+    """A training stage's intact entry, unless forced: its model loaded into `ctx.bundle()` and its stats replayed;
+    False (a warning saying why, when the entry does not fit the model) to compute it."""
+    def load() -> bool:
+        ctx.view.store.read_model(stage, ctx.bundle())
+        return True
+
+    if force or not _intact_entry(ctx, stage, load):
         return False
     ctx.view.store.replay(stage, ctx.log)
     ctx.reported.add(stage)
-    ctx.view.store.read_model(stage, ctx.bundle())
     return True
 
 
@@ -218,7 +232,7 @@ def evaluation(ctx: RunContext) -> dict:
     seed_stage(cfg.seed, 5)
     stage = ctx.view.final_stage()
     # a copy, not a link: truncating or replacing model.pt must never touch the cache entry
-    atomic_copy(ctx.view.store.output(stage), ctx.dir / "model.pt")
+    atomic_copy(ctx.view.store.output(stage), ctx.dir / "model.pt", "the model")  # a full disk: one line, no model.pt
     if inp.test is None:
         say("no test set: predictions and test metrics skipped")
         return summary

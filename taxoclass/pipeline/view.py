@@ -88,7 +88,8 @@ class RunView:
     def store(self) -> StageStore:
         if self._store is None:
             folder = Path(self.cfg.cache_dir) if self.cfg.cache_dir else self.dir / "cache"
-            self._store = StageStore(folder, stage_keys(self.cfg, self.inputs, self._training_setup))
+            self._store = StageStore(folder, stage_keys(self.cfg, self.inputs, self._training_setup),
+                                     (len(self.inputs.corpus.ids), len(self.inputs.taxonomy)))
         return self._store
 
     def stage1(self) -> dict[str, np.ndarray]:
@@ -194,21 +195,22 @@ class FinishedOutputs:
 
     def stage1(self) -> dict[str, np.ndarray]:
         if self._stage1 is None:
-            from taxoclass.npyfile import Unusable
-
-            self._require(1)
-            store = self.view.store
-            try:
-                self._stage1 = store.read_similarity(self.view.cfg, self.view.inputs)
-            except Unusable as err:  # read only: nothing is computed again
-                raise DataError(store.output(1), f"not usable ({err}); run the run again to compute it") from None
+            self._stage1 = self._read(1, lambda: self.view.store.read_similarity(self.view.cfg, self.view.inputs))
         return self._stage1
 
     def mining(self):
         if self._mining is None:
-            self._require(2)
-            self._mining = self.view.store.read_mining()
+            self._mining = self._read(2, self.view.store.read_mining)
         return self._mining
+
+    def _read(self, stage: int, read):
+        from taxoclass.cache import Unusable
+
+        self._require(stage)
+        try:
+            return read()
+        except Unusable as err:  # read only: nothing is computed again
+            raise DataError(self.view.store.output(stage), f"not usable ({err}); run the run again to compute it") from None
 
     def bundle(self):
         if self._bundle is None:

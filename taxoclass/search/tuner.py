@@ -50,7 +50,7 @@ from pathlib import Path
 
 from taxoclass.atomic import writable_dir
 from taxoclass.config import Config, to_dict, with_values
-from taxoclass.distributed.ray_address import check_reachable
+from taxoclass.distributed.preflight import check_ray
 from taxoclass.distributed.ray_instance import join_or_start
 from taxoclass.search.objectives import OBJECTIVES, unranked_note
 from taxoclass.search.prepare import Search, open_storage, prepare
@@ -208,7 +208,7 @@ def start_folder(search: Search) -> None:
 def run_search(args, prog: str) -> int:
     """The whole search for parsed arguments (`cli.py`, `tune/search.py`); `prog` names the command in its notes."""
     search = prepare(args, prog)  # the config, built once, and every check that needs no Ray: nothing written yet
-    check_reachable(search.cfg.ray.address)  # a dead cluster address: one line now, not a search folder first
+    check_ray(search.cfg.ray)  # a dead cluster address, storage that takes no write: one line now, not a search folder first
     keys = [p.key for p in search.space.params]
     if search.left == 0:  # a resumed search that holds its trials already: its results again, no Ray
         print(f"search {search.name}: {len(search.done)} trials finished, --num-samples {search.num_samples}: nothing to "

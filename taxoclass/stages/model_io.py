@@ -124,6 +124,20 @@ def _plain(value, path: Path, redo: str) -> dict:
     return value
 
 
+def _features_problem(state, classes: int) -> str | None:
+    """Why the stored class features (the model is built from them) cannot be: one row per class, a tensor."""
+    if not isinstance(state, dict):
+        return f"its state_dict is a {type(state).__name__}, not a mapping of tensors"
+    features = state.get("class_features")
+    if features is None:
+        return None
+    if not isinstance(features, torch.Tensor):
+        return f"its state_dict's 'class_features' is a {type(features).__name__}, not a tensor"
+    if features.ndim != 2 or features.shape[0] != classes:
+        return f"its state_dict's 'class_features' has shape {_shape(features)}, not one row for each of its {classes} classes"
+    return None
+
+
 def stored_class_features(state: dict):
     """The class features a state dict holds, to build its model with (it replaces them anyway): the
     class texts need not be encoded first."""
@@ -138,8 +152,47 @@ def with_output_mode(state: dict) -> dict:
     return state if "output_mode" in state else {**state, "output_mode": torch.tensor(SIGMOID)}
 
 
+def state_problem(state, model: TaxoClassifier) -> str | None:
+    """Why a checkpoint's state dict does not fit `model`, or None: each of the model's weights there (all but
+    `output_mode`, which older checkpoints lack), each a tensor of the model's shape, and nothing else but a frozen
+    encoder's. `load_state_dict` said it as a RuntimeError traceback."""
+    if not isinstance(state, dict):
+        return f"its state_dict is a {type(state).__name__}, not a mapping of tensors"
+    wanted = model.state_dict()
+    for key, value in state.items():
+        if key not in wanted:
+            if model.encoder is None and str(key).startswith("encoder."):
+                continue  # a frozen encoder's weights: not the head's, and never loaded
+            return f"its state_dict holds {key!r}, which the model does not have"
+        if not isinstance(value, torch.Tensor):
+            return f"its state_dict's {key!r} is a {type(value).__name__}, not a tensor"
+        if value.shape != wanted[key].shape:
+            return f"its state_dict's {key!r} has shape {_shape(value)}, the model's {_shape(wanted[key])}"
+    missing = [key for key in wanted if key not in state and key != "output_mode"]
+    if missing:
+        return f"its state_dict lacks {missing[0]!r}" + (f" and {len(missing) - 1} more weights" if len(missing) > 1 else "")
+    return None
+
+
+def _shape(tensor: torch.Tensor) -> str:
+    return " x ".join(map(str, tensor.shape)) or "scalar"
+
+
 def load_state(bundle: ModelBundle, path: Path) -> None:
-    payload = _read(path, REDO_ENTRY)
+    """A stage-3/4 cache entry's weights into `bundle`'s model: `Unusable` (its stage is computed again) when the file is
+    cut short, foreign or does not fit the model; `Refused` when it holds a Python object."""
+    from taxoclass.cache import Unusable
+
+    path = Path(path)
+    try:
+        payload = _read(path, REDO_ENTRY)
+    except tensorfile.Refused:
+        raise
+    except DataError as err:
+        raise Unusable(f"{path.name} is {err.message.removesuffix('; ' + REDO_ENTRY)}") from None
+    why = state_problem(payload["state_dict"], bundle.model)
+    if why is not None:
+        raise Unusable(f"{path.name} does not fit the model: {why}")
     bundle.model.load_state_dict(with_output_mode(payload["state_dict"]), strict=not bundle.cfg.classifier.freeze_encoder)
 
 
@@ -156,7 +209,18 @@ def load_checkpoint(path: Path, device: torch.device) -> tuple[ModelBundle, Taxo
         raise
     except (KeyError, TypeError, ValueError) as err:
         raise DataError(path, f"not a taxoclass checkpoint (its taxonomy is malformed: {type(err).__name__}); {REDO_MODEL}") from None
-    bundle = build_model(cfg, taxonomy, device, class_init=stored_class_features(payload["state_dict"]))
-    bundle.model.load_state_dict(with_output_mode(payload["state_dict"]), strict=not cfg.classifier.freeze_encoder)
+    state = payload["state_dict"]
+    why = _features_problem(state, len(taxonomy))  # the model is built from them: checked first
+    bundle = None if why else build_model(cfg, taxonomy, device, class_init=stored_class_features(state))
+    if why is None:
+        width = getattr(getattr(bundle.encoder, "config", None), "hidden_size", None)
+        features = state.get("class_features")
+        if width is not None and features is not None and features.shape[1] != width:
+            why = f"its class_features are {_shape(features)}, the encoder's vectors {width} wide"
+        else:
+            why = state_problem(state, bundle.model)
+    if why is not None:
+        raise DataError(path, f"not a taxoclass checkpoint ({why}); {REDO_MODEL}")
+    bundle.model.load_state_dict(with_output_mode(state), strict=not cfg.classifier.freeze_encoder)
     bundle.model.eval()
     return bundle, taxonomy
