@@ -1,0 +1,141 @@
+"""`ray up cluster.yaml` for real: three hosts on this machine (tests/local_cluster.py), jobs submitted
+as docs/ray.md prints them, `ray down`.
+
+The cluster file is the shipped cluster.yaml with only the addresses, the worker count and the ssh user
+and key replaced; each host gets the checkout by file_mounts and runs the setup and start commands over
+ssh, and the head's autoscaler starts the workers. The hosts already have the project's venv (the one
+running this test): each host's ~/.bashrc sets TAXOCLASS_VENV, the override cluster.yaml documents.
+
+Root only (namespaces); behind the `cluster` marker. Whole module:
+    scripts/private_net.sh .venv/bin/python -m pytest -q -m cluster tests/test_ray_up.py -s
+The tests run in file order on one cluster; each step's wall time is printed at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO
+from local_cluster import HOSTS, Lab, missing_tools
+
+pytestmark = [pytest.mark.cluster, pytest.mark.ray]
+RAY = Path(sys.executable).parent / "ray"
+HEAD = HOSTS["head"]
+DASHBOARD = f"http://{HEAD}:8265"
+STOP_WORKERS = "~/taxoclass/scripts/stop_workers.sh"
+UP_ENV = {"RAY_UP_enable_autoscaler_v2": "0"}
+RAY_PROCESS = re.compile(r"raylet|gcs_server|ray::|default_worker|dashboard|monitor\.py|log_monitor|runtime_env|ray/_private")
+
+
+def can_run() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root (network, PID and mount namespaces)"
+    missing = missing_tools()
+    if missing:
+        return f"missing {', '.join(missing)} (apt-get install -y openssh-server rsync iproute2)"
+    if subprocess.run(["unshare", "--net", "--mount", "--pid", "--fork", "true"], capture_output=True).returncode != 0:
+        return "unshare --net --mount --pid is not allowed here"
+    return None
+
+
+def cluster_yaml(key: str) -> dict:
+    """The shipped cluster.yaml with only the lab's addresses, worker count and ssh user and key."""
+    cfg = yaml.safe_load((REPO / "cluster.yaml").read_text())
+    cfg["provider"]["head_ip"] = HEAD
+    cfg["provider"]["worker_ips"] = [HOSTS["worker1"], HOSTS["worker2"]]
+    cfg["max_workers"] = 2
+    cfg["auth"] = {"ssh_user": "root", "ssh_private_key": key}
+    return cfg
+
+
+class Cluster:
+    def __init__(self, lab: Lab, yaml_path: str):
+        self.lab, self.yaml, self.times = lab, yaml_path, {}
+        self.down = False
+
+    def ray(self, *args, step: str | None = None, env: dict | None = None, check: bool = True, timeout: float = 600):
+        t = time.monotonic()
+        r = self.lab.client(RAY, *args, cwd=REPO, env=env, check=check, timeout=timeout)
+        if step:
+            self.times[step] = round(time.monotonic() - t, 1)
+        return r
+
+    def take_down(self):
+        """docs/ray.md's teardown: the workers' Ray (which `ray down` leaves running), then `ray down`."""
+        t = time.monotonic()
+        self.ray("exec", self.yaml, STOP_WORKERS)
+        out = self.ray("down", "-y", self.yaml, timeout=300)
+        self.down = True
+        self.times["ray down"] = round(time.monotonic() - t, 1)
+        return out
+
+    def status(self) -> str:
+        return self.ray("exec", self.yaml, "ray status").stdout
+
+    def nodes(self) -> int:
+        """Live nodes in `ray status`: the counts under Active and Idle (autoscaler v2) or Healthy (v1)."""
+        text = self.status()
+        return sum(int(n) for block in re.findall(r"\n(?:Active|Idle|Healthy):\n((?:[ \t]+\d+ \S+\n)+)", text)
+                   for n in re.findall(r"^\s+(\d+) ", block, re.M))
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    reason = can_run()
+    if reason:
+        pytest.skip(reason)
+    lab = Lab.create()
+    c = None
+    try:
+        t = time.monotonic()
+        lab.start(env_lines=f"export TAXOCLASS_VENV={sys.prefix}\n")
+        lab.wait_ssh()
+        key = "~/.ssh/id_ed25519"
+        (lab.client_home / "cluster.yaml").write_text(yaml.safe_dump(cluster_yaml(key), sort_keys=False))
+        c = Cluster(lab, "/root/cluster.yaml")
+        c.times["hosts"] = round(time.monotonic() - t, 1)
+        c.ray("get-auth-token", "--generate")  # as cluster.yaml's first line says
+        c.ray("up", "-y", c.yaml, step="ray up", env=UP_ENV)
+        yield c
+    finally:
+        if c is not None and not c.down:
+            c.ray("exec", c.yaml, STOP_WORKERS, check=False)
+            c.ray("down", "-y", c.yaml, check=False, timeout=300)
+        keep = os.environ.get("TAXOCLASS_KEEP_LAB") == "1"
+        lab.stop(keep=keep)
+        if c is not None:
+            print(f"\ncluster test wall times (s): {c.times}", file=sys.__stderr__)
+
+
+def test_docs_print_the_commands_this_test_runs():
+    """The up and down steps that made three hosts work here are what docs/ray.md and cluster.yaml tell users."""
+    for text in ((REPO / "docs" / "ray.md").read_text(), (REPO / "cluster.yaml").read_text()):
+        assert "RAY_UP_enable_autoscaler_v2=0 ray up cluster.yaml" in text
+        assert f"ray exec cluster.yaml '{STOP_WORKERS}'" in text
+
+
+def test_ray_up_starts_head_and_both_workers(cluster):
+    t = time.monotonic()
+    while cluster.nodes() < 3 and time.monotonic() - t < 300:  # the autoscaler starts the workers after `ray up`
+        time.sleep(5)
+    cluster.times["workers up"] = round(time.monotonic() - t, 1)
+    status = cluster.status()
+    print(status, file=sys.__stderr__)
+    assert cluster.nodes() == 3, status
+    for name in ("worker1", "worker2"):  # set up and started over ssh, by the head's autoscaler
+        assert cluster.lab.hosts[name].processes(), name
+        assert any("raylet" in p for p in cluster.lab.hosts[name].processes()), name
+
+
+def test_ray_down_leaves_no_ray_process(cluster):
+    out = cluster.take_down()
+    for name, host in cluster.lab.hosts.items():
+        left = [p[:80] for p in host.processes() if RAY_PROCESS.search(p)]
+        assert not left, f"{name}: {left}\n{out.stdout[-6000:]}"
