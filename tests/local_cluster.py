@@ -55,6 +55,7 @@ exec sleep infinity
 HOST_SCRIPT = r"""
 set -e
 hostname "$HOST_NAME"
+mount --bind "$HOST_DIR/hosts" /etc/hosts
 ip link set lo up
 mount --bind "$HOST_DIR/tmp" /tmp
 H="$HOST_DIR/home"; {keep_home}
@@ -194,6 +195,10 @@ class Lab:
         if env_lines:
             with open(home / ".bashrc", "a") as f:
                 f.write(env_lines)
+        # every host's name resolves to its address, as DNS gives on a real cluster: torch's gloo binds
+        # to what the hostname resolves to, and an unresolved name falls back to 127.0.0.1 (stage 3 then
+        # fails to connect across hosts, as the first run of this test did)
+        (d / "hosts").write_text("127.0.0.1 localhost\n" + "".join(f"{a} {n}\n" for n, a in HOSTS.items()))
         (d / "sshd_config").write_text(SSHD_CONFIG.format(host_key=self.root / "ssh" / "host_key"))
         env = {**os.environ, "HOST_NAME": name, "HOST_DIR": str(d), "HOME": "/root", "KEEP": kept_under_home()}
         proc = subprocess.Popen(["nsenter", "-t", str(self.proc.pid), "-n", "-m", "--",
