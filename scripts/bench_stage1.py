@@ -128,7 +128,8 @@ def compare_dtypes(args, docs: list[str], device) -> None:
         vectors = {}
 
         settings = dict(max_length=cfg.max_length, batch_size=cfg.batch_size, batch_tokens=cfg.batch_tokens, device=device)
-        text_encoder.encode_texts(model, tok, docs[:8], amp="off", **settings)  # warm-up
+        for amp in times:  # warm-up: oneDNN builds its kernels for each dtype on first use
+            text_encoder.encode_texts(model, tok, docs[:8], amp=amp, **settings)
         for _ in range(args.repeats):
             for amp in times:
                 t0 = time.perf_counter()

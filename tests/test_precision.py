@@ -39,7 +39,10 @@ def test_auto_is_keyed_by_what_it_resolves_to(monkeypatch, units, policy, expect
     assert EncoderSpec.of_similarity(auto) == EncoderSpec.of_similarity(demo("device=cpu", f"similarity.autocast={expected}"))
 
 
-def test_cpu_bf16_check_is_torchs():
+def test_the_cpu_bf16_check_asks_for_units_not_emulation():
     import torch
 
-    assert amp.cpu_has_bf16() == bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    # oneDNN's own flag is True on any AVX-512 CPU, where bf16 is emulated and slower: not the check
+    assert amp.cpu_has_bf16() == (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    if torch.cpu._is_avx512_supported() and not torch.cpu._is_avx512_bf16_supported() and not torch.cpu._is_amx_tile_supported():
+        assert not amp.cpu_has_bf16()
