@@ -80,8 +80,8 @@ def budget_table(rows: list[dict], seed: int = 0) -> dict[int, dict]:
                 means.setdefault(r["encoder"], []).append(h)
             better = max(means, key=lambda e: np.mean(means[e]))
             encoder_right += rows[pick]["encoder"] == better
-        out[k] = {"right": right, "draws": DRAWS, "mean_regret": float(np.mean(regrets)),
-                  "max_regret": float(np.max(regrets)), "encoder_right": encoder_right}
+        out[k] = {"right": int(right), "draws": DRAWS, "mean_regret": float(np.mean(regrets)),
+                  "max_regret": float(np.max(regrets)), "encoder_right": int(encoder_right)}
     return out
 
 
