@@ -46,3 +46,10 @@ def test_the_cpu_bf16_check_asks_for_units_not_emulation():
     assert amp.cpu_has_bf16() == (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
     if torch.cpu._is_avx512_supported() and not torch.cpu._is_avx512_bf16_supported() and not torch.cpu._is_amx_tile_supported():
         assert not amp.cpu_has_bf16()
+
+
+def test_ray_gpu_stage1_from_a_driver_without_cuda_is_keyed_bf16(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert stage1_precision(demo("runtime=ray", "ray.use_gpu=true")) == "bf16"  # torch alone would say fp16

@@ -61,8 +61,13 @@ def stage1_precision(cfg: Config) -> str:
     s = cfg.similarity
     if s.autocast != "auto":
         return s.autocast
-    where = "cuda" if cfg.runtime == "ray" and cfg.ray.use_gpu else resolve_device(cfg.device)
-    return resolve_amp("auto", where)
+    if cfg.runtime == "ray" and cfg.ray.use_gpu:
+        import torch
+
+        # a driver without CUDA cannot see the actors' cards (torch then answers fp16): they are taken to have bf16
+        # units, as every card since Ampere does; behind such a driver an older card's fp16 vectors are keyed bf16
+        return resolve_amp("auto", "cuda") if torch.cuda.is_available() else "bf16"
+    return resolve_amp("auto", resolve_device(cfg.device))
 
 
 @lru_cache(maxsize=8)
