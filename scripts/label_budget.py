@@ -25,6 +25,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+sys.path.insert(0, str(REPO / "scripts"))
+
+from validate_objective import better_encoder  # noqa: E402
+
 from taxoclass.config import build_config  # noqa: E402
 from taxoclass.metrics import example_f1  # noqa: E402
 from taxoclass.pipeline import open_finished  # noqa: E402
@@ -75,11 +79,7 @@ def budget_table(rows: list[dict], seed: int = 0) -> dict[int, dict]:
             regret = max(held) - held[pick]
             right += regret <= NEAR
             regrets.append(regret)
-            means = {}
-            for r, h in zip(rows, held):
-                means.setdefault(r["encoder"], []).append(h)
-            better = max(means, key=lambda e: np.mean(means[e]))
-            encoder_right += rows[pick]["encoder"] == better
+            encoder_right += rows[pick]["encoder"] == better_encoder([r["encoder"] for r in rows], held)
         out[k] = {"right": int(right), "draws": DRAWS, "mean_regret": float(np.mean(regrets)),
                   "max_regret": float(np.max(regrets)), "encoder_right": int(encoder_right)}
     return out

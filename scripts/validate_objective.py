@@ -144,13 +144,18 @@ def validate_set(name: str, args, out: Path) -> dict:
     return result
 
 
+def better_encoder(encoders: list[str], scores: list[float]) -> str:
+    """The encoder whose trials score higher on average (`encoders[i]` ran the trial that scored `scores[i]`)."""
+    by_encoder: dict[str, list[float]] = {}
+    for encoder, score in zip(encoders, scores):
+        by_encoder.setdefault(encoder, []).append(score)
+    return max(by_encoder, key=lambda e: sum(by_encoder[e]) / len(by_encoder[e]))
+
+
 def picks_better_encoder(rows: list[dict], mode: str, column: str, half: str) -> bool:
     """Whether the objective's best trial used the encoder whose trials score higher on `half` on average."""
-    by_encoder: dict[str, list[float]] = {}
-    for row in rows:
-        by_encoder.setdefault(row["encoder"], []).append(row[half])
-    better = max(by_encoder, key=lambda e: sum(by_encoder[e]) / len(by_encoder[e]))
     sign = 1 if mode == "max" else -1
+    better = better_encoder([r["encoder"] for r in rows], [r[half] for r in rows])
     return max(rows, key=lambda r: sign * r[column])["encoder"] == better
 
 
