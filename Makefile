@@ -21,8 +21,14 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/taxoclass run
 
+# the cluster tests alone first (they time `ray up` and its steps), then the rest on two workers: most of the
+# suite's time is spent waiting on Ray and subprocesses; both passes run, and either's failure fails the target
 test: $(STAMP)
-	WANDB_MODE=offline scripts/private_net.sh $(PY) -m pytest -q --durations=15 tests
+	@status=0; \
+	WANDB_MODE=offline scripts/private_net.sh $(PY) -m pytest -q -m cluster tests || status=$$?; \
+	WANDB_MODE=offline scripts/private_net.sh $(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder \
+	  -m "not cluster" --durations=15 tests || status=$$?; \
+	exit $$status
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check taxoclass tune scripts tests

@@ -57,3 +57,16 @@ def run_cli(*args, cwd=None, env=None) -> subprocess.CompletedProcess:
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "taxoclass.cli", *map(str, args)], capture_output=True, text=True,
                           cwd=cwd, env=full_env, timeout=600)
+
+
+
+# `make test` runs the suite on two workers (pytest-xdist, `--dist loadfile`: a module's tests on one worker, so its
+# module-scoped fixtures are built once): most of its time is spent waiting on Ray instances and subprocesses, not
+# computing. These modules go first, the longest first, so that no long module starts last while the other worker idles.
+LONGEST_FIRST = ["test_ray", "test_search", "test_pipeline", "test_ray_cluster", "test_ray_predict", "test_config",
+                 "test_readme", "test_package", "test_jobs"]
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.module.__name__, len(rank)))  # stable: a module's own order is kept

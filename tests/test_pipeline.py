@@ -1,12 +1,10 @@
 """End to end on the debug preset: determinism, the run dir contract, caching, predict, single stages."""
 
-import dataclasses
 import json
 import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +13,6 @@ from conftest import REPO, run_cli
 
 from taxoclass.config import build_config
 from taxoclass.data.readers import load_dataset
-from taxoclass.distributed.ray_runtime import RayRuntime
 from taxoclass.errors import DataError
 from taxoclass.evaluate import evaluate_predictions_file
 from taxoclass.pipeline import (
@@ -28,7 +25,6 @@ from taxoclass.pipeline import (
     stage_keys,
     steps,
 )
-from taxoclass.pipeline.build_jobs import similarity_job, training_job
 from taxoclass.pipeline.schedule import self_training_runs
 from taxoclass.sink import Sink
 from taxoclass.stages.text_encoder import texts_encoded
@@ -446,48 +442,6 @@ def test_keys_follow_what_changes_training_numbers():
     assert ray1[3] != ray2[3]
 
 
-class RecordingRuntime(RayRuntime):
-    """The Ray runtime with its two calls into Ray standing in: records what a stage finds in its Ray storage."""
-
-    def __init__(self, cfg, bundle_state=None):
-        super().__init__(cfg)
-        self.found = []
-        self.bundle_state = bundle_state
-
-    def _score(self, cfg, taxonomy, texts, hyps, folder, embed):
-        self.found.append(sorted(p.name for p in folder.glob("*")) if folder.exists() else [])
-        width = 384 if embed else len(taxonomy)  # embed: MiniLM document embeddings, from which prototypes are refined
-        return np.zeros((len(texts), width), np.float32), {"stage1/actors": 1}
-
-    def _fit(self, job, storage):
-        found = Path(storage) / job.name  # an absolute path here (a URI on a cluster's shared storage)
-        self.found.append(sorted(p.name for p in found.glob("*")) if found.exists() else [])
-        return {}, [], self.bundle_state
-
-
-def test_force_starts_ray_stages_afresh(tmp_path):
-    # names only: no prototypes, so building the model reads no stage-1 output through the stand-in runtime
-    cfg = debug_config(tmp_path, "f", "runtime=ray", "ray.storage_path=" + str(tmp_path / "storage"), "similarity.refine_rounds=0")
-    runtime = RecordingRuntime(cfg)
-    run = RunContext.open(cfg, runtime=runtime)
-    try:
-        shards = run.view.store.folder / f"stage1-{run.view.store.keys[1]}-shards"
-        (shards / "corpus").mkdir(parents=True)
-        (shards / "corpus" / "shard-00000.parquet").write_text("old")
-        stale = tmp_path / "storage" / f"stage3-{run.view.store.keys[3]}"
-        stale.mkdir(parents=True)
-        (stale / "checkpoint_manager_snapshot.json").write_text("{}")
-        for fresh in (False, True):  # the corpus only: one stage-1 call into Ray each
-            runtime.similarity(dataclasses.replace(similarity_job(run, fresh=fresh), test_texts=None))
-        runtime.bundle_state = run.bundle().model.state_dict()
-        rows, targets, mask = [0, 1], np.zeros((2, 41), np.float32), np.ones((2, 41), np.float32)
-        for fresh in (False, True):
-            runtime.train(training_job(run, 3, rows, fresh, targets=targets, mask=mask), run.log)
-    finally:
-        run.close()
-    assert runtime.found == [["shard-00000.parquet"], [], ["checkpoint_manager_snapshot.json"], []]
-
-
 def test_json_is_strict_and_metrics_are_appended(tmp_path):
     from taxoclass.atomic import write_json
     from taxoclass.pipeline import MetricsLog
@@ -629,27 +583,26 @@ def test_a_second_run_on_a_run_dir_in_use_stops_at_once(tmp_path):
 
 
 def test_each_document_is_embedded_once(tmp_path, capfd):
-    # stages 3 and 4 train (the demo's 4 documents per label path would have stage 3 step aside and embed nothing)
-    trains = [f"output_dir={tmp_path}", "run_name=once", "classifier.min_docs_per_label=0"]
-    cfg = build_config("demo", overrides=trains, environ={})
+    # the debug preset: stages 3 and 4 train (classifier.min_docs_per_label=0), on vectors of its 64-token limit
+    trains = [f"output_dir={tmp_path}", "run_name=once"]
+    cfg = debug_config(tmp_path, "once")
     before = texts_encoded()
     summary = run_pipeline(cfg)
-    # 200 corpus documents, 100 test documents and 41 class hypotheses, each through the encoder once: stage 3's
-    # frozen encoder and the evaluation take stage 1's vectors (before: 641 passes, both embedded again)
-    assert texts_encoded() - before == summary["total_encoder_passes"] == 341 == summary["stage1/encoder_passes"]
+    # 60 corpus documents, 60 test documents and 41 class hypotheses, each through the encoder once: stage 3's
+    # frozen encoder and the evaluation take stage 1's vectors (before issue 29, both embedded them again)
+    assert texts_encoded() - before == summary["total_encoder_passes"] == 161 == summary["stage1/encoder_passes"]
     assert len(list((tmp_path / "once" / "cache").glob("vectors-*.npy"))) == 2  # corpus and test, float16
     # another token limit for the classifier: stage 1 is cached, the classifier embeds its own vectors, and says why
     capfd.readouterr()
     before = texts_encoded()
-    summary = run_pipeline(build_config("demo", overrides=[*trains, "classifier.max_length=64"],
-                                        environ={}))
-    assert texts_encoded() - before == 300
-    assert summary["total_encoder_passes"] == 641  # the run's figure: its stage 1's passes (cached) and the classifier's
-    assert "not stage 1's vectors: classifier.max_length=64 against similarity.max_length=128" in capfd.readouterr().err
+    summary = run_pipeline(build_config("debug", overrides=[*trains, "classifier.max_length=32"], environ={}))
+    assert texts_encoded() - before == 120
+    assert summary["total_encoder_passes"] == 281  # the run's figure: its stage 1's passes (cached) and the classifier's
+    assert "not stage 1's vectors: classifier.max_length=32 against similarity.max_length=64" in capfd.readouterr().err
     # a rerun embeds nothing: stage 1's and the classifier's vectors are both in the cache; the run's figure is the same
     before = texts_encoded()
-    assert run_pipeline(build_config("demo", overrides=[*trains, "force_stage=3",
-                                                        "classifier.max_length=64"], environ={}))["total_encoder_passes"] == 641
+    assert run_pipeline(build_config("debug", overrides=[*trains, "force_stage=3",
+                                                         "classifier.max_length=32"], environ={}))["total_encoder_passes"] == 281
     assert texts_encoded() == before
 
 

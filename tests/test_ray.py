@@ -7,6 +7,7 @@ Run inside a private network namespace (`make test` does, as root) or with Ray b
 import copy
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -51,13 +52,18 @@ def test_a_ray_address_that_names_no_cluster_is_one_line(tmp_path, ray_tmp):
     assert res.returncode == 2 and res.stderr.strip().splitlines() == [
         "taxoclass: error: config key 'ray.address': expected 'auto', HOST:PORT or ray://HOST:PORT (empty: a local instance), "
         "got 'local'"]
-    import psutil
+    # in a PID namespace of its own (as root), where no other test's Ray instance can be seen: with none, the suite's
+    # other Ray instances (pytest -n) would be what ray.address=auto finds
+    alone = ["unshare", "-p", "-f", "--mount-proc"]
+    if subprocess.run([*alone, "true"], capture_output=True).returncode != 0:
+        import psutil
 
-    if any(p.info["name"] == "gcs_server" for p in psutil.process_iter(["name"])):
-        pytest.skip("a Ray instance runs where this test can see it: ray.address=auto would join it")
+        alone = []
+        if any(p.info["name"] == "gcs_server" for p in psutil.process_iter(["name"])):
+            pytest.skip("a Ray instance runs where this test can see it: ray.address=auto would join it")
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    res = subprocess.run([sys.executable, "-m", "taxoclass.cli", *common, "ray.address=auto"], capture_output=True, text=True,
-                         cwd=REPO, timeout=300, env={**env, "RAY_TMPDIR": str(ray_tmp)})  # no `ray start` to find
+    res = subprocess.run([*alone, sys.executable, "-m", "taxoclass.cli", *common, "ray.address=auto"], capture_output=True,
+                         text=True, cwd=REPO, timeout=300, env={**env, "RAY_TMPDIR": str(ray_tmp)})  # no `ray start` to find
     lines = res.stderr.strip().splitlines()
     assert res.returncode == 2 and "Traceback" not in res.stderr and lines[-1].startswith(
         "taxoclass: error: config key 'ray.address': cannot join a Ray cluster at auto: Could not find any running Ray "
@@ -71,6 +77,10 @@ def test_stage1_and_2_match_the_local_runtime(ray_instance, tmp_path):
     local.close()
     cfg = cfg_for(tmp_path, "ray", "runtime=ray", "ray.shard_size=16", "ray.stage1_actors=2", "ray.stage1_batch_size=8")
     remote = RunContext.open(cfg, runtime=RayRuntime(cfg))
+    # a shard left by an earlier run: a forced stage 1 deletes it and scores every shard (resumed, it would read it)
+    stale = remote.view.store.folder / f"stage1-{remote.view.store.keys[1]}-shards" / "corpus" / "shard-00000.parquet"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("old")
     arrays_ray = steps.similarity(remote, force=True)
     sim_ray, test_ray = arrays_ray["corpus"], arrays_ray["test"]
     assert remote.log.stats["stage1/shards_scored"] == 4 and remote.log.stats["stage1/actors"] == 2
@@ -137,9 +147,13 @@ def test_one_and_two_train_workers_agree(ray_instance, tmp_path):
     assert any("stage4/iteration" in row for row in history)
     # issue 11: force_stage=3 on runtime=ray trains stage 3 again; before, Ray Train restored the final
     # checkpoint of the run of the same name (the cache key) in the same storage, and nothing was trained
-    # (the stand-in runtime of test_pipeline checks that the storage is cleared; here, that both epochs train)
+    # (and a stale checkpoint record is deleted first: both epochs train, none is restored)
     cfg = cfg_for(tmp_path, "w1", "runtime=ray", "ray.num_workers=1", "classifier.epochs=2", "force_stage=3",
                   "self_training.enabled=false")
+    # the latest-checkpoint record an interrupted run of this stage would have left: a forced stage deletes it first
+    stage3 = next((tmp_path / "w1" / "cache").glob("stage3-*.pt")).stem
+    (tmp_path / "w1" / "ray" / stage3).mkdir(parents=True, exist_ok=True)
+    (tmp_path / "w1" / "ray" / stage3 / "checkpoint_manager_snapshot.json").write_text("{}")
     forced = run_pipeline(cfg, runtime=RayRuntime(cfg))
     lines = (tmp_path / "w1" / "metrics.jsonl").read_text().splitlines()
     last_attempt = [json.loads(x) for x in lines[max(i for i, x in enumerate(lines) if x.startswith('{"attempt"')) + 1:]]
@@ -265,16 +279,28 @@ def ray_tmp():
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def listening() -> set[tuple[str, str]]:
-    """(local address, process) of every listening TCP socket (`ss -ltnp`; in `make test`'s namespace, only the tests')."""
+def listening() -> set[tuple[str, str, int]]:
+    """(local address, process, pid) of every listening TCP socket (`ss -ltnp`; in `make test`'s namespace, only the
+    tests')."""
     out = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True).stdout
     found = set()
     for line in out.splitlines():
         fields = line.split()
         address = fields[3].rsplit(":", 1)[0].strip("[]")
-        process = fields[5].split('"')[1] if len(fields) > 5 and '"' in fields[5] else "?"
-        found.add((address, process))
+        users = fields[5] if len(fields) > 5 else ""
+        for name, pid in re.findall(r'"([^"]*)",pid=(\d+)', users) or [("?", 0)]:
+            found.add((address, name, int(pid)))
     return found
+
+
+def descendants(pid: int) -> set[int]:
+    """`pid` and every process below it (a run's Ray instance: its GCS, raylet, workers and agents)."""
+    import psutil
+
+    try:
+        return {pid} | {p.pid for p in psutil.Process(pid).children(recursive=True)}
+    except psutil.NoSuchProcess:
+        return set()
 
 
 def holding(secret: str, *folders: Path) -> list[Path]:
@@ -297,7 +323,9 @@ def test_a_ray_run_listens_on_loopback_only_and_writes_no_secret(tmp_path, ray_t
     seen: set[tuple[str, str]] = set()
     try:
         while proc.poll() is None:
-            seen |= listening()
+            # this run's sockets only: under pytest -n another test's Ray nodes may listen beside it (on 127.0.0.2...)
+            ours = descendants(proc.pid)
+            seen |= {(address, name) for address, name, pid in listening() if pid in ours}
             time.sleep(0.5)
     finally:
         _kill_tree(proc)

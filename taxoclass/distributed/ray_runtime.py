@@ -105,7 +105,7 @@ class RayRuntime:
         """The stage's output is in the cache: its Train checkpoints (hundreds of MB each) can go."""
         remove_tree(self.storage(run_dir), name)
 
-    # the two calls that reach Ray (a test stands in for them)
+    # the two calls that reach Ray
     def _score(self, cfg: Config, taxonomy, texts: list[str], hyps: list[str], folder: Path, embed: bool) -> tuple[np.ndarray, dict]:
         """Scores (documents x classes), or with `embed` the bi-encoder's document embeddings."""
         from taxoclass.distributed.ray_data import load_shards, score_with_ray_data
