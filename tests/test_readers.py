@@ -149,8 +149,10 @@ def test_amazon_531_real_test_reviews():
 # ---------------------------------------------------------------- issue 11: files that used to end in a traceback
 @pytest.mark.parametrize("content, message", [
     (b"d1\tplain text, not gzip\n", "train/corpus.txt.gz: not a gzip file"),
-    (gzip.compress(b"d1\tfirst\nd2\tsecond document with more words\n" * 50)[:-40], "train/corpus.txt.gz: truncated or corrupt gzip file"),
-])
+    # mtime=0: the same bytes, and so the same test id, in every process (pytest -n's workers must collect alike)
+    (gzip.compress(b"d1\tfirst\nd2\tsecond document with more words\n" * 50, mtime=0)[:-40],
+     "train/corpus.txt.gz: truncated or corrupt gzip file"),
+], ids=["plain text", "truncated"])
 def test_bad_gzip_corpus_is_one_line(tmp_path, content, message):
     root = write_dataset(tmp_path / "gz")
     (root / "train" / "corpus.txt").unlink()
