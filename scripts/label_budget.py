@@ -1,6 +1,7 @@
 """How many labelled documents does `--dev` need to pick the better trial? (issue 33)
 
     python scripts/label_budget.py /work/exp/val/validate.json              # the trials of validate_objective.py --encoders
+    python scripts/label_budget.py --budgets 200,400 runs/val/validate.json  # other k
 
 For each set of a `scripts/validate_objective.py` result (its trials: one search per encoder, the same random
 draws of the default space), it draws k labelled corpus documents at random (k = 25, 50, 100, 200; 10 draws
@@ -63,17 +64,20 @@ def trial_scores(run_dir: Path, pool_seed: int = 0) -> tuple[dict[str, float], d
     return pool, held
 
 
-def budget_table(rows: list[dict], seed: int = 0) -> dict[int, dict]:
+def budget_table(rows: list[dict], budgets=BUDGETS, seed: int = 0) -> dict[int, dict]:
     """For each k: right picks out of DRAWS, the mean regret, and how often the winner used the better encoder."""
     scored = [trial_scores(Path(r["run_dir"])) for r in rows]
     pool_ids = sorted(scored[0][0])
     rng = np.random.default_rng(seed)
     out = {}
-    for k in BUDGETS:
+    for k in budgets:
         right, regrets, encoder_right = 0, [], 0
         for _ in range(DRAWS):
-            draw = set(rng.choice(pool_ids, size=min(k, len(pool_ids)), replace=False).tolist())
+            # a sorted list, not a set: a set's order (string hashes) changes between processes, and so would the
+            # last bits of each mean and the pick between tied trials
+            draw = sorted(rng.choice(pool_ids, size=min(k, len(pool_ids)), replace=False).tolist())
             dev = [np.mean([pool[d] for d in draw]) for pool, _ in scored]
+            draw = set(draw)
             held = [np.mean([v for d, v in h.items() if d not in draw]) for _, h in scored]
             pick = int(np.argmax(dev))
             regret = max(held) - held[pick]
@@ -89,20 +93,23 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("validate", nargs="+", help="validate.json files of scripts/validate_objective.py")
     ap.add_argument("--out", default=None, help="write the table as JSON here too")
+    ap.add_argument("--budgets", default=",".join(map(str, BUDGETS)), help="comma-separated k (labelled documents a draw)")
     args = ap.parse_args()
+    budgets = tuple(int(k) for k in args.budgets.split(","))
     tables = {}
     for path in args.validate:
         for name, result in json.loads(Path(path).read_text()).items():
             print(f"{name}: {result['trials']} trials", flush=True)
-            tables[name] = budget_table(result["rows"])
+            tables[name] = budget_table(result["rows"], budgets)
     print(f"\n| set | k | picks within {NEAR} of the best (held-out) | mean regret | largest regret | winner on the better encoder |"
           "\n|---|---|---|---|---|---|")
     for name, table in tables.items():
         for k, t in table.items():
             print(f"| {name} | {k} | {t['right']} of {t['draws']} | {t['mean_regret']:.4f} | {t['max_regret']:.4f} "
                   f"| {t['encoder_right']} of {t['draws']} |")
-    enough = [k for k in BUDGETS if all(t[k]["right"] >= 9 for t in tables.values())]
-    print(f"smallest k with at least 9 right picks of 10 on every set: {enough[0] if enough else 'none of ' + str(BUDGETS)}")
+    for what, key in (("right picks", "right"), ("picks of the better encoder", "encoder_right")):
+        enough = [k for k in budgets if all(t[k][key] >= 9 for t in tables.values())]
+        print(f"smallest k with at least 9 {what} of 10 on every set: {enough[0] if enough else 'none of ' + str(budgets)}")
     if args.out:
         Path(args.out).write_text(json.dumps(tables, indent=1))
 

@@ -24,7 +24,8 @@ def amp_context(amp: str, device: torch.device | str):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-# whether `auto` takes bf16 on a CPU that has bf16 units (issue 33: docs/figures.md, "bf16 on the CPU")
+# whether `auto` takes bf16 on a CPU that has bf16 units: no, since bf16 moved Example-F1 outside the spread seeds cause
+# in fp32 on relaclass, dbpedia-298 and 20 Newsgroups' held-out half (issue 33: docs/figures.md, "bf16 on the CPU")
 BF16_ON_CPU = False
 
 
