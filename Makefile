@@ -21,8 +21,8 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/taxoclass run
 
-# the cluster tests alone first (they time `ray up` and its steps), then the rest on two workers: most of the
-# suite's time is spent waiting on Ray and subprocesses; both passes run, and either's failure fails the target
+# the cluster tests alone first (they time `ray up` and its steps), then the rest on two workers, which overlap the
+# time tests spend waiting on Ray and subprocesses; both passes run, and either's failure fails the target
 test: $(STAMP)
 	@status=0; \
 	WANDB_MODE=offline scripts/private_net.sh $(PY) -m pytest -q -m cluster tests || status=$$?; \

@@ -76,9 +76,9 @@ def budget_table(rows: list[dict], budgets=BUDGETS, seed: int = 0) -> dict[int, 
             # a sorted list, not a set: a set's order (string hashes) changes between processes, and so would the
             # last bits of each mean and the pick between tied trials
             draw = sorted(rng.choice(pool_ids, size=min(k, len(pool_ids)), replace=False).tolist())
+            drawn = set(draw)
             dev = [np.mean([pool[d] for d in draw]) for pool, _ in scored]
-            draw = set(draw)
-            held = [np.mean([v for d, v in h.items() if d not in draw]) for _, h in scored]
+            held = [np.mean([v for d, v in h.items() if d not in drawn]) for _, h in scored]
             pick = int(np.argmax(dev))
             regret = max(held) - held[pick]
             right += regret <= NEAR
