@@ -12,6 +12,13 @@ import pytest
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# On N pytest-xdist workers (`make test`: 2), each worker's torch gets its share of the cores, and so do the
+# subprocesses and Ray instances its tests start (they inherit it). With torch's default, every process takes every
+# core and the workers' OpenMP threads oversubscribe them and spin: two debug runs (200 documents) at once on 2 cores
+# took 14.5 s and 28 CPU-s that way, 8.2 s and 16 CPU-s with one thread each, to the same Example-F1.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

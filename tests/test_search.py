@@ -401,11 +401,12 @@ def test_asha_stops_a_diverging_trial(tmp_path):
 def test_ctrl_c_ends_the_search_at_once_and_resume_continues_trials_and_study(tmp_path):
     import optuna
 
-    # one trial at a time, each training long enough (about a minute on 2 quiet cores: 1,500 epochs of 40 documents)
-    # that the second is running when the first is seen finished and Ctrl-C comes (150 epochs took 5 s on a quiet
-    # machine: both had ended by then, and the Ctrl-C met the search's teardown)
+    # one trial at a time, a short one and then one that trains long enough (600 epochs of 40 documents: about 20 s on
+    # 2 quiet cores) that it is still running when the first is seen finished and Ctrl-C comes (with two trials of 150
+    # epochs, 5 s each, both had ended by then, and the Ctrl-C met the search's teardown). A grid: each value once, in
+    # the seeded grid's order (20 first; checked below: the trial done before Ctrl-C is the short one)
     space = tmp_path / "slow.yaml"
-    space.write_text("parameters:\n  classifier.epochs:\n    values: [1500, 1600]\n")
+    space.write_text("method: grid\nparameters:\n  classifier.epochs:\n    values: [600, 20]\n")
     args = [*SEARCH, "--smoke", "--space", space, "--num-samples", "2", "--max-concurrent", "1", "--no-asha", "--name", "res",
             f"output_dir={tmp_path}", *FAST, "classifier.early_stopping_patience=2000"]
     search_dir = tmp_path / "res"
@@ -436,6 +437,8 @@ def test_ctrl_c_ends_the_search_at_once_and_resume_continues_trials_and_study(tm
     assert res.returncode == 0, res.stderr[-3000:]
     rows = _rows(search_dir)
     assert len(rows) == 2 and finished[0] in {r["trial"] for r in rows}
+    epochs = {r["trial"]: int(float(r["classifier.epochs"])) for r in rows}
+    assert sorted(epochs.values()) == [20, 600] and epochs[finished[0]] == 20  # the short trial came first and was done
     assert (search_dir / "runs" / finished[0] / "summary.json").stat().st_mtime == stamp  # not run again
     # the Optuna study, in the search folder and named after it, holds both trials with their objectives
     study = optuna.load_study(study_name="res", storage=f"sqlite:///{search_dir / 'optuna.db'}")
