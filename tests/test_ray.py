@@ -159,11 +159,11 @@ def test_one_and_two_train_workers_agree(ray_instance, tmp_path):
     assert (tmp_path / "cache" / f"{stage3}.pt").is_file()  # the one-worker run's stage 3, which this run trains again
     (tmp_path / "w1" / "ray" / stage3).mkdir(parents=True, exist_ok=True)
     (tmp_path / "w1" / "ray" / stage3 / "checkpoint_manager_snapshot.json").write_text("{}")
-    # from the command line, on a Ray instance of its own: in this module's instance, host to four Train runs by then,
-    # Ray Train's placement-group cleaner (a detached actor polling the State API) took a live controller for dead in
-    # 3 of 10 Train runs over two suite runs under `make test`'s load, and removed its workers' placement group; Ray
+    # from the command line, on a Ray instance of its own: in this module's in-process instance, Ray Train's
+    # placement-group cleaner (a detached actor polling the State API) took a live controller for dead in 5 of 22 Train
+    # runs over five runs of this module (once on the instance's first), and removed its workers' placement group; Ray
     # Train then retried from the run's own first checkpoint: a `stage3/resumed_from_epoch` this check would take for
-    # the issue-11 restore (a run's own Ray instance showed no such retry in the same suite runs)
+    # the issue-11 restore (the CLI tests' own instances: no such retry in 45 Train runs)
     res = run_cli("run", "--preset", "debug", *forced_args, f"output_dir={tmp_path}", "run_name=w1")
     assert res.returncode == 0, res.stderr[-3000:]
     forced = json.loads((tmp_path / "w1" / "summary.json").read_text())
