@@ -170,6 +170,8 @@ def test_one_and_two_train_workers_agree(ray_instance, tmp_path):
     lines = (tmp_path / "w1" / "metrics.jsonl").read_text().splitlines()
     last_attempt = [json.loads(x) for x in lines[max(i for i, x in enumerate(lines) if x.startswith('{"attempt"')) + 1:]]
     assert sum("stage3/epoch_val_loss" in r for r in last_attempt) == 2 and "stage3/resumed_from_epoch" not in forced
+    stale = tmp_path / "w1" / "ray" / stage3 / "checkpoint_manager_snapshot.json"
+    assert not stale.exists() or stale.read_text() != "{}"  # the command line's run took this stage-3 folder as its own
     # issue 12: once the stage's output is cached, its Train checkpoints are deleted
     assert not list((tmp_path / "w1" / "ray").glob("stage3-*/checkpoint_*"))
 
