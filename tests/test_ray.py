@@ -26,7 +26,7 @@ from taxoclass.distributed.ray_data import load_shards, score_with_ray_data, sha
 from taxoclass.distributed.ray_runtime import RayRuntime  # noqa: E402
 from taxoclass.pipeline import RunContext, run_pipeline, steps  # noqa: E402
 from taxoclass.pipeline.inputs import prepare_inputs  # noqa: E402
-from taxoclass.pipeline.store import stage_keys  # noqa: E402
+from taxoclass.pipeline.store import StageStore, stage_keys  # noqa: E402
 from taxoclass.stages.core_mining import mine_core_classes  # noqa: E402
 from taxoclass.stages.similarity import class_texts, hypotheses  # noqa: E402
 
@@ -80,7 +80,7 @@ def test_stage1_and_2_match_the_local_runtime(ray_instance, tmp_path):
     cfg = cfg_for(tmp_path, "ray", "runtime=ray", "ray.shard_size=16", "ray.stage1_actors=2", "ray.stage1_batch_size=8")
     remote = RunContext.open(cfg, runtime=RayRuntime(cfg))
     # a shard left by an earlier run: a forced stage 1 deletes it and scores every shard (resumed, it would read it)
-    stale = remote.view.store.folder / f"stage1-{remote.view.store.keys[1]}-shards" / "corpus" / "shard-00000.parquet"
+    stale = remote.view.store.folder / f"{remote.view.store.name(1)}-shards" / "corpus" / "shard-00000.parquet"
     stale.parent.mkdir(parents=True)
     stale.write_text("old")
     arrays_ray = steps.similarity(remote, force=True)
@@ -155,8 +155,9 @@ def test_one_and_two_train_workers_agree(ray_instance, tmp_path):
                    cache]
     cfg = cfg_for(tmp_path, "w1", *forced_args)
     # the latest-checkpoint record an interrupted run of this stage would have left: a forced stage deletes it first
-    stage3 = f"stage3-{stage_keys(cfg, prepare_inputs(cfg), RayRuntime(cfg).training_setup())[3]}"
-    assert (tmp_path / "cache" / f"{stage3}.pt").is_file()  # the one-worker run's stage 3, which this run trains again
+    store = StageStore(tmp_path / "cache", stage_keys(cfg, prepare_inputs(cfg), RayRuntime(cfg).training_setup()))
+    assert store.output(3).is_file()  # the one-worker run's stage 3, which this run trains again
+    stage3 = store.name(3)
     (tmp_path / "w1" / "ray" / stage3).mkdir(parents=True, exist_ok=True)
     (tmp_path / "w1" / "ray" / stage3 / "checkpoint_manager_snapshot.json").write_text("{}")
     # from the command line, on a Ray instance of its own: in this module's in-process instance, Ray Train's
